@@ -1,0 +1,16 @@
+#![doc = include_str!("../README.md")]
+
+pub mod catalog;
+pub mod error;
+pub mod ids;
+pub mod metrics;
+pub mod sequences;
+pub mod text;
+pub mod traits;
+
+pub use catalog::Catalog;
+pub use error::{Error, Result};
+pub use ids::{ItemId, UserId};
+pub use metrics::{RankingAccumulator, RankingMetrics, TiePolicy};
+pub use sequences::{SequenceView, Sequences, SequencesError};
+pub use traits::*;

@@ -1,0 +1,6 @@
+#![doc = include_str!("../README.md")]
+
+pub mod device;
+
+pub use pulserec_core as core;
+pub use pulserec_data as data;
