@@ -22,13 +22,24 @@ pub enum TiePolicy {
 
 /// 1-based rank of `positive_score` among `positive_score` and `negative_scores`.
 pub fn rank_of_positive(positive_score: f32, negative_scores: &[f32], policy: TiePolicy) -> usize {
+    rank_among(positive_score, negative_scores.iter().copied(), policy)
+}
+
+/// 1-based rank of `positive_score` among itself and the streamed `competitor_scores`, under
+/// the same tie and NaN rules as [`rank_of_positive`]; nothing is collected, so a whole
+/// catalogue row can be ranked without copying it.
+pub fn rank_among(
+    positive_score: f32,
+    competitor_scores: impl IntoIterator<Item = f32>,
+    policy: TiePolicy,
+) -> usize {
     let pos = if positive_score.is_nan() {
         f32::NEG_INFINITY
     } else {
         positive_score
     };
     let mut above = 0;
-    for &s in negative_scores {
+    for s in competitor_scores {
         let s = if s.is_nan() { f32::NEG_INFINITY } else { s };
         let counts = match policy {
             TiePolicy::Pessimistic => s >= pos,
@@ -162,6 +173,18 @@ mod tests {
             rank_of_positive(1.0, &[f32::NAN], TiePolicy::Pessimistic),
             1
         );
+    }
+
+    #[test]
+    fn streamed_ranks_equal_slice_ranks() {
+        let others = [0.1, 0.9, 0.5, f32::NAN, 0.5];
+        for policy in [TiePolicy::Pessimistic, TiePolicy::Optimistic] {
+            assert_eq!(
+                rank_among(0.5, others.iter().copied().filter(|s| *s > 0.2), policy),
+                rank_of_positive(0.5, &[0.9, 0.5, 0.5], policy)
+            );
+        }
+        assert_eq!(rank_among(0.5, [], TiePolicy::Pessimistic), 1);
     }
 
     #[test]
