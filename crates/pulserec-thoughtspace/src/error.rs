@@ -1,0 +1,144 @@
+//! The crate's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `pulserec-thoughtspace`.
+///
+/// Each variant names what was bad: the file, the line, the tensor or the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ThoughtSpaceError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file (model config, pooling config, checkpoint config) did not parse.
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parse error (with its line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A config file parsed but says something this crate cannot work with.
+    #[error("{path}: field `{field}`: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The offending field.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A safetensors file is malformed.
+    #[error("{path}: invalid safetensors file: {reason}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A tensor the model needs is not in the weights file.
+    #[error("{path}: tensor `{tensor}` is missing")]
+    MissingTensor {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor name as written in the file.
+        tensor: String,
+    },
+    /// A tensor has a different shape than the config implies.
+    #[error("{path}: tensor `{tensor}` has shape {found:?}, but the config implies {expected:?}")]
+    TensorShape {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor name.
+        tensor: String,
+        /// The shape the config implies.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor has a dtype this crate does not read.
+    #[error("{path}: tensor `{tensor}` has unsupported dtype {dtype}")]
+    TensorDtype {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor name.
+        tensor: String,
+        /// The dtype found.
+        dtype: String,
+    },
+    /// The tokenizer does not fit the model (its vocabulary is larger than the embedding table,
+    /// or it lacks a special token the model needs).
+    #[error("{path}: tokenizer does not fit the model: {reason}")]
+    TokenizerMismatch {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What does not fit.
+        reason: String,
+    },
+    /// The tokenizer library failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A rationale record is missing a field or has an empty text.
+    #[error("{path}:{line}: {reason}")]
+    Record {
+        /// The rationale file.
+        path: PathBuf,
+        /// 1-based line (JSONL) or row (Parquet) number.
+        line: usize,
+        /// What is wrong with the record.
+        reason: String,
+    },
+    /// The caller passed something unusable (empty batch, bad hyper-parameter, ...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Training produced a non-finite loss; the last good checkpoint (if any) was kept.
+    #[error(
+        "non-finite loss {loss} at epoch {epoch}, step {step}; last good checkpoint: {last_good}"
+    )]
+    NonFiniteLoss {
+        /// The loss value (NaN or infinite).
+        loss: f32,
+        /// 0-based epoch.
+        epoch: usize,
+        /// 0-based global step.
+        step: usize,
+        /// The checkpoint left in place, or `"none"`.
+        last_good: String,
+    },
+    /// A tensor computation or read-back failed inside burn.
+    #[error("tensor backend: {0}")]
+    Backend(String),
+    /// Writing an image failed.
+    #[error("{path}: cannot write PNG: {reason}")]
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+}
+
+impl ThoughtSpaceError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<ThoughtSpaceError> for pulserec_core::Error {
+    fn from(e: ThoughtSpaceError) -> Self {
+        pulserec_core::Error::stage("thoughtspace", e)
+    }
+}
+
+/// Result with [`ThoughtSpaceError`].
+pub type Result<T, E = ThoughtSpaceError> = std::result::Result<T, E>;

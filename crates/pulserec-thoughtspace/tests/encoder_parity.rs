@@ -1,0 +1,128 @@
+//! Parity of `SentenceEncoder` with sentence-transformers 6.2 / transformers on torch 2.9 (CPU).
+//!
+//! The reference numbers come from `scripts/thoughtspace/make_parity_fixture.py`.
+//! Tolerance: cosine to the reference >= 0.9999 and max |diff| <= 1e-4 per sentence.
+
+mod common;
+
+use burn::tensor::Device;
+use pulserec_core::TextEncoder;
+use pulserec_thoughtspace::{EncoderOptions, Pooling, SentenceEncoder};
+use serde_json::Value;
+
+fn load_fixture() -> Value {
+    let text = std::fs::read_to_string(common::fixture("minilm_parity.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn rows(v: &Value, key: &str) -> Vec<Vec<f32>> {
+    v[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect()
+        })
+        .collect()
+}
+
+fn sentences(v: &Value) -> Vec<String> {
+    v["sentences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn assert_close(ours: &ndarray::Array2<f32>, reference: &[Vec<f32>], what: &str) {
+    let (mut worst_cos, mut worst_diff) = (1.0f32, 0.0f32);
+    for (i, want) in reference.iter().enumerate() {
+        let got = ours.row(i);
+        let dot: f32 = got.iter().zip(want).map(|(a, b)| a * b).sum();
+        let na: f32 = got.iter().map(|a| a * a).sum::<f32>().sqrt();
+        let nb: f32 = want.iter().map(|b| b * b).sum::<f32>().sqrt();
+        let cosine = dot / (na * nb);
+        let max_diff = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            cosine >= 0.9999 && max_diff <= 1e-4,
+            "{what} sentence {i}: cosine {cosine}, max diff {max_diff}"
+        );
+        worst_cos = worst_cos.min(cosine);
+        worst_diff = worst_diff.max(max_diff);
+    }
+    eprintln!("{what}: min cosine {worst_cos}, max |diff| {worst_diff:e}");
+}
+
+#[test]
+fn tokenizer_matches_hf_ids() {
+    let Some(encoder) = common::minilm() else {
+        return;
+    };
+    let fx = load_fixture();
+    let texts = sentences(&fx);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ids = encoder.tokenizer().encode_ids(&refs).unwrap();
+    for (i, want) in fx["token_ids"].as_array().unwrap().iter().enumerate() {
+        let want: Vec<u32> = want
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(ids[i], want, "sentence {i}");
+    }
+}
+
+#[test]
+fn mean_pooled_normalized_matches_sentence_transformers() {
+    let Some(encoder) = common::minilm() else {
+        return;
+    };
+    assert_eq!(encoder.pooling(), Pooling::Mean);
+    assert!(encoder.normalizes());
+    let fx = load_fixture();
+    let texts = sentences(&fx);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ours = encoder.encode(&refs).unwrap();
+    assert_eq!(ours.shape(), &[texts.len(), 384]);
+    assert_close(&ours, &rows(&fx, "mean_normalized"), "mean+norm");
+    // One padded batch (not length-sorted chunks) gives the same numbers.
+    let one = encoder.embed(&refs).unwrap();
+    let one = ndarray::Array2::from_shape_vec(
+        (texts.len(), 384),
+        one.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_close(&one, &rows(&fx, "mean_normalized"), "single batch");
+}
+
+#[test]
+fn cls_pooling_matches_transformers() {
+    let Some(dir) = common::asset("all-minilm-l6-v2") else {
+        return;
+    };
+    let options = EncoderOptions {
+        pooling: Some(Pooling::Cls),
+        normalize: Some(false),
+        batch_size: Some(4),
+        ..Default::default()
+    };
+    let encoder = SentenceEncoder::from_dir_with(&dir, &options, &Device::flex()).unwrap();
+    let fx = load_fixture();
+    let texts = sentences(&fx);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let ours = encoder.encode(&refs).unwrap();
+    assert_close(&ours, &rows(&fx, "cls_raw"), "cls");
+}
