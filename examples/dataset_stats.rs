@@ -6,6 +6,7 @@
 //! cargo run --release --example dataset_stats -- assets/ml-100k --k-core 10
 //! ```
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -52,7 +53,8 @@ fn main() {
     }
     let summary = ds.summary();
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
-    println!("{json}");
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout(), "{json}");
     eprintln!(
         "loaded {} interactions in {:.3} s ({:.0} interactions/s)",
         ds.n_interactions(),

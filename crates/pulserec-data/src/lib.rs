@@ -11,6 +11,7 @@ mod reader;
 pub mod split;
 pub mod store;
 pub mod summary;
+pub mod synthetic;
 pub mod text;
 
 pub use candidates::{CandidateConfig, CandidateSets, Sampling};

@@ -48,6 +48,41 @@ impl TextFile {
             .filter(|(_, l)| !l.iter().all(|b| b.is_ascii_whitespace()))
     }
 
+    /// The whole file as UTF-8 (validated once, which is much cheaper than per field). On
+    /// invalid bytes the error names the line and, counting `sep` before the bad byte, the column
+    /// among `columns` (or `record` when the format has no columns).
+    pub fn text(&self, sep: u8, columns: &[String]) -> Result<&str> {
+        std::str::from_utf8(&self.bytes).map_err(|e| {
+            let at = e.valid_up_to();
+            let line_start = self.bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+            let line = 1 + self.bytes[..at].iter().filter(|&&b| b == b'\n').count();
+            let col = self.bytes[line_start..at]
+                .iter()
+                .filter(|&&b| b == sep)
+                .count();
+            let field = columns
+                .get(col)
+                .cloned()
+                .unwrap_or_else(|| "record".to_string());
+            DataError::Utf8 {
+                path: self.path.clone(),
+                line,
+                field,
+            }
+        })
+    }
+
+    /// Non-empty lines of validated text with their 1-based numbers.
+    pub fn text_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+        text.split('\n')
+            .enumerate()
+            .map(|(i, l)| (i + 1, l.strip_suffix('\r').unwrap_or(l)))
+            .filter(|(_, l)| !l.trim().is_empty())
+    }
+
     /// A field as UTF-8, or an error naming file, line and field.
     pub fn utf8<'a>(&self, bytes: &'a [u8], line: usize, field: &str) -> Result<&'a str> {
         std::str::from_utf8(bytes).map_err(|_| DataError::Utf8 {

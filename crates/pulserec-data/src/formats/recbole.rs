@@ -85,20 +85,27 @@ fn require(header: &Header, file: &TextFile, name: &str, ty: FieldType) -> Resul
     Ok(i)
 }
 
-/// Splits a data line into exactly the header's number of fields.
-fn fields<'a>(file: &TextFile, raw: &'a [u8], line: usize, n: usize) -> Result<Vec<&'a [u8]>> {
-    let parts: Vec<&[u8]> = raw.split(|&b| b == b'\t').collect();
-    if parts.len() != n {
+/// Splits a data line into exactly the header's number of fields, reusing `out`.
+fn fields<'a>(
+    file: &TextFile,
+    raw: &'a str,
+    line: usize,
+    n: usize,
+    out: &mut Vec<&'a str>,
+) -> Result<()> {
+    out.clear();
+    out.extend(raw.split('\t'));
+    if out.len() != n {
         return Err(file.line_error(
             line,
-            format!("expected {n} TAB-separated fields, found {}", parts.len()),
+            format!("expected {n} TAB-separated fields, found {}", out.len()),
         ));
     }
-    Ok(parts)
+    Ok(())
 }
 
-fn token<'a>(file: &TextFile, raw: &'a [u8], line: usize, field: &str) -> Result<&'a str> {
-    let s = file.utf8(raw, line, field)?.trim();
+fn token<'a>(file: &TextFile, raw: &'a str, line: usize, field: &str) -> Result<&'a str> {
+    let s = raw.trim();
     if s.is_empty() {
         return Err(file.field_error(line, field, "empty id"));
     }
@@ -124,25 +131,20 @@ pub(crate) fn read_inter(path: &Path) -> Result<InteractionLog> {
         require(&header, &file, "item_id_list", FieldType::TokenSeq)?;
     }
     let ncol = header.names.len();
+    let text = file.text(b'\t', &header.names)?;
+    let mut f = Vec::with_capacity(ncol);
     let mut log = InteractionLog::new(rating.is_some(), timestamp.is_some(), false);
     // Pre-split files hold one row per user; a repeated user means a per-prefix file.
     let mut seen_users = rustc_hash::FxHashMap::default();
     let mut rows = 0usize;
-    for (line, raw) in file.lines().skip_while(|&(l, _)| l <= header_line) {
-        let f = fields(&file, raw, line, ncol)?;
+    for (line, raw) in TextFile::text_lines(text).skip_while(|&(l, _)| l <= header_line) {
+        fields(&file, raw, line, ncol, &mut f)?;
         let u = token(&file, f[user], line, "user_id")?;
         let r = rating
-            .map(|i| parse_rating(&file, file.utf8(f[i], line, "rating")?, line, "rating"))
+            .map(|i| parse_rating(&file, f[i], line, "rating"))
             .transpose()?;
         let t = timestamp
-            .map(|i| {
-                parse_timestamp(
-                    &file,
-                    file.utf8(f[i], line, "timestamp")?,
-                    line,
-                    "timestamp",
-                )
-            })
+            .map(|i| parse_timestamp(&file, f[i], line, "timestamp"))
             .transpose()?;
         if let Some(li) = list {
             if let Some(first) = seen_users.insert(u.to_string(), line) {
@@ -153,8 +155,7 @@ pub(crate) fn read_inter(path: &Path) -> Result<InteractionLog> {
                     first_line: first,
                 });
             }
-            let seq = file.utf8(f[li], line, "item_id_list")?;
-            for tok in seq.split(' ').filter(|t| !t.is_empty()) {
+            for tok in f[li].split(' ').filter(|t| !t.is_empty()) {
                 log.push(u, tok, None, None, None);
             }
         }
@@ -182,12 +183,14 @@ pub(crate) fn read_item(path: &Path) -> Result<ItemTable> {
         .find_map(|n| header.position(n))
         .or_else(|| header.types.iter().position(|&t| t == FieldType::TokenSeq));
     let ncol = header.names.len();
+    let text = file.text(b'\t', &header.names)?;
+    let mut f = Vec::with_capacity(ncol);
     let mut table = ItemTable::default();
-    for (line, raw) in file.lines().skip_while(|&(l, _)| l <= header_line) {
-        let f = fields(&file, raw, line, ncol)?;
+    for (line, raw) in TextFile::text_lines(text).skip_while(|&(l, _)| l <= header_line) {
+        fields(&file, raw, line, ncol, &mut f)?;
         let item = token(&file, f[id], line, "item_id")?;
         let t = match title {
-            Some(i) => file.utf8(f[i], line, &header.names[i])?.to_string(),
+            Some(i) => f[i].to_string(),
             None => String::new(),
         };
         let mut desc = Vec::new();
@@ -195,7 +198,7 @@ pub(crate) fn read_item(path: &Path) -> Result<ItemTable> {
             if i == id || Some(i) == title {
                 continue;
             }
-            let v = file.utf8(f[i], line, name)?.trim();
+            let v = f[i].trim();
             if !v.is_empty() {
                 desc.push(format!("{name}: {v}"));
             }
