@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod error;
 pub mod ids;
+pub mod interaction;
 pub mod metrics;
 pub mod sequences;
 pub mod text;
@@ -11,6 +12,7 @@ pub mod traits;
 pub use catalog::Catalog;
 pub use error::{Error, Result};
 pub use ids::{ItemId, UserId};
+pub use interaction::Interaction;
 pub use metrics::{RankingAccumulator, RankingMetrics, TiePolicy};
 pub use sequences::{SequenceView, Sequences, SequencesError};
 pub use traits::*;

@@ -1,7 +1,7 @@
 //! A prepared data set: the item catalogue and every user's chronological sequence.
 
 use pulserec_core::text::clean_title;
-use pulserec_core::{Catalog, ItemId, Sequences, UserId};
+use pulserec_core::{Catalog, Interaction, ItemId, Sequences, UserId};
 
 use crate::error::{DataError, Result};
 use crate::log::{InteractionLog, ItemTable};
@@ -56,6 +56,78 @@ impl Dataset {
             sequences,
             user_ids,
         })
+    }
+
+    /// Builds a data set from interactions held in memory, with the same id remapping and
+    /// chronological ordering as the file loaders. `items` gives `(raw id, title, description)`
+    /// for the catalogue (may be empty: titles are then empty).
+    ///
+    /// An optional field (rating, timestamp, review) is kept when the first interaction has it,
+    /// and must then be present on every interaction; ratings must be finite and non-negative.
+    pub fn from_interactions(
+        interactions: impl IntoIterator<Item = Interaction>,
+        items: impl IntoIterator<Item = (String, String, String)>,
+    ) -> Result<Self> {
+        let record = |index, field, message: &str| DataError::Record {
+            index,
+            field,
+            message: message.to_string(),
+        };
+        let mut log: Option<InteractionLog> = None;
+        for (index, it) in interactions.into_iter().enumerate() {
+            let log = log.get_or_insert_with(|| {
+                InteractionLog::new(
+                    it.rating.is_some(),
+                    it.timestamp.is_some(),
+                    it.review.is_some(),
+                )
+            });
+            if it.user.trim().is_empty() {
+                return Err(record(index, "user", "empty id"));
+            }
+            if it.item.trim().is_empty() {
+                return Err(record(index, "item", "empty id"));
+            }
+            for (field, kept, present) in [
+                ("rating", log.rating.is_some(), it.rating.is_some()),
+                ("timestamp", log.timestamp.is_some(), it.timestamp.is_some()),
+                ("review", log.review.is_some(), it.review.is_some()),
+            ] {
+                if kept && !present {
+                    return Err(record(
+                        index,
+                        field,
+                        "missing, but the first interaction has it",
+                    ));
+                }
+            }
+            if let Some(r) = it.rating.filter(|r| !r.is_finite() || *r < 0.0) {
+                return Err(record(
+                    index,
+                    "rating",
+                    &format!("must be finite and non-negative, got {r}"),
+                ));
+            }
+            log.push(
+                it.user.trim(),
+                it.item.trim(),
+                it.rating,
+                it.timestamp,
+                it.review,
+            );
+        }
+        let log = log.ok_or(DataError::Config {
+            field: "interactions",
+            message: "no interaction given".into(),
+        })?;
+        let mut table = ItemTable::default();
+        for (index, (id, title, desc)) in items.into_iter().enumerate() {
+            if table.insert(id.trim(), title, desc, index).is_err() {
+                return Err(record(index, "item id", &format!("duplicate id `{id}`")));
+            }
+        }
+        let has_items = !table.titles.is_empty();
+        build(log, has_items.then_some(table))
     }
 
     /// Number of users.

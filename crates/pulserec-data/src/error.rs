@@ -84,6 +84,16 @@ pub enum DataError {
         /// Where it was first seen.
         first_line: usize,
     },
+    /// A record passed in from code (not a file) is invalid.
+    #[error("record {index}: field `{field}`: {message}")]
+    Record {
+        /// 0-based position of the record in the input.
+        index: usize,
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// The format of a path could not be determined.
     #[error("{path}: cannot tell the data format: {message}")]
     UnknownFormat {

@@ -254,3 +254,44 @@ fn amazon_2018_and_2023() {
         .contains("invalid JSON")
     );
 }
+
+#[test]
+fn interactions_from_code() {
+    use pulserec_core::Interaction;
+    let at = |u: &str, i: &str, t: i64| Interaction {
+        timestamp: Some(t),
+        ..Interaction::new(u, i)
+    };
+    let items = vec![("x".to_string(), "Ex &amp; Why".to_string(), String::new())];
+    let ds = pulserec_data::Dataset::from_interactions(
+        [at("a", "y", 5), at("a", "x", 1), at("b", "x", 3)],
+        items.clone(),
+    )
+    .unwrap();
+    assert_eq!((ds.n_users(), ds.n_items()), (2, 2));
+    // Chronological within the user; item-file order first in the catalogue.
+    assert_eq!(
+        ds.sequences.items_of(pulserec_core::UserId(0)),
+        &[pulserec_core::ItemId(1), pulserec_core::ItemId(2)]
+    );
+    assert_eq!(ds.catalog.title(pulserec_core::ItemId(1)), Some("Ex & Why"));
+    let err = pulserec_data::Dataset::from_interactions(
+        [at("a", "x", 1), Interaction::new("b", "x")],
+        [],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "record 1: field `timestamp`: missing, but the first interaction has it"
+    );
+    let err = pulserec_data::Dataset::from_interactions(
+        [Interaction {
+            rating: Some(f32::NAN),
+            ..Interaction::new("a", "x")
+        }],
+        [],
+    )
+    .unwrap_err();
+    assert!(err.to_string().starts_with("record 0: field `rating`"));
+    assert!(pulserec_data::Dataset::from_interactions([], []).is_err());
+}
