@@ -158,7 +158,14 @@ impl SentenceEncoder {
     /// inner device for evaluation).
     pub fn to_device(&self, device: &Device) -> Self {
         let mut out = self.clone();
-        out.model = out.model.fork(device);
+        let model = out.model.fork(device);
+        // A model built on a plain device only records that its parameters want gradients;
+        // `train` activates that (and dropout) on the autodiff device.
+        out.model = if device.is_autodiff() {
+            model.train()
+        } else {
+            model
+        };
         out.device = device.clone();
         out
     }
