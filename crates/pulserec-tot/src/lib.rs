@@ -1,0 +1,20 @@
+#![doc = include_str!("../README.md")]
+
+mod batch;
+pub mod context;
+pub mod error;
+pub mod hindsight;
+pub mod parse;
+pub mod prompt;
+pub mod search;
+pub mod seed;
+pub mod tree;
+
+pub use context::ContextBuilder;
+pub use error::{Result, TotError};
+pub use hindsight::{HindsightConfig, HindsightOutput, HindsightRationales, ParseStats};
+pub use parse::{ParsedText, parse_rationale, parse_thought};
+pub use prompt::{PROMPT_VERSION, Prompt, PromptConfig, PromptFormat, plain_format};
+pub use search::{TotConfig, TreeOfThought};
+pub use seed::derive_seed;
+pub use tree::{NodeStatus, ThoughtNode, ThoughtTree};
