@@ -69,6 +69,13 @@ impl TotError {
             message: message.into(),
         }
     }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
 }
 
 impl From<TotError> for pulserec_core::Error {

@@ -8,6 +8,7 @@ pub mod parse;
 pub mod prompt;
 pub mod search;
 pub mod seed;
+pub mod store;
 pub mod tree;
 
 pub use context::ContextBuilder;
@@ -17,4 +18,5 @@ pub use parse::{ParsedText, parse_rationale, parse_thought};
 pub use prompt::{PROMPT_VERSION, Prompt, PromptConfig, PromptFormat, plain_format};
 pub use search::{TotConfig, TreeOfThought};
 pub use seed::derive_seed;
+pub use store::{RationaleStore, Shard, StoredRationale};
 pub use tree::{NodeStatus, ThoughtNode, ThoughtTree};
