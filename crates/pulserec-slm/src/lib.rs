@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+
+pub mod error;
+pub mod gguf;
+pub mod quant;
+
+pub use error::{Result, SlmError};
+pub use gguf::{GgufFile, MetaValue, TensorInfo};
+pub use quant::GgmlType;
+pub mod tokenizer;
+pub use tokenizer::SlmTokenizer;
+pub mod cache;
+pub mod config;
+mod kernels;
+pub mod linear;
+pub mod model;
+pub mod weights;
+pub use cache::KvCache;
+pub use config::{Architecture, LlamaConfig};
+pub use linear::WeightMode;
+pub use model::Llama;
+pub mod chat;
+pub mod generate;
+mod likelihood;
+pub mod sampler;
+pub mod slm;
+pub use chat::{ChatFormat, ChatMessage};
+pub use generate::GenerationStats;
+pub use sampler::Sampler;
+pub use slm::{LoadOptions, Slm};

@@ -1,0 +1,321 @@
+//! The Llama-family decoder in burn: RMSNorm, RoPE (half-split), grouped-query attention,
+//! SwiGLU, tied or separate LM head, with a KV cache.
+
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::cache::KvCache;
+use crate::config::LlamaConfig;
+use crate::error::{Result, SlmError};
+use crate::kernels::gather_rows;
+use crate::linear::{Linear, WeightMode, tensor_vec};
+use crate::weights::{ModelWeights, WeightMatrix};
+
+fn vec_tensor(v: &[f32], device: &Device) -> Tensor<1> {
+    Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
+}
+
+/// RMSNorm: `x / sqrt(mean(x²) + eps) * weight`.
+///
+/// # Shapes
+/// - `x`: `[batch, seq, hidden]`, `weight`: `[hidden]`; returns `[batch, seq, hidden]`
+fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f32) -> Tensor<3> {
+    let ms = x.clone().powi_scalar(2).mean_dim(2);
+    x * (ms + eps).sqrt().recip() * weight.clone().unsqueeze::<3>()
+}
+
+struct Block {
+    attn_norm: Tensor<1>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ffn_norm: Tensor<1>,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// Token embedding: dense tensor, or quantised rows looked up on the CPU.
+enum Embedding {
+    Dense(Tensor<2>),
+    Quant(WeightMatrix),
+}
+
+/// A Llama-family causal language model.
+pub struct Llama {
+    cfg: LlamaConfig,
+    device: Device,
+    embed: Embedding,
+    blocks: Vec<Block>,
+    norm: Tensor<1>,
+    lm_head: Linear,
+    inv_freq: Vec<f32>,
+}
+
+impl std::fmt::Debug for Llama {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Llama").field("config", &self.cfg).finish()
+    }
+}
+
+impl Llama {
+    /// Builds the model on `device` from loaded weights.
+    pub fn new(
+        cfg: LlamaConfig,
+        w: &ModelWeights,
+        mode: WeightMode,
+        device: &Device,
+    ) -> Result<Self> {
+        let lin = |m: &WeightMatrix, b: Option<&Vec<f32>>| {
+            Linear::new(m, b.map(|v| v.as_slice()), mode, device)
+        };
+        let mut blocks = Vec::with_capacity(w.layers.len());
+        for l in &w.layers {
+            let bias = |i: usize| l.qkv_bias.as_ref().map(|b| &b[i]);
+            blocks.push(Block {
+                attn_norm: vec_tensor(&l.attn_norm, device),
+                q: lin(&l.q, bias(0))?,
+                k: lin(&l.k, bias(1))?,
+                v: lin(&l.v, bias(2))?,
+                o: lin(&l.o, None)?,
+                ffn_norm: vec_tensor(&l.ffn_norm, device),
+                gate: lin(&l.gate, None)?,
+                up: lin(&l.up, None)?,
+                down: lin(&l.down, None)?,
+            });
+        }
+        let lm_head = lin(w.lm_head.as_ref().unwrap_or(&w.embed), None)?;
+        let quant_embed = mode == WeightMode::Auto && *device == Device::flex();
+        let embed = if quant_embed {
+            Embedding::Quant(w.embed.clone())
+        } else {
+            let e = w.embed.to_f32()?;
+            Embedding::Dense(Tensor::<2>::from_data(
+                TensorData::new(e, [w.embed.rows, w.embed.cols]),
+                device,
+            ))
+        };
+        let half = cfg.head_dim / 2;
+        let inv_freq = (0..half)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / cfg.head_dim as f32))
+            .collect();
+        Ok(Self {
+            norm: vec_tensor(&w.norm, device),
+            cfg,
+            device: device.clone(),
+            embed,
+            blocks,
+            lm_head,
+            inv_freq,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// An empty cache for `batch` sequences.
+    pub fn new_cache(&self, batch: usize) -> KvCache {
+        KvCache::new(self.cfg.num_layers, batch)
+    }
+
+    fn embed(&self, tokens: &[u32], b: usize, t: usize) -> Result<Tensor<3>> {
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&id| id as usize >= self.cfg.vocab_size)
+        {
+            return Err(SlmError::InvalidRequest {
+                index: 0,
+                reason: format!(
+                    "token id {bad} outside the vocabulary ({})",
+                    self.cfg.vocab_size
+                ),
+            });
+        }
+        Ok(match &self.embed {
+            Embedding::Dense(e) => {
+                let ids: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
+                let ids =
+                    Tensor::<1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &self.device);
+                e.clone()
+                    .select(0, ids)
+                    .reshape([b, t, self.cfg.hidden_size])
+            }
+            Embedding::Quant(w) => {
+                let rows = gather_rows(w, tokens)?;
+                Tensor::<3>::from_data(
+                    TensorData::new(rows, [b, t, self.cfg.hidden_size]),
+                    &self.device,
+                )
+            }
+        })
+    }
+
+    /// RoPE cos/sin for each row's positions of the new slots.
+    ///
+    /// # Shapes
+    /// - returns two `[batch, 1, seq, head_dim / 2]` tensors
+    fn rope_tables(&self, positions: &[Vec<usize>]) -> (Tensor<4>, Tensor<4>) {
+        let (b, t, half) = (positions.len(), positions[0].len(), self.cfg.head_dim / 2);
+        let mut cos = Vec::with_capacity(b * t * half);
+        let mut sin = Vec::with_capacity(b * t * half);
+        for row in positions {
+            for &p in row {
+                for &f in &self.inv_freq {
+                    let a = p as f32 * f;
+                    cos.push(a.cos());
+                    sin.push(a.sin());
+                }
+            }
+        }
+        let mk = |v| Tensor::<4>::from_data(TensorData::new(v, [b, 1, t, half]), &self.device);
+        (mk(cos), mk(sin))
+    }
+
+    /// Runs new tokens through the model, appending their keys/values to `cache`.
+    ///
+    /// `tokens` is `[batch, seq]` row-major; `new_pads[i]` of row `i`'s first tokens are left
+    /// padding (only allowed when the cache is empty). Returns the final-norm hidden states.
+    ///
+    /// # Shapes
+    /// - `tokens`: `batch * seq` ids
+    /// - returns `[batch, seq, hidden]`
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        batch: usize,
+        new_pads: &[usize],
+        cache: &mut KvCache,
+    ) -> Result<Tensor<3>> {
+        let t = tokens.len() / batch.max(1);
+        if batch == 0 || t == 0 || tokens.len() != batch * t || cache.batch() != batch {
+            return Err(SlmError::Backend(format!(
+                "forward: {} tokens for batch {batch}, cache batch {}",
+                tokens.len(),
+                cache.batch()
+            )));
+        }
+        let start = cache.len();
+        if start + t > self.cfg.max_position {
+            return Err(SlmError::ContextOverflow {
+                index: 0,
+                tokens: start + t,
+                context: self.cfg.max_position,
+            });
+        }
+        cache.push_pads(new_pads)?;
+        let positions: Vec<Vec<usize>> = (0..batch)
+            .map(|r| {
+                (start..start + t)
+                    .map(|s| s.saturating_sub(cache.pad(r)))
+                    .collect()
+            })
+            .collect();
+        let (cos, sin) = self.rope_tables(&positions);
+        let mask = self.attention_mask(cache, start, t);
+        let (h, kv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let g = h / kv;
+        let mut x = self.embed(tokens, batch, t)?;
+        for (li, blk) in self.blocks.iter().enumerate() {
+            let xn = rms_norm(x.clone(), &blk.attn_norm, self.cfg.rms_norm_eps);
+            let q = blk
+                .q
+                .forward(xn.clone())?
+                .reshape([batch, t, h, hd])
+                .swap_dims(1, 2);
+            let k = blk
+                .k
+                .forward(xn.clone())?
+                .reshape([batch, t, kv, hd])
+                .swap_dims(1, 2);
+            let v = blk
+                .v
+                .forward(xn)?
+                .reshape([batch, t, kv, hd])
+                .swap_dims(1, 2);
+            let q = rope(q, &cos, &sin);
+            let k = rope(k, &cos, &sin);
+            let (k, v) = cache.append(li, k, v);
+            let s = k.dims()[2];
+            // Query heads sharing a KV head are stacked along the sequence axis, so one 4-D
+            // matmul serves the whole group without repeating K/V.
+            let qg = q.reshape([batch, kv, g * t, hd]);
+            let scores = qg.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f32).sqrt());
+            let scores = scores.reshape([batch, h, t, s]) + mask.clone();
+            let probs = softmax(scores, 3).reshape([batch, kv, g * t, s]);
+            let ctx = probs
+                .matmul(v)
+                .reshape([batch, h, t, hd])
+                .swap_dims(1, 2)
+                .reshape([batch, t, h * hd]);
+            x = x + blk.o.forward(ctx)?;
+            let xn = rms_norm(x.clone(), &blk.ffn_norm, self.cfg.rms_norm_eps);
+            let act = silu(blk.gate.forward(xn.clone())?) * blk.up.forward(xn)?;
+            x = x + blk.down.forward(act)?;
+        }
+        Ok(rms_norm(x, &self.norm, self.cfg.rms_norm_eps))
+    }
+
+    /// Additive mask over `[batch, 1, t, start + t]`: causal, pad keys hidden (a pad query
+    /// still sees itself so its row stays finite).
+    fn attention_mask(&self, cache: &KvCache, start: usize, t: usize) -> Tensor<4> {
+        let b = cache.batch();
+        let s = start + t;
+        let mut m = vec![0.0f32; b * t * s];
+        for r in 0..b {
+            let pad = cache.pad(r);
+            for i in 0..t {
+                let qi = start + i;
+                for j in 0..s {
+                    if j > qi || (j < pad && j != qi) {
+                        m[(r * t + i) * s + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Tensor::<4>::from_data(TensorData::new(m, [b, 1, t, s]), &self.device)
+    }
+
+    /// Logits of selected hidden states.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[n, hidden]`; returns `[n, vocab]` as a row-major `Vec`
+    pub fn logits(&self, hidden: Tensor<2>) -> Result<Vec<f32>> {
+        let [n, d] = hidden.dims();
+        let y = self.lm_head.forward(hidden.reshape([1, n, d]))?;
+        tensor_vec(y)
+    }
+
+    /// Logits at the last position of every row.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[batch, seq, hidden]`; returns `[batch, vocab]` row-major
+    pub fn last_logits(&self, hidden: Tensor<3>) -> Result<Vec<f32>> {
+        let [b, t, d] = hidden.dims();
+        self.logits(hidden.narrow(1, t - 1, 1).reshape([b, d]))
+    }
+}
+
+/// Half-split rotary embedding (HF `rotate_half` convention).
+///
+/// # Shapes
+/// - `x`: `[batch, heads, seq, head_dim]`, `cos`/`sin`: `[batch, 1, seq, head_dim / 2]`
+fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+    let half = x.dims()[3] / 2;
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    Tensor::cat(
+        vec![
+            x1.clone() * cos.clone() - x2.clone() * sin.clone(),
+            x2 * cos.clone() + x1 * sin.clone(),
+        ],
+        3,
+    )
+}

@@ -1,0 +1,255 @@
+//! End-to-end checks on the SmolLM2-135M-Instruct Q4_1 GGUF against reference runtimes.
+//!
+//! Fixture `tests/fixtures/smollm2_reference.json` comes from `scripts/slm/reference.py`:
+//! HF transformers 5.x in float32 on the dequantised GGUF (`hf_f32`) and llama.cpp through
+//! llama-cpp-python (`llama_cpp`, quantised activations), torch 2.9 on this 2-core CPU.
+
+mod common;
+
+use pulserec_core::{FinishReason, GenerationRequest, SamplingParams};
+use serde_json::Value;
+
+const FRANCE: &str =
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+
+fn fixture() -> Value {
+    serde_json::from_str(include_str!("fixtures/smollm2_reference.json")).unwrap()
+}
+
+fn u32s(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn tokenizer_matches_llama_cpp() {
+    let Some(slm) = common::dense() else { return };
+    let f = fixture();
+    let cases = f["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(f["tokenize"].as_array().unwrap());
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(
+            slm.tokenizer().encode(text).unwrap(),
+            u32s(&case["ids"]),
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn france_prompt_answers_paris() {
+    let Some(slm) = common::dense() else { return };
+    let req = GenerationRequest {
+        prompt: FRANCE.into(),
+        params: SamplingParams::greedy(32),
+    };
+    let (g, _) = slm.generate_with_stats(&[req]).unwrap();
+    assert_eq!(g[0].token_ids, [504, 3575, 282, 4649, 314, 7042, 30, 2]);
+    assert_eq!(g[0].text, "The capital of France is Paris.");
+    assert_eq!(g[0].finish, FinishReason::Eos);
+}
+
+/// Greedy decoding of `n` tokens through the low-level API, not stopping at EOS (the
+/// references do not stop either).
+fn greedy_no_stop(slm: &pulserec_slm::Slm, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+    let m = slm.model();
+    let mut cache = m.new_cache(1);
+    let h = m.forward(prompt, 1, &[0], &mut cache).unwrap();
+    let first = m.last_logits(h).unwrap();
+    let mut logits = first.clone();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let t = pulserec_slm::sampler::argmax(&logits);
+        out.push(t);
+        let h = m.forward(&[t], 1, &[], &mut cache).unwrap();
+        logits = m.last_logits(h).unwrap();
+    }
+    (out, first)
+}
+
+fn top5(logits: &[f32]) -> Vec<(u32, f32)> {
+    let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
+    idx.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+    idx[..5].iter().map(|&i| (i, logits[i as usize])).collect()
+}
+
+fn reference_prompts() -> Vec<Vec<u32>> {
+    fixture()["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| u32s(&p["ids"]))
+        .collect()
+}
+
+/// Against HF float32: all 32 greedy tokens equal, and the top-5 logits of the first
+/// generated position equal in order and within 2e-3 absolute (logits are 20-35; the f32
+/// summation order differs from PyTorch's, observed differences are ~1e-4). The quantised
+/// kernel path computes the same f32 products with weights dequantised in registers, so the
+/// same check and tolerance apply to it. llama.cpp is not the target: it quantises activations
+/// to 8 bits and its greedy text diverges from HF's on 3 of the 5 prompts.
+fn parity(slm: &pulserec_slm::Slm, label: &str) {
+    let f = fixture();
+    for (i, p) in f["prompts"].as_array().unwrap().iter().enumerate() {
+        let (got, first) = greedy_no_stop(slm, &u32s(&p["ids"]), 32);
+        assert_eq!(
+            got,
+            u32s(&p["hf_f32"]["greedy"]),
+            "{label} prompt {i}: greedy tokens differ"
+        );
+        let ids = u32s(&p["hf_f32"]["top5_ids"]);
+        let vals: Vec<f64> = p["hf_f32"]["top5_logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        for (k, (id, v)) in top5(&first).iter().enumerate() {
+            assert_eq!(*id, ids[k], "{label} prompt {i}: top-5 order");
+            assert!(
+                (*v as f64 - vals[k]).abs() < 2e-3,
+                "{label} prompt {i}: logit {v} vs {}",
+                vals[k]
+            );
+        }
+    }
+}
+
+#[test]
+fn greedy_and_logits_match_hf_float32_dense() {
+    let Some(slm) = common::dense() else { return };
+    parity(slm, "dense");
+}
+
+#[test]
+fn greedy_and_logits_match_hf_float32_quantised_kernels() {
+    let Some(slm) = common::quantised() else {
+        return;
+    };
+    parity(slm, "quantised");
+}
+
+/// All five prompts (16 to 42 tokens) in one left-padded batch, plus two repeats of the first
+/// (shared prefill), give each prompt's reference tokens up to its EOS.
+#[test]
+fn batched_generation_with_padding_and_shared_prompts() {
+    let Some(slm) = common::quantised() else {
+        return;
+    };
+    let f = fixture();
+    let mut prompts = reference_prompts();
+    prompts.push(prompts[0].clone());
+    prompts.push(prompts[0].clone());
+    let reqs: Vec<GenerationRequest> = prompts
+        .iter()
+        .map(|_| GenerationRequest {
+            prompt: String::new(),
+            params: SamplingParams::greedy(32),
+        })
+        .collect();
+    let (gens, stats) = slm.generate_ids(&prompts, &reqs).unwrap();
+    let refs = f["prompts"].as_array().unwrap();
+    for (i, g) in gens.iter().enumerate() {
+        let want = u32s(&refs[i % 5]["hf_f32"]["greedy"]);
+        let want = if i >= 5 {
+            u32s(&refs[0]["hf_f32"]["greedy"])
+        } else {
+            want
+        };
+        let n = g.token_ids.len();
+        assert_eq!(&g.token_ids[..], &want[..n], "row {i}");
+        assert!(n == 32 || g.finish == FinishReason::Eos);
+        assert_eq!(g.logprobs.len(), n);
+    }
+    // The repeated prompt was prefilled once.
+    assert_eq!(
+        stats.prefill_tokens,
+        prompts[..5].iter().map(Vec::len).sum::<usize>()
+    );
+}
+
+/// Log-likelihoods agree with the generation's own log-probs (same model, same tokens), with
+/// a shared context scored once for several continuations.
+#[test]
+fn likelihoods_match_generation_logprobs() {
+    let Some(slm) = common::quantised() else {
+        return;
+    };
+    let req = GenerationRequest {
+        prompt: FRANCE.into(),
+        params: SamplingParams::greedy(8),
+    };
+    let (g, _) = slm.generate_with_stats(&[req]).unwrap();
+    let ctx = slm.tokenizer().encode(FRANCE).unwrap();
+    let other = slm.tokenizer().encode_continuation("Lyon is nice").unwrap();
+    let lp = slm
+        .score_ids(
+            &[ctx.clone(), ctx.clone(), ctx],
+            &[g[0].token_ids.clone(), other.clone(), vec![]],
+        )
+        .unwrap();
+    assert_eq!(lp[0].len(), g[0].logprobs.len());
+    for (a, b) in lp[0].iter().zip(&g[0].logprobs) {
+        assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+    }
+    assert_eq!(lp[1].len(), other.len());
+    assert!(lp[1].iter().sum::<f32>() < lp[0].iter().sum::<f32>());
+    assert!(lp[2].is_empty());
+}
+
+#[test]
+fn sampling_is_seeded_and_stop_strings_cut() {
+    let Some(slm) = common::quantised() else {
+        return;
+    };
+    let params = |seed| SamplingParams {
+        temperature: 0.8,
+        top_k: Some(50),
+        top_p: Some(0.95),
+        max_new_tokens: 12,
+        seed,
+        ..SamplingParams::default()
+    };
+    let reqs: Vec<GenerationRequest> = [1, 1, 2]
+        .iter()
+        .map(|&s| GenerationRequest {
+            prompt: FRANCE.into(),
+            params: params(s),
+        })
+        .collect();
+    let (g, _) = slm.generate_with_stats(&reqs).unwrap();
+    assert_eq!(g[0], g[1], "same seed, same generation");
+    let stop = GenerationRequest {
+        prompt: FRANCE.into(),
+        params: SamplingParams {
+            stop: vec![" is".into()],
+            ..SamplingParams::greedy(32)
+        },
+    };
+    let (g, _) = slm.generate_with_stats(&[stop]).unwrap();
+    assert_eq!(g[0].text, "The capital of France");
+    assert_eq!(g[0].finish, FinishReason::Stop);
+}
+
+#[test]
+fn over_long_prompt_is_an_error() {
+    let Some(slm) = common::quantised() else {
+        return;
+    };
+    let req = GenerationRequest {
+        prompt: "hi".into(),
+        params: SamplingParams::greedy(9000),
+    };
+    let e = slm.generate_with_stats(&[req]).unwrap_err();
+    assert!(
+        matches!(e, pulserec_slm::SlmError::ContextOverflow { .. }),
+        "{e}"
+    );
+}
