@@ -15,6 +15,7 @@ use arrow_array::builder::{
     Float32Builder, Int64Builder, ListBuilder, StringBuilder, UInt32Builder,
 };
 use arrow_array::cast::AsArray;
+use arrow_array::types::ArrowPrimitiveType;
 use arrow_array::types::{Float32Type, Int64Type, UInt32Type};
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
 use parquet::arrow::ArrowWriter;
@@ -256,6 +257,46 @@ fn write_sequences(path: &Path, ds: &Dataset) -> Result<()> {
     write_batch(path, batch(path, cols)?)
 }
 
+/// A `list<primitive>` column as its row lengths and its flat values.
+fn primitive_list<'a, T: ArrowPrimitiveType>(
+    path: &Path,
+    col: &'a ArrayRef,
+    name: &str,
+) -> Result<(Vec<usize>, &'a [T::Native])> {
+    let list = col
+        .as_list_opt::<i32>()
+        .ok_or_else(|| storage(path, format!("`{name}` is not a list")))?;
+    let values = list
+        .values()
+        .as_primitive_opt::<T>()
+        .ok_or_else(|| storage(path, format!("`{name}` is not a list of {}", T::DATA_TYPE)))?;
+    let off = list.value_offsets();
+    let lens = off.windows(2).map(|w| (w[1] - w[0]) as usize).collect();
+    let (first, last) = (off[0] as usize, off[off.len() - 1] as usize);
+    Ok((lens, &values.values()[first..last]))
+}
+
+/// Appends an optional per-event column, checking that its rows line up with the items'.
+fn extend_parallel<T: ArrowPrimitiveType>(
+    path: &Path,
+    b: &RecordBatch,
+    name: &str,
+    item_lens: &[usize],
+    out: &mut Option<Vec<T::Native>>,
+) -> Result<()> {
+    if let Some(col) = b.column_by_name(name) {
+        let (lens, values) = primitive_list::<T>(path, col, name)?;
+        if lens != item_lens {
+            return Err(storage(
+                path,
+                format!("`{name}` rows do not line up with `items`"),
+            ));
+        }
+        out.get_or_insert_with(Vec::new).extend_from_slice(values);
+    }
+    Ok(())
+}
+
 fn read_sequences(path: &Path) -> Result<(Sequences, Vec<String>)> {
     let mut offsets = vec![0usize];
     let mut items = Vec::new();
@@ -266,57 +307,31 @@ fn read_sequences(path: &Path) -> Result<(Sequences, Vec<String>)> {
     for b in read_batches(path)? {
         let raw = typed::<StringArray>(path, column(path, &b, "raw_user_id")?, "raw_user_id")?;
         user_ids.extend((0..b.num_rows()).map(|r| raw.value(r).to_string()));
-        let list = column(path, &b, "items")?
-            .as_list_opt::<i32>()
-            .ok_or_else(|| storage(path, "`items` is not a list"))?;
-        for r in 0..b.num_rows() {
-            let v = list.value(r);
-            let v = v
-                .as_primitive_opt::<UInt32Type>()
-                .ok_or_else(|| storage(path, "`items` is not list<u32>"))?;
-            items.extend(v.values().iter().map(|&i| ItemId(i)));
-            offsets.push(items.len());
+        let (lens, values) =
+            primitive_list::<UInt32Type>(path, column(path, &b, "items")?, "items")?;
+        items.extend(values.iter().map(|&i| ItemId(i)));
+        for len in &lens {
+            offsets.push(offsets[offsets.len() - 1] + len);
         }
-        if let Some(c) = b.column_by_name("ratings") {
-            let list = c
-                .as_list_opt::<i32>()
-                .ok_or_else(|| storage(path, "`ratings` is not a list"))?;
-            let out = ratings.get_or_insert_with(Vec::new);
-            for r in 0..b.num_rows() {
-                let v = list.value(r);
-                out.extend_from_slice(
-                    v.as_primitive_opt::<Float32Type>()
-                        .ok_or_else(|| storage(path, "`ratings` is not list<f32>"))?
-                        .values(),
-                );
-            }
-        }
-        if let Some(c) = b.column_by_name("timestamps") {
-            let list = c
-                .as_list_opt::<i32>()
-                .ok_or_else(|| storage(path, "`timestamps` is not a list"))?;
-            let out = times.get_or_insert_with(Vec::new);
-            for r in 0..b.num_rows() {
-                let v = list.value(r);
-                out.extend_from_slice(
-                    v.as_primitive_opt::<Int64Type>()
-                        .ok_or_else(|| storage(path, "`timestamps` is not list<i64>"))?
-                        .values(),
-                );
-            }
-        }
+        extend_parallel::<Float32Type>(path, &b, "ratings", &lens, &mut ratings)?;
+        extend_parallel::<Int64Type>(path, &b, "timestamps", &lens, &mut times)?;
         if let Some(c) = b.column_by_name("reviews") {
             let list = c
                 .as_list_opt::<i32>()
                 .ok_or_else(|| storage(path, "`reviews` is not a list"))?;
-            let out = reviews.get_or_insert_with(Vec::new);
-            for r in 0..b.num_rows() {
-                let v = list.value(r);
-                let v = v
-                    .as_string_opt::<i32>()
-                    .ok_or_else(|| storage(path, "`reviews` is not list<utf8>"))?;
-                out.extend((0..v.len()).map(|k| v.value(k).to_string()));
+            let v = list
+                .values()
+                .as_string_opt::<i32>()
+                .ok_or_else(|| storage(path, "`reviews` is not list<utf8>"))?;
+            let off = list.value_offsets();
+            let row_lens: Vec<usize> = off.windows(2).map(|w| (w[1] - w[0]) as usize).collect();
+            if row_lens != lens {
+                return Err(storage(path, "`reviews` rows do not line up with `items`"));
             }
+            let out = reviews.get_or_insert_with(Vec::new);
+            out.extend(
+                (off[0] as usize..off[off.len() - 1] as usize).map(|k| v.value(k).to_string()),
+            );
         }
     }
     let seqs = Sequences::from_parts(offsets, items, ratings, times, reviews)
@@ -351,17 +366,12 @@ fn read_candidates(path: &Path, target: Target, config: CandidateConfig) -> Resu
     let mut items = Vec::new();
     for b in read_batches(path)? {
         let u = typed::<UInt32Array>(path, column(path, &b, "user_id")?, "user_id")?;
-        let list = column(path, &b, "items")?
-            .as_list_opt::<i32>()
-            .ok_or_else(|| storage(path, "`items` is not a list"))?;
-        for r in 0..b.num_rows() {
-            users.push(UserId(u.value(r)));
-            let v = list.value(r);
-            let v = v
-                .as_primitive_opt::<UInt32Type>()
-                .ok_or_else(|| storage(path, "`items` is not list<u32>"))?;
-            items.extend(v.values().iter().map(|&i| ItemId(i)));
-            offsets.push(items.len());
+        let (lens, values) =
+            primitive_list::<UInt32Type>(path, column(path, &b, "items")?, "items")?;
+        users.extend((0..b.num_rows()).map(|r| UserId(u.value(r))));
+        items.extend(values.iter().map(|&i| ItemId(i)));
+        for len in lens {
+            offsets.push(offsets[offsets.len() - 1] + len);
         }
     }
     if users.windows(2).any(|w| w[0] >= w[1]) {

@@ -108,8 +108,8 @@ fn is_meta(p: &Path) -> bool {
 
 /// Finds the files of `path` (a file or a folder), detecting the format unless one is given.
 pub fn detect(path: &Path, format: Option<Format>) -> Result<Sources> {
-    let (dir, files, named) = if path.is_dir() {
-        (path.to_path_buf(), list_dir(path)?, None)
+    let (files, named) = if path.is_dir() {
+        (list_dir(path)?, None)
     } else if path.is_file() {
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let dir = if dir.as_os_str().is_empty() {
@@ -117,7 +117,7 @@ pub fn detect(path: &Path, format: Option<Format>) -> Result<Sources> {
         } else {
             dir
         };
-        (dir.clone(), list_dir(&dir)?, Some(path.to_path_buf()))
+        (list_dir(&dir)?, Some(path.to_path_buf()))
     } else {
         return Err(DataError::io(
             path,
@@ -217,7 +217,6 @@ pub fn detect(path: &Path, format: Option<Format>) -> Result<Sources> {
             items,
         });
     }
-    let _ = dir;
     Err(unknown(
         "no u.data, ratings.dat, ratings.csv, *.inter or reviews JSONL found (use --format to say which)",
     ))
