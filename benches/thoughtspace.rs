@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use burn::tensor::Device;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use pulserec_core::TextEncoder;
 use pulserec_thoughtspace::{
     EncoderOptions, SentenceEncoder, ThoughtSpace, ThoughtSpaceTrainer, TrainConfig, TrainingPair,
@@ -51,7 +51,8 @@ fn benches(c: &mut Criterion) {
     let device = Device::flex();
     let encoder = SentenceEncoder::from_dir(&dir, &device).expect("MiniLM loads");
     let mut group = c.benchmark_group("thoughtspace/flex");
-    group.sample_size(10);
+    // Steps take seconds on two cores: flat sampling runs exactly `sample_size` iterations.
+    group.sample_size(10).sampling_mode(SamplingMode::Flat);
     let batch: Vec<&str> = titles[..32].iter().map(String::as_str).collect();
     group.throughput(Throughput::Elements(32));
     group.bench_function("encode_minilm_games_titles_b32", |b| {

@@ -70,11 +70,8 @@ pub fn write_map_png(path: &Path, panels: &[MapPanel<'_>]) -> Result<()> {
                 panel.rationale.nrows()
             )));
         }
-        let both = ndarray::concatenate(
-            Axis(0),
-            &[panel.behaviour.view(), panel.rationale.view()],
-        )
-        .map_err(|e| ThoughtSpaceError::InvalidInput(format!("map panel {p}: {e}")))?;
+        let both = ndarray::concatenate(Axis(0), &[panel.behaviour.view(), panel.rationale.view()])
+            .map_err(|e| ThoughtSpaceError::InvalidInput(format!("map panel {p}: {e}")))?;
         let xy = pca_2d(&both);
         let (lo, hi) = bounds(&xy);
         let span = ((hi.0 - lo.0).max(hi.1 - lo.1)).max(1e-6);
