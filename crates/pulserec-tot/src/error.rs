@@ -41,6 +41,18 @@ pub enum TotError {
         /// Scores received.
         got: usize,
     },
+    /// A remote completions server failed for a request, after retries where they apply.
+    #[error("{url}: request {request} failed after {attempts} attempt(s): {message}")]
+    Remote {
+        /// The endpoint.
+        url: String,
+        /// Index of the request in its batch.
+        request: usize,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        message: String,
+    },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {

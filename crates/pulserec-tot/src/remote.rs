@@ -1,0 +1,249 @@
+//! A [`TextGenerator`] that talks to an OpenAI-compatible completions server (llama.cpp's and
+//! vLLM's servers, or pulserec's own), so generation can run on an existing LM serving engine
+//! when one machine is not enough.
+//!
+//! Each request is one `POST {base_url}/v1/completions` (requests carry their own seed, so they
+//! are not merged into one call); up to `concurrency` requests are in flight at once. A request
+//! that times out, cannot connect or gets HTTP 429/5xx is retried with exponential backoff, at
+//! most `max_retries` times; other HTTP errors are not retried. Token ids are not part of the
+//! OpenAI completions protocol, so [`Generation::token_ids`] is empty; log-probabilities are
+//! asked for and returned when the server provides them.
+
+use std::time::Duration;
+
+use pulserec_core::{FinishReason, Generation, GenerationRequest, TextGenerator};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::TotError;
+
+/// Settings of a remote completions endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteConfig {
+    /// Server root, e.g. `http://127.0.0.1:8080` (without `/v1`).
+    pub base_url: String,
+    /// The `model` field sent with each request.
+    pub model: String,
+    /// Bearer token, if the server wants one.
+    pub api_key: Option<String>,
+    /// Limit for one HTTP exchange.
+    pub timeout: Duration,
+    /// Retries after the first attempt, for timeouts, connection errors, 429 and 5xx.
+    pub max_retries: u32,
+    /// Delay before the first retry; doubles at each further retry.
+    pub backoff: Duration,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+}
+
+impl RemoteConfig {
+    /// Defaults for a server at `base_url`: 120 s timeout, 3 retries from 0.5 s, 4 in flight.
+    pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            base_url: base_url.into().trim_end_matches('/').to_string(),
+            model: model.into(),
+            api_key: None,
+            timeout: Duration::from_secs(120),
+            max_retries: 3,
+            backoff: Duration::from_millis(500),
+            concurrency: 4,
+        }
+    }
+}
+
+/// Completions over HTTP; see the module docs for the protocol and the retry policy.
+#[derive(Debug)]
+pub struct RemoteGenerator {
+    config: RemoteConfig,
+    agent: ureq::Agent,
+}
+
+#[derive(Deserialize)]
+struct CompletionResponse {
+    choices: Vec<Choice>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    text: String,
+    finish_reason: Option<String>,
+    logprobs: Option<Logprobs>,
+}
+
+#[derive(Deserialize)]
+struct Logprobs {
+    #[serde(default)]
+    token_logprobs: Vec<Option<f32>>,
+}
+
+/// One failed attempt: whether it is worth retrying, and what happened.
+struct Attempt {
+    retry: bool,
+    message: String,
+}
+
+impl RemoteGenerator {
+    /// A generator for the endpoint; checks the settings.
+    pub fn new(config: RemoteConfig) -> Result<Self, TotError> {
+        if !(config.base_url.starts_with("http://") || config.base_url.starts_with("https://")) {
+            return Err(TotError::config(
+                "base_url",
+                format!("`{}` is not an http(s) URL", config.base_url),
+            ));
+        }
+        if config.concurrency == 0 {
+            return Err(TotError::config("concurrency", "must be at least 1"));
+        }
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(config.timeout))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(Self { config, agent })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &RemoteConfig {
+        &self.config
+    }
+
+    fn body(&self, request: &GenerationRequest) -> Value {
+        let p = &request.params;
+        let mut body = json!({
+            "model": self.config.model,
+            "prompt": request.prompt,
+            "max_tokens": p.max_new_tokens,
+            "temperature": p.temperature,
+            "seed": p.seed,
+            "logprobs": 1,
+            "n": 1,
+            "stream": false,
+        });
+        if let Some(top_p) = p.top_p {
+            body["top_p"] = json!(top_p);
+        }
+        // Not in OpenAI's API, but llama.cpp, vLLM and pulserec's server honour it.
+        if let Some(top_k) = p.top_k {
+            body["top_k"] = json!(top_k);
+        }
+        if !p.stop.is_empty() {
+            body["stop"] = json!(p.stop);
+        }
+        body
+    }
+
+    fn attempt(&self, url: &str, body: &Value) -> Result<Generation, Attempt> {
+        let mut call = self.agent.post(url);
+        if let Some(key) = &self.config.api_key {
+            call = call.header("Authorization", &format!("Bearer {key}"));
+        }
+        let response = call.send_json(body).map_err(|e| Attempt {
+            // Transport problems (refused, reset, timed out) are worth another try.
+            retry: true,
+            message: e.to_string(),
+        })?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        if status != 200 {
+            let text = body.read_to_string().unwrap_or_default();
+            return Err(Attempt {
+                retry: status == 429 || status >= 500,
+                message: format!(
+                    "HTTP {status}: {}",
+                    text.chars().take(300).collect::<String>()
+                ),
+            });
+        }
+        let parsed: CompletionResponse = body.read_json().map_err(|e| Attempt {
+            retry: false,
+            message: format!("unreadable completion response: {e}"),
+        })?;
+        let choice = parsed.choices.into_iter().next().ok_or(Attempt {
+            retry: false,
+            message: "the response has no choices".into(),
+        })?;
+        let finish = match choice.finish_reason.as_deref() {
+            Some("length") => FinishReason::Length,
+            _ => FinishReason::Stop,
+        };
+        let logprobs = choice
+            .logprobs
+            .map(|l| {
+                l.token_logprobs
+                    .into_iter()
+                    .map(|x| x.unwrap_or(f32::NAN))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Generation {
+            text: choice.text,
+            token_ids: Vec::new(),
+            logprobs,
+            finish,
+        })
+    }
+
+    /// One request with retries.
+    fn complete(&self, index: usize, request: &GenerationRequest) -> Result<Generation, TotError> {
+        let url = format!("{}/v1/completions", self.config.base_url);
+        let body = self.body(request);
+        let mut delay = self.config.backoff;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.attempt(&url, &body) {
+                Ok(g) => return Ok(g),
+                Err(a) if a.retry && attempts <= self.config.max_retries => {
+                    tracing::warn!(request = index, attempts, error = %a.message, "remote generation failed, retrying");
+                    std::thread::sleep(delay);
+                    delay = delay.saturating_mul(2);
+                }
+                Err(a) => {
+                    return Err(TotError::Remote {
+                        url,
+                        request: index,
+                        attempts,
+                        message: a.message,
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl TextGenerator for RemoteGenerator {
+    fn generate(
+        &mut self,
+        requests: &[GenerationRequest],
+    ) -> pulserec_core::Result<Vec<Generation>> {
+        let mut out: Vec<Option<Result<Generation, TotError>>> =
+            (0..requests.len()).map(|_| None).collect();
+        let workers = self.config.concurrency.min(requests.len()).max(1);
+        let this = &*self;
+        std::thread::scope(|scope| {
+            // Worker k takes requests k, k + workers, ...; results go back by index.
+            let handles: Vec<_> = (0..workers)
+                .map(|k| {
+                    scope.spawn(move || {
+                        (k..requests.len())
+                            .step_by(workers)
+                            .map(|i| (i, this.complete(i, &requests[i])))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                // A worker only panics if `complete` does, which it never should; surface it.
+                for (i, r) in h.join().expect("remote generation worker panicked") {
+                    out[i] = Some(r);
+                }
+            }
+        });
+        out.into_iter()
+            .map(|r| {
+                r.expect("every request was handled")
+                    .map_err(pulserec_core::Error::from)
+            })
+            .collect()
+    }
+}
