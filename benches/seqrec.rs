@@ -29,6 +29,7 @@ fn sequences(users: usize, len: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<ItemId>>
 fn bench(c: &mut Criterion) {
     let device = Device::flex();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let mut dropout = ChaCha8Rng::seed_from_u64(1);
     let config = SasRecConfig::paper(N_ITEMS);
 
     let ad = device.clone().autodiff();
@@ -42,7 +43,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("train_step/b128_l50/flex", |b| {
         b.iter(|| {
             let batch = train_batch(&refs, 50, N_ITEMS, &mut rng);
-            let loss = batch_loss(&model, &batch, LossKind::Bce, None, &ad);
+            let loss = batch_loss(&model, &batch, LossKind::Bce, None, Some(&mut dropout), &ad);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(1e-3, model.clone(), grads);
         })

@@ -3,6 +3,8 @@
 use burn::tensor::activation::{log_sigmoid, log_softmax};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 
+use rand_chacha::ChaCha8Rng;
+
 use crate::batch::TrainBatch;
 use crate::config::LossKind;
 use crate::model::SasRec;
@@ -21,7 +23,7 @@ fn ints1(v: &[i64], device: &Device) -> Tensor<1, Int> {
 /// Mean loss of a batch under `kind`.
 ///
 /// `shared` must hold the batch's negatives for [`LossKind::SampledSoftmax`] (it is ignored
-/// otherwise).
+/// otherwise). `dropout` draws the dropout masks; `None` trains without dropout.
 ///
 /// # Shapes
 /// - output: `[1]`
@@ -30,16 +32,17 @@ pub fn batch_loss(
     batch: &TrainBatch,
     kind: LossKind,
     shared: Option<&SharedNegatives>,
+    dropout: Option<&mut ChaCha8Rng>,
     device: &Device,
 ) -> Tensor<1> {
     let inputs = Tensor::<2, Int>::from_data(
-        TensorData::new(batch.inputs.clone(), [batch.rows, batch.max_len]),
+        TensorData::new(batch.inputs.clone(), [batch.rows, batch.width]),
         device,
     );
-    let h = model.forward(inputs);
+    let h = model.forward_with_dropout(inputs, dropout);
     let d = model.hidden();
     let h = h
-        .reshape([batch.rows * batch.max_len, d])
+        .reshape([batch.rows * batch.width, d])
         .select(0, ints1(&batch.positions, device)); // [p, d]
     let items = model.item_embeddings(); // [n + 1, d]
     let targets = ints1(&batch.targets, device);

@@ -2,18 +2,16 @@
 
 use burn::module::Module;
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
-    Linear, LinearConfig,
+    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
 };
 use burn::tensor::activation::{gelu, relu, softmax};
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+
+use rand_chacha::ChaCha8Rng;
 
 use crate::config::{Activation, NormPlacement, SasRecConfig, WeightInit};
+use crate::dropout::MaskDropout;
 use crate::error::Result;
-
-/// Added to the attention scores of forbidden (future or padding) keys. Finite, so that a padding
-/// query whose keys are all forbidden gets a uniform (and later discarded) row instead of NaN.
-const MASKED_SCORE: f32 = -1.0e9;
 
 /// Multi-head scaled dot-product self-attention with a causal, padding-aware mask.
 #[derive(Module, Debug)]
@@ -22,7 +20,7 @@ pub struct SelfAttention {
     key: Linear,
     value: Linear,
     output: Linear,
-    dropout: Dropout,
+    dropout: MaskDropout,
     heads: usize,
 }
 
@@ -31,9 +29,16 @@ impl SelfAttention {
     ///
     /// # Shapes
     /// - input: `[batch, len, d]`
-    /// - mask_bias: `[batch, 1, len, len]` (0 where allowed, a large negative number elsewhere)
+    /// - mask_bias: `[batch, 1, len, len]` (0 where allowed, -inf elsewhere; every row allows one key)
     /// - output: `[batch, len, d]`
-    pub fn forward(&self, input: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+    ///
+    /// `rng` draws the dropout masks (training); `None` disables dropout.
+    pub fn forward(
+        &self,
+        input: Tensor<3>,
+        mask_bias: Tensor<4>,
+        rng: Option<&mut ChaCha8Rng>,
+    ) -> Tensor<3> {
         let [b, l, d] = input.dims();
         let dk = d / self.heads;
         let split = |t: Tensor<3>| t.reshape([b, l, self.heads, dk]).swap_dims(1, 2);
@@ -41,7 +46,7 @@ impl SelfAttention {
         let k = split(self.key.forward(input.clone()));
         let v = split(self.value.forward(input));
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dk as f32).sqrt()) + mask_bias;
-        let weights = self.dropout.forward(softmax(scores, 3));
+        let weights = self.dropout.forward(softmax(scores, 3), rng);
         let context = weights.matmul(v).swap_dims(1, 2).reshape([b, l, d]);
         self.output.forward(context)
     }
@@ -52,7 +57,7 @@ impl SelfAttention {
 pub struct PointWiseFeedForward {
     inner: Linear,
     outer: Linear,
-    dropout: Dropout,
+    dropout: MaskDropout,
     gelu: bool,
 }
 
@@ -60,10 +65,10 @@ impl PointWiseFeedForward {
     /// # Shapes
     /// - input: `[batch, len, d]`
     /// - output: `[batch, len, d]`
-    pub fn forward(&self, input: Tensor<3>) -> Tensor<3> {
+    pub fn forward(&self, input: Tensor<3>, rng: Option<&mut ChaCha8Rng>) -> Tensor<3> {
         let h = self.inner.forward(input);
         let h = if self.gelu { gelu(h) } else { relu(h) };
-        self.outer.forward(self.dropout.forward(h))
+        self.outer.forward(self.dropout.forward(h, rng))
     }
 }
 
@@ -75,7 +80,7 @@ pub struct SasRecBlock {
     attention_norm: LayerNorm,
     feed_forward: PointWiseFeedForward,
     feed_forward_norm: LayerNorm,
-    dropout: Dropout,
+    dropout: MaskDropout,
     pre_norm: bool,
 }
 
@@ -84,17 +89,29 @@ impl SasRecBlock {
     /// - input: `[batch, len, d]`
     /// - mask_bias: `[batch, 1, len, len]`
     /// - output: `[batch, len, d]`
-    pub fn forward(&self, input: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        input: Tensor<3>,
+        mask_bias: Tensor<4>,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Tensor<3> {
         if self.pre_norm {
             let h = self.attention_norm.forward(input.clone());
-            let x = input + self.dropout.forward(self.attention.forward(h, mask_bias));
+            let a = self.attention.forward(h, mask_bias, rng.as_deref_mut());
+            let x = input + self.dropout.forward(a, rng.as_deref_mut());
             let h = self.feed_forward_norm.forward(x.clone());
-            x.clone() + self.dropout.forward(self.feed_forward.forward(h))
+            let f = self.feed_forward.forward(h, rng.as_deref_mut());
+            x + self.dropout.forward(f, rng)
         } else {
-            let a = self.attention.forward(input.clone(), mask_bias);
-            let x = self.attention_norm.forward(input + self.dropout.forward(a));
-            let f = self.feed_forward.forward(x.clone());
-            self.feed_forward_norm.forward(x + self.dropout.forward(f))
+            let a = self
+                .attention
+                .forward(input.clone(), mask_bias, rng.as_deref_mut());
+            let x = self
+                .attention_norm
+                .forward(input + self.dropout.forward(a, rng.as_deref_mut()));
+            let f = self.feed_forward.forward(x.clone(), rng.as_deref_mut());
+            self.feed_forward_norm
+                .forward(x + self.dropout.forward(f, rng))
         }
     }
 }
@@ -110,7 +127,7 @@ pub struct SasRec {
     item_embedding: Embedding,
     position_embedding: Embedding,
     input_norm: Option<LayerNorm>,
-    dropout: Dropout,
+    dropout: MaskDropout,
     blocks: Vec<SasRecBlock>,
     final_norm: Option<LayerNorm>,
     embedding_scale: f64,
@@ -151,7 +168,7 @@ impl SasRecConfig {
                 .with_epsilon(self.layer_norm_eps)
                 .init(device)
         };
-        let dropout = |p| DropoutConfig::new(p).init();
+        let dropout = MaskDropout::new;
         let blocks = (0..self.blocks)
             .map(|_| SasRecBlock {
                 attention: SelfAttention {
@@ -215,12 +232,26 @@ impl SasRec {
         self.item_embedding.weight.val()
     }
 
-    /// Hidden states `F` after every position.
+    /// Hidden states `F` after every position, without dropout (inference).
     ///
     /// # Shapes
-    /// - items: `[batch, max_len]`, left-padded with 0
-    /// - output: `[batch, max_len, d]` (rows of padding slots are zero)
+    /// - items: `[batch, len]` with `len <= max_len`, left-padded with 0 (the last slot is the
+    ///   most recent item; slot `s` gets position `max_len - len + s`)
+    /// - output: `[batch, len, d]` (rows of padding slots are zero)
     pub fn forward(&self, items: Tensor<2, Int>) -> Tensor<3> {
+        self.forward_with_dropout(items, None)
+    }
+
+    /// [`forward`](Self::forward) with dropout masks drawn from `rng` when given (training).
+    ///
+    /// # Shapes
+    /// - items: `[batch, len]`, `len <= max_len`, left-padded with 0
+    /// - output: `[batch, len, d]`
+    pub fn forward_with_dropout(
+        &self,
+        items: Tensor<2, Int>,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> Tensor<3> {
         let [b, l] = items.dims();
         let device = items.device();
         let real = items.clone().not_equal_elem(0); // [b, l]
@@ -240,22 +271,29 @@ impl SasRec {
         if let Some(norm) = &self.input_norm {
             x = norm.forward(x);
         }
-        x = self.dropout.forward(x) * keep.clone();
+        x = self.dropout.forward(x, rng.as_deref_mut()) * keep.clone();
 
-        // Causal mask (key j <= query i) and padding keys, as an additive bias.
-        let causal = Tensor::<2, Int>::ones([l, l], &device)
-            .tril(0)
-            .equal_elem(0)
-            .unsqueeze_dims::<4>(&[0, 1]); // [1, 1, l, l], true where forbidden
-        let pad_keys = real.bool_not().unsqueeze_dims::<4>(&[1, 2]); // [b, 1, 1, l]
-        let forbidden = causal
-            .expand([b, 1, l, l])
-            .bool_or(pad_keys.expand([b, 1, l, l]));
+        // Forbidden keys: the future, and padding except a query's own slot. A padding query
+        // thus attends only to itself, so no row is entirely -inf (no NaN) and its output is
+        // discarded by `keep`. -inf rather than a large finite number because exp of a large
+        // negative finite argument takes libm's slow underflow path (~6 % of a training epoch).
+        let causal: Vec<bool> = (0..l * l).map(|k| k % l > k / l).collect();
+        let off_diagonal: Vec<bool> = (0..l * l).map(|k| k % l != k / l).collect();
+        let square = |v: Vec<bool>| {
+            Tensor::<2, Bool>::from_data(TensorData::new(v, [l, l]), &device)
+                .unsqueeze_dims::<4>(&[0, 1])
+                .expand([b, 1, l, l])
+        };
+        let pad_keys = real
+            .bool_not()
+            .unsqueeze_dims::<4>(&[1, 2])
+            .expand([b, 1, l, l]); // [b, 1, l, l], true at padding keys
+        let forbidden = square(causal).bool_or(pad_keys.bool_and(square(off_diagonal)));
         let mask_bias =
-            Tensor::<4>::zeros([b, 1, l, l], &device).mask_fill(forbidden, MASKED_SCORE);
+            Tensor::<4>::zeros([b, 1, l, l], &device).mask_fill(forbidden, f32::NEG_INFINITY);
 
         for block in &self.blocks {
-            x = block.forward(x, mask_bias.clone()) * keep.clone();
+            x = block.forward(x, mask_bias.clone(), rng.as_deref_mut()) * keep.clone();
         }
         match &self.final_norm {
             Some(norm) => norm.forward(x) * keep,

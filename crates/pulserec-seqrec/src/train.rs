@@ -102,6 +102,10 @@ pub fn train(
         .with_epsilon(config.epsilon)
         .init();
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    // Dropout masks get their own stream of the same seed, so changing how many negatives are
+    // drawn does not shift every mask.
+    let mut dropout_rng = ChaCha8Rng::seed_from_u64(config.seed);
+    dropout_rng.set_stream(1);
     let mut order = users;
     let n_batches = order.len().div_ceil(config.batch_size);
     let options = EvalOptions::default();
@@ -136,7 +140,14 @@ pub fn train(
                 )),
                 _ => None,
             };
-            let loss = batch_loss(&model, &batch, config.loss, shared.as_ref(), &ad);
+            let loss = batch_loss(
+                &model,
+                &batch,
+                config.loss,
+                shared.as_ref(),
+                Some(&mut dropout_rng),
+                &ad,
+            );
             let detached = loss.clone().detach();
             total = Some(match total {
                 Some(t) => t + detached,
