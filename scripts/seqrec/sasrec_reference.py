@@ -2,7 +2,8 @@
 
 Same model and training as the Rust crate's `SasRecConfig::paper()` + `TrainConfig::paper()`:
 d 50, 2 blocks, 2 heads, dropout 0.5 (embeddings, attention weights, sub-layer outputs), FFN
-width d with ReLU, post-LN (eps 1e-8) by default or pre-LN with a final LayerNorm, item
+width d with ReLU, pre-LN with a final LayerNorm (eps 1e-8; the paper's Sec. III-B) by default or
+post-LN with `--norm post`, item
 embeddings scaled by sqrt(d) plus learned slot positions, sequences left-padded to 50, causal and
 padding-key attention mask, Xavier init, zero biases. One sequence per user with a loss at every
 position: BCE with one uniform negative per position outside the user's training items. Adam lr
@@ -170,7 +171,7 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--pre-norm", action="store_true")
+    ap.add_argument("--norm", choices=("pre", "post"), default="pre")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.manual_seed(a.seed)
@@ -188,7 +189,7 @@ def main():
     cases = [(u, seqs[u][:-1], seqs[u][-1]) for u in users if len(seqs[u]) >= 3]
     trainable = [u for u in users if len(train[u]) >= 2]
 
-    model = SASRec(n_items, pre_norm=a.pre_norm)
+    model = SASRec(n_items, pre_norm=a.norm == "pre")
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.98), eps=1e-8)
     epoch_s, losses = [], []
     for epoch in range(a.epochs):
@@ -223,6 +224,7 @@ def main():
         epoch_seconds=epoch_s,
         losses=losses,
         formulation="one sequence per user, loss at every position",
+        norm=a.norm,
     )
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)
