@@ -143,6 +143,16 @@ pub trait ThoughtScorer {
     fn name(&self) -> &str;
     /// One score per chain.
     fn score(&mut self, context: &UserContext, chains: &[String]) -> Result<Vec<f32>>;
+
+    /// Scores the chains of many users in one call: `out[u][c]` is the score of `items[u].1[c]`.
+    /// Scorers backed by a model override this to batch the model calls; the default asks
+    /// [`ThoughtScorer::score`] once per user.
+    fn score_batch(&mut self, items: &[(&UserContext, &[String])]) -> Result<Vec<Vec<f32>>> {
+        items
+            .iter()
+            .map(|(ctx, chains)| self.score(ctx, chains))
+            .collect()
+    }
 }
 
 /// Where a rationale came from.

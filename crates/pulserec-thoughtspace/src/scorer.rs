@@ -99,7 +99,15 @@ impl ThoughtScorer for ConsistencyScorer {
         if context.target.is_none() {
             tracing::warn!(user = %context.user, "consistency score without the chosen item");
         }
-        let mut out = self.score_batch(&[(context, chains)])?;
+        let mut out = ConsistencyScorer::score_batch(self, &[(context, chains)])?;
         Ok(out.pop().unwrap_or_default())
+    }
+
+    fn score_batch(
+        &mut self,
+        items: &[(&UserContext, &[String])],
+    ) -> pulserec_core::Result<Vec<Vec<f32>>> {
+        // The inherent method encodes every behaviour text and every chain in one call each.
+        Ok(ConsistencyScorer::score_batch(self, items)?)
     }
 }

@@ -9,8 +9,8 @@
 //!    ([`normalize_for_match`]: lower-case, punctuation stripped, whitespace collapsed) equals an
 //!    earlier sibling's, is dropped unscored;
 //! 4. the remaining children's chains (all thoughts from the first one, joined by spaces) are
-//!    scored by the scorer in one call per user, and the `beam_width` best become the beam
-//!    (ties: the earlier generated child wins; a NaN score ranks last);
+//!    scored in one scorer call per depth across all users, and the `beam_width` best become
+//!    the beam (ties: the earlier generated child wins; a NaN score ranks last);
 //! 5. a user whose depth yields no scorable child stops; its last beam is final.
 //!
 //! The refined rationale is the best chain of the final beam ([`ThoughtTree::rationale`]).
@@ -210,8 +210,9 @@ impl<G: TextGenerator, S: ThoughtScorer> TreeOfThought<G, S> {
                     tokens: generation.token_ids.len(),
                 });
             }
-            for (u, ctx) in users.iter().enumerate() {
-                beams[u] = self.select(ctx, &mut trees[u], &fresh[u])?;
+            let scores = self.score_level(users, &trees, &fresh)?;
+            for (u, scores) in scores.into_iter().enumerate() {
+                beams[u] = self.select(&mut trees[u], &fresh[u], &scores);
             }
             tracing::debug!(
                 depth,
@@ -258,26 +259,63 @@ impl<G: TextGenerator, S: ThoughtScorer> TreeOfThought<G, S> {
         (requests, slots)
     }
 
-    /// Scores the fresh nodes of one user and marks the best `beam_width` as kept.
-    fn select(
+    /// Scores the fresh nodes of every user in one scorer call; `out[u]` is parallel to
+    /// `fresh[u]` (empty for users with nothing fresh).
+    fn score_level(
         &mut self,
-        ctx: &UserContext,
-        tree: &mut ThoughtTree,
-        fresh: &[usize],
-    ) -> Result<Vec<Option<usize>>> {
-        if fresh.is_empty() {
-            return Ok(Vec::new());
-        }
-        let chains: Vec<String> = fresh.iter().map(|&i| tree.chain_text(i)).collect();
-        let scores = self.scorer.score(ctx, &chains).map_err(TotError::Score)?;
-        if scores.len() != chains.len() {
+        users: &[UserContext],
+        trees: &[ThoughtTree],
+        fresh: &[Vec<usize>],
+    ) -> Result<Vec<Vec<f32>>> {
+        let chains: Vec<Vec<String>> = fresh
+            .iter()
+            .zip(trees)
+            .map(|(f, tree)| f.iter().map(|&i| tree.chain_text(i)).collect())
+            .collect();
+        let asked: Vec<usize> = (0..users.len())
+            .filter(|&u| !chains[u].is_empty())
+            .collect();
+        let items: Vec<(&UserContext, &[String])> = asked
+            .iter()
+            .map(|&u| (&users[u], chains[u].as_slice()))
+            .collect();
+        let scored = if items.is_empty() {
+            Vec::new()
+        } else {
+            self.scorer.score_batch(&items).map_err(TotError::Score)?
+        };
+        if scored.len() != items.len() {
             return Err(TotError::ScoreCount {
                 scorer: self.scorer.name().to_string(),
-                expected: chains.len(),
-                got: scores.len(),
+                expected: items.len(),
+                got: scored.len(),
             });
         }
-        for (&i, &s) in fresh.iter().zip(&scores) {
+        let mut out = vec![Vec::new(); users.len()];
+        for (&u, scores) in asked.iter().zip(scored) {
+            if scores.len() != chains[u].len() {
+                return Err(TotError::ScoreCount {
+                    scorer: self.scorer.name().to_string(),
+                    expected: chains[u].len(),
+                    got: scores.len(),
+                });
+            }
+            out[u] = scores;
+        }
+        Ok(out)
+    }
+
+    /// Records the scores of one user's fresh nodes and marks the best `beam_width` as kept.
+    fn select(
+        &self,
+        tree: &mut ThoughtTree,
+        fresh: &[usize],
+        scores: &[f32],
+    ) -> Vec<Option<usize>> {
+        if fresh.is_empty() {
+            return Vec::new();
+        }
+        for (&i, &s) in fresh.iter().zip(scores) {
             tree.nodes[i].score = Some(s);
         }
         let rank = |s: f32| if s.is_nan() { f32::NEG_INFINITY } else { s };
@@ -293,7 +331,7 @@ impl<G: TextGenerator, S: ThoughtScorer> TreeOfThought<G, S> {
         for &i in &beam {
             tree.nodes[i].status = NodeStatus::Kept;
         }
-        Ok(beam.into_iter().map(Some).collect())
+        beam.into_iter().map(Some).collect()
     }
 }
 

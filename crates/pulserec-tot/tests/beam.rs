@@ -114,8 +114,10 @@ fn paper_settings_batch_all_users_into_one_call_per_depth() {
         let best = tree.best().unwrap();
         assert_eq!(tree.chain(Some(best)).len(), 3);
     }
-    let (generator, _) = tot.into_parts();
+    let (generator, scorer) = tot.into_parts();
     assert_eq!(generator.calls, vec![9, 18, 18]);
+    // One scorer call per depth, covering all three users.
+    assert_eq!(scorer.batches, vec![3, 3, 3]);
 }
 
 #[test]

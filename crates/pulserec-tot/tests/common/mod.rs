@@ -72,6 +72,8 @@ impl TextGenerator for BySeed {
 pub struct Table {
     pub scores: HashMap<String, f32>,
     pub calls: Vec<Vec<String>>,
+    /// Users per `score_batch` call.
+    pub batches: Vec<usize>,
 }
 
 impl Table {
@@ -79,6 +81,7 @@ impl Table {
         Self {
             scores: scores.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             calls: Vec::new(),
+            batches: Vec::new(),
         }
     }
 }
@@ -100,5 +103,16 @@ impl ThoughtScorer for Table {
                 }
             })
             .collect())
+    }
+
+    fn score_batch(
+        &mut self,
+        items: &[(&UserContext, &[String])],
+    ) -> pulserec_core::Result<Vec<Vec<f32>>> {
+        self.batches.push(items.len());
+        items
+            .iter()
+            .map(|(ctx, chains)| self.score(ctx, chains))
+            .collect()
     }
 }
