@@ -108,8 +108,11 @@ def pad(histories, max_len):
     return out
 
 
-def train_batch(seqs, max_len, n_items, rng):
+def train_batch(seqs, max_len, n_items, rng, trim=False):
     rows = len(seqs)
+    if trim:
+        # Only left padding is dropped: positions count from the last slot, so nothing changes.
+        max_len = max(1, min(max_len, max(len(s) - 1 for s in seqs)))
     inputs = np.zeros((rows, max_len), dtype=np.int64)
     pos, tgt, neg = [], [], []
     for r, s in enumerate(seqs):
@@ -172,6 +175,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--norm", choices=("pre", "post"), default="pre")
+    ap.add_argument("--trim", action="store_true",
+                    help="cut each batch to its longest row, as the Rust trainer does")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.manual_seed(a.seed)
@@ -199,7 +204,8 @@ def main():
         total, nb = 0.0, 0
         for s in range(0, len(order), a.batch_size):
             inputs, pos, tgt, neg = train_batch(
-                [train[u] for u in order[s : s + a.batch_size]], model.max_len, n_items, rng
+                [train[u] for u in order[s : s + a.batch_size]], model.max_len, n_items, rng,
+                a.trim,
             )
             h = model(torch.from_numpy(inputs)).reshape(-1, model.d)[torch.from_numpy(pos)]
             w = model.item.weight
@@ -225,6 +231,7 @@ def main():
         losses=losses,
         formulation="one sequence per user, loss at every position",
         norm=a.norm,
+        trim=a.trim,
     )
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1)
