@@ -139,6 +139,27 @@ impl LlamaConfig {
         )?;
         let hidden_size = int("hidden_size")?;
         let num_heads = int("num_attention_heads")?;
+        // transformers 5 nests RoPE settings in `rope_parameters`; older files use
+        // `rope_theta` / `rope_scaling`. Only plain RoPE over the whole head is implemented.
+        let rope = v.get("rope_parameters").filter(|r| r.is_object());
+        let scaling = rope.or_else(|| v.get("rope_scaling").filter(|r| r.is_object()));
+        if let Some(kind) = scaling
+            .and_then(|r| r.get("rope_type").or_else(|| r.get("type")))
+            .and_then(|t| t.as_str())
+            .filter(|t| *t != "default")
+        {
+            return Err(bad(format!("RoPE scaling `{kind}` is not supported")));
+        }
+        let partial = scaling
+            .and_then(|r| r.get("partial_rotary_factor"))
+            .or_else(|| v.get("partial_rotary_factor"))
+            .and_then(|x| x.as_f64())
+            .unwrap_or(1.0);
+        if partial != 1.0 {
+            return Err(bad(format!(
+                "partial rotary factor {partial} is not supported"
+            )));
+        }
         let cfg = Self {
             architecture,
             vocab_size: int("vocab_size")?,
@@ -148,8 +169,9 @@ impl LlamaConfig {
             num_heads,
             num_kv_heads: int("num_key_value_heads").unwrap_or(num_heads),
             head_dim: int("head_dim").unwrap_or(hidden_size / num_heads.max(1)),
-            rope_theta: v
-                .get("rope_theta")
+            rope_theta: rope
+                .and_then(|r| r.get("rope_theta"))
+                .or_else(|| v.get("rope_theta"))
                 .and_then(|x| x.as_f64())
                 .unwrap_or(10_000.0) as f32,
             rms_norm_eps: v

@@ -57,75 +57,77 @@ mod avx2 {
     use crate::quant::GgmlType;
 
     /// # Safety
-    /// The CPU must support AVX2 and FMA; `row` holds whole blocks of `bb` bytes, `x` holds
-    /// `out.len()` rows of `cols` floats, `out.len() <= 32`.
+    /// The CPU must support AVX2, FMA and F16C; `row` holds whole blocks of `bb` bytes, `x`
+    /// holds `out.len()` rows of `cols` floats, `xsum` their per-block sums (`[rows, blocks]`),
+    /// `out.len() <= 32`.
+    ///
+    /// A block's weights are `q·d + c` (`c` = `-8d` for `Q4_0`, the stored minimum for
+    /// `Q4_1`, 0 for `Q8_0`), so its dot product with `x` is `d·(q·x) + c·Σx`: the integer
+    /// codes are only converted to float, never scaled, and `Σx` is shared by every row.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub unsafe fn row_dots(
         dtype: GgmlType,
         row: &[u8],
         bb: usize,
         x: &[f32],
+        xsum: &[f32],
         cols: usize,
         out: &mut [f32],
     ) {
         let m = out.len();
-        let mut acc = [_mm256_setzero_ps(); 32];
         let nb = row.len() / bb;
+        let mut acc = [_mm256_setzero_ps(); 32];
+        let mut offs = [0.0f32; 32];
         for bi in 0..nb {
             let b = row.as_ptr().add(bi * bb);
-            let d = _mm256_set1_ps(half::f16::from_le_bytes([*b, *b.add(1)]).to_f32());
-            // Four 8-wide weight vectors for the block's 32 values.
-            let w: [__m256; 4] = match dtype {
+            // d (and for Q4_1 the minimum) are f16 at the start of the block.
+            let scales = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
+            let d = _mm_cvtss_f32(scales);
+            let (q, c) = match dtype {
                 GgmlType::Q8_0 => {
-                    let q = b.add(2);
-                    let mut w = [_mm256_setzero_ps(); 4];
-                    for (k, wk) in w.iter_mut().enumerate() {
-                        let i8s = _mm_loadl_epi64(q.add(8 * k) as *const __m128i);
-                        let i32s = _mm256_cvtepi8_epi32(i8s);
-                        *wk = _mm256_mul_ps(_mm256_cvtepi32_ps(i32s), d);
+                    let p = b.add(2);
+                    let mut q = [_mm256_setzero_ps(); 4];
+                    for (k, qk) in q.iter_mut().enumerate() {
+                        let bytes = _mm_loadl_epi64(p.add(8 * k) as *const __m128i);
+                        *qk = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
                     }
-                    w
+                    (q, 0.0)
                 }
-                _ => q4_weights(dtype, b, d),
+                GgmlType::Q4_0 => (nibbles(b.add(2)), -8.0 * d),
+                _ => (
+                    nibbles(b.add(4)),
+                    _mm_cvtss_f32(_mm_shuffle_ps(scales, scales, 1)),
+                ),
             };
-            for (r, a) in acc.iter_mut().enumerate().take(m) {
+            let dv = _mm256_set1_ps(d);
+            for r in 0..m {
                 let xs = x.as_ptr().add(r * cols + bi * 32);
-                let mut s = *a;
-                s = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(xs), s);
-                s = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xs.add(8)), s);
-                s = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xs.add(16)), s);
-                s = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xs.add(24)), s);
-                *a = s;
+                let mut s = _mm256_mul_ps(q[0], _mm256_loadu_ps(xs));
+                s = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xs.add(8)), s);
+                s = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(xs.add(16)), s);
+                s = _mm256_fmadd_ps(q[3], _mm256_loadu_ps(xs.add(24)), s);
+                acc[r] = _mm256_fmadd_ps(dv, s, acc[r]);
+                offs[r] += c * *xsum.get_unchecked(r * nb + bi);
             }
         }
-        for (o, a) in out.iter_mut().zip(&acc) {
+        for r in 0..m {
             let mut lanes = [0.0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
-            *o = lanes.iter().sum();
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]);
+            out[r] = lanes.iter().sum::<f32>() + offs[r];
         }
     }
 
-    /// The 32 values of a `Q4_0` / `Q4_1` block as four 8-wide vectors.
+    /// The 32 4-bit codes at `p` (low nibbles are values 0..16, high nibbles 16..32) as floats.
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn q4_weights(dtype: GgmlType, b: *const u8, d: __m256) -> [__m256; 4] {
-        let (qoff, minv, off) = if dtype == GgmlType::Q4_1 {
-            let m = half::f16::from_le_bytes([*b.add(2), *b.add(3)]).to_f32();
-            (4, _mm256_set1_ps(m), _mm256_setzero_ps())
-        } else {
-            (2, _mm256_setzero_ps(), _mm256_set1_ps(-8.0))
-        };
-        let bytes = _mm_loadu_si128(b.add(qoff) as *const __m128i);
+    unsafe fn nibbles(p: *const u8) -> [__m256; 4] {
+        let bytes = _mm_loadu_si128(p as *const __m128i);
         let lo = _mm_and_si128(bytes, _mm_set1_epi8(15));
         let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm_set1_epi8(15));
-        let v0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
-        let v1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
-        let v2 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
-        let v3 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
         [
-            _mm256_fmadd_ps(_mm256_add_ps(v0, off), d, minv),
-            _mm256_fmadd_ps(_mm256_add_ps(v1, off), d, minv),
-            _mm256_fmadd_ps(_mm256_add_ps(v2, off), d, minv),
-            _mm256_fmadd_ps(_mm256_add_ps(v3, off), d, minv),
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)),
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))),
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)),
+            _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))),
         ]
     }
 
@@ -136,11 +138,13 @@ mod avx2 {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn row_dots(
     dtype: GgmlType,
     row: &[u8],
     bb: usize,
     x: &[f32],
+    xsum: &[f32],
     cols: usize,
     out: &mut [f32],
     simd: bool,
@@ -148,14 +152,14 @@ fn row_dots(
     #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: `simd` is only true when `avx2::available()` said so; slice sizes are
-        // checked by the caller (`matmul_quantized`).
+        // established by the caller (`matmul_quantized`).
         #[allow(unsafe_code)]
         unsafe {
-            avx2::row_dots(dtype, row, bb, x, cols, out)
+            avx2::row_dots(dtype, row, bb, x, xsum, cols, out)
         };
         return;
     }
-    let _ = simd;
+    let _ = (simd, xsum);
     row_dots_portable(dtype, row, bb, x, cols, out);
 }
 
@@ -199,6 +203,9 @@ pub(crate) fn matmul_quantized(w: &WeightMatrix, x: &[f32], m: usize) -> Vec<f32
     let bb = w.dtype.block_bytes();
     let rb = w.row_bytes();
     let simd = simd_available();
+    let nb = w.cols / 32;
+    // Per-block sums of the inputs, shared by every weight row (see `avx2::row_dots`).
+    let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
     // Weight rows in chunks (one rayon task each); input rows in tiles of up to 32.
     const ROWS_PER_TASK: usize = 16;
     let chunks: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_TASK))
@@ -218,6 +225,7 @@ pub(crate) fn matmul_quantized(w: &WeightMatrix, x: &[f32], m: usize) -> Vec<f32
                         row,
                         bb,
                         &x[i0 * w.cols..i1 * w.cols],
+                        &xsum[i0 * nb..i1 * nb],
                         w.cols,
                         t,
                         simd,

@@ -78,7 +78,12 @@ impl Linear {
                 let y = matmul_quantized(q, &xs, b * t);
                 Tensor::<3>::from_data(TensorData::new(y, [b, t, self.out_features]), &device)
             }
-            (_, Some(w)) => x.matmul(w.clone().unsqueeze::<3>()),
+            // 2-D so burn-flex's strided gemm reads the transposed weight in place.
+            (_, Some(w)) => {
+                x.reshape([b * t, w.dims()[0]])
+                    .matmul(w.clone())
+                    .reshape([b, t, self.out_features])
+            }
             _ => return Err(SlmError::Backend("linear layer without weights".into())),
         };
         Ok(match &self.bias {
