@@ -19,7 +19,7 @@ pub fn has_kernel(dtype: GgmlType) -> bool {
     )
 }
 
-/// Dot products of one weight row with `m` input rows (`x` is `[m, cols]`), portable version.
+/// Dot products of one weight row with `m <= 8` input rows (`x` is `[m, cols]`), portable version.
 fn row_dots_portable(
     dtype: GgmlType,
     row: &[u8],
@@ -28,12 +28,12 @@ fn row_dots_portable(
     cols: usize,
     out: &mut [f32],
 ) {
-    let mut acc = [[0.0f32; 8]; 32];
+    let mut acc = [[0.0f32; 8]; 8];
     let m = out.len();
     let mut w = [0.0f32; 32];
     for (bi, b) in row.chunks_exact(bb).enumerate() {
         dequantize_block(dtype, b, &mut w);
-        for (r, a) in acc.iter_mut().enumerate().take(m.min(32)) {
+        for (r, a) in acc.iter_mut().enumerate().take(m.min(8)) {
             let xs = &x[r * cols + bi * 32..r * cols + bi * 32 + 32];
             for (k, lane) in a.iter_mut().enumerate() {
                 *lane += w[k] * xs[k]
@@ -59,13 +59,14 @@ mod avx2 {
     /// # Safety
     /// The CPU must support AVX2, FMA and F16C; `row` holds whole blocks of `bb` bytes, `x`
     /// holds `out.len()` rows of `cols` floats, `xsum` their per-block sums (`[rows, blocks]`),
-    /// `out.len() <= 32`.
+    /// `out.len() == M`. `M` is a compile-time tile height so the accumulators live in
+    /// registers (a run-time 32-row array cost a 1 KiB memset per weight row).
     ///
     /// A block's weights are `q·d + c` (`c` = `-8d` for `Q4_0`, the stored minimum for
     /// `Q4_1`, 0 for `Q8_0`), so its dot product with `x` is `d·(q·x) + c·Σx`: the integer
     /// codes are only converted to float, never scaled, and `Σx` is shared by every row.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn row_dots(
+    pub unsafe fn row_dots<const M: usize>(
         dtype: GgmlType,
         row: &[u8],
         bb: usize,
@@ -74,10 +75,9 @@ mod avx2 {
         cols: usize,
         out: &mut [f32],
     ) {
-        let m = out.len();
         let nb = row.len() / bb;
-        let mut acc = [_mm256_setzero_ps(); 32];
-        let mut offs = [0.0f32; 32];
+        let mut acc = [_mm256_setzero_ps(); M];
+        let mut offs = [0.0f32; M];
         for bi in 0..nb {
             let b = row.as_ptr().add(bi * bb);
             // d (and for Q4_1 the minimum) are f16 at the start of the block.
@@ -100,7 +100,7 @@ mod avx2 {
                 ),
             };
             let dv = _mm256_set1_ps(d);
-            for r in 0..m {
+            for r in 0..M {
                 let xs = x.as_ptr().add(r * cols + bi * 32);
                 let mut s = _mm256_mul_ps(q[0], _mm256_loadu_ps(xs));
                 s = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(xs.add(8)), s);
@@ -110,7 +110,7 @@ mod avx2 {
                 offs[r] += c * *xsum.get_unchecked(r * nb + bi);
             }
         }
-        for r in 0..m {
+        for r in 0..M {
             let mut lanes = [0.0f32; 8];
             _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]);
             out[r] = lanes.iter().sum::<f32>() + offs[r];
@@ -155,7 +155,12 @@ fn row_dots(
         // established by the caller (`matmul_quantized`).
         #[allow(unsafe_code)]
         unsafe {
-            avx2::row_dots(dtype, row, bb, x, xsum, cols, out)
+            match out.len() {
+                8 => avx2::row_dots::<8>(dtype, row, bb, x, xsum, cols, out),
+                4 => avx2::row_dots::<4>(dtype, row, bb, x, xsum, cols, out),
+                2 => avx2::row_dots::<2>(dtype, row, bb, x, xsum, cols, out),
+                _ => avx2::row_dots::<1>(dtype, row, bb, x, xsum, cols, out),
+            }
         };
         return;
     }
@@ -214,12 +219,14 @@ pub(crate) fn matmul_quantized(w: &WeightMatrix, x: &[f32], m: usize) -> Vec<f32
             let r0 = c * ROWS_PER_TASK;
             let r1 = (r0 + ROWS_PER_TASK).min(rows);
             let mut part = vec![0.0f32; (r1 - r0) * m];
-            let mut tmp = [0.0f32; 32];
             for r in r0..r1 {
                 let row = &w.bytes[r * rb..(r + 1) * rb];
-                for i0 in (0..m).step_by(32) {
-                    let i1 = (i0 + 32).min(m);
-                    let t = &mut tmp[..i1 - i0];
+                // Input rows in tiles of 8, 4, 2, 1 (the kernel's compile-time heights).
+                let mut i0 = 0;
+                while i0 < m {
+                    let tile = [8, 4, 2, 1].into_iter().find(|&t| t <= m - i0).unwrap_or(1);
+                    let i1 = i0 + tile;
+                    let out = &mut part[(r - r0) * m + i0..(r - r0) * m + i1];
                     row_dots(
                         w.dtype,
                         row,
@@ -227,12 +234,10 @@ pub(crate) fn matmul_quantized(w: &WeightMatrix, x: &[f32], m: usize) -> Vec<f32
                         &x[i0 * w.cols..i1 * w.cols],
                         &xsum[i0 * nb..i1 * nb],
                         w.cols,
-                        t,
+                        out,
                         simd,
                     );
-                    for (k, v) in t.iter().enumerate() {
-                        part[(r - r0) * m + i0 + k] = *v;
-                    }
+                    i0 = i1;
                 }
             }
             (r0, part)
