@@ -30,7 +30,7 @@ struct Args {
 }
 
 fn main() {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_writer(std::io::stderr).init();
+    pulserec::init_logging("warn");
     let args = Args::parse();
     let start = Instant::now();
     let loaded = match args.format {
@@ -46,10 +46,16 @@ fn main() {
     };
     let load_s = start.elapsed().as_secs_f64();
     if let Some(k) = args.min_count {
-        ds = ds.filter(Filter::MinCount { min_user: k, min_item: k });
+        ds = ds.filter(Filter::MinCount {
+            min_user: k,
+            min_item: k,
+        });
     }
     if let Some(k) = args.k_core {
-        ds = ds.filter(Filter::KCore { min_user: k, min_item: k });
+        ds = ds.filter(Filter::KCore {
+            min_user: k,
+            min_item: k,
+        });
     }
     let summary = ds.summary();
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");

@@ -41,7 +41,10 @@ fn main() -> anyhow::Result<()> {
     let median = times[times.len() / 2];
     println!(
         "{{\"impl\": \"pulserec\", \"interactions\": {n}, \"median_s\": {median:.4}, \"runs\": {:?}}}",
-        times.iter().map(|t| (t * 1e4).round() / 1e4).collect::<Vec<_>>()
+        times
+            .iter()
+            .map(|t| (t * 1e4).round() / 1e4)
+            .collect::<Vec<_>>()
     );
     Ok(())
 }

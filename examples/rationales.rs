@@ -102,12 +102,7 @@ fn report(stage: &str, records: &[StoredRationale], secs: f64) -> usize {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    pulserec::init_logging("warn");
     let args = Args::parse();
     let shard = parse_shard(&args.shard)?;
     let device = args.device.device()?;

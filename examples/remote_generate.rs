@@ -44,7 +44,10 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = RemoteConfig { concurrency: args.concurrency, ..RemoteConfig::new(&args.url, &args.model) };
+    let config = RemoteConfig {
+        concurrency: args.concurrency,
+        ..RemoteConfig::new(&args.url, &args.model)
+    };
     let mut remote = RemoteGenerator::new(config)?;
     let requests: Vec<GenerationRequest> = (0..args.n as u64)
         .map(|i| GenerationRequest {
@@ -64,6 +67,10 @@ fn main() -> anyhow::Result<()> {
         println!("{}", g.text);
     }
     let tokens: usize = out.iter().map(|g| g.logprobs.len()).sum();
-    eprintln!("{} completions, {tokens} tokens in {secs:.2} s ({:.1} tok/s)", out.len(), tokens as f64 / secs);
+    eprintln!(
+        "{} completions, {tokens} tokens in {secs:.2} s ({:.1} tok/s)",
+        out.len(),
+        tokens as f64 / secs
+    );
     Ok(())
 }

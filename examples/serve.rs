@@ -33,12 +33,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    pulserec::init_logging("info");
     let args = Args::parse();
     let device = args.device.device()?;
     let slm = Slm::load(&args.model, &device)
