@@ -179,6 +179,16 @@ pub(crate) struct ItemTable {
 }
 
 impl ItemTable {
+    /// The table, or [`DataError::Empty`] for `path` when it holds no item.
+    pub fn non_empty(self, path: &std::path::Path) -> crate::error::Result<Self> {
+        if self.titles.is_empty() {
+            return Err(crate::error::DataError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(self)
+    }
+
     /// Adds an item; returns the line it was first seen on when the id is a duplicate.
     pub fn insert(
         &mut self,

@@ -220,9 +220,15 @@ fn amazon_2018_and_2023() {
     assert_eq!(v.reviews.unwrap()[1], "Great. Loved it");
     assert_eq!(ds.catalog.title(v.items[1]), Some("Zelda & Link"));
     // Ratings, timestamps and reviews survive the Parquet round trip.
-    let prepared = pulserec_data::PreparedDataset { dataset: ds, candidates: vec![] };
+    let prepared = pulserec_data::PreparedDataset {
+        dataset: ds,
+        candidates: vec![],
+    };
     prepared.save(dir.path().join("prepared")).unwrap();
-    assert_eq!(pulserec_data::PreparedDataset::load(dir.path().join("prepared")).unwrap(), prepared);
+    assert_eq!(
+        pulserec_data::PreparedDataset::load(dir.path().join("prepared")).unwrap(),
+        prepared
+    );
 
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "Games.jsonl", br#"{"user_id":"U","parent_asin":"P1","asin":"X","rating":4.0,"timestamp":1600000000000,"title":"ok","text":"fine"}

@@ -195,10 +195,5 @@ pub(crate) fn read_meta(path: &Path, version: AmazonVersion) -> Result<ItemTable
             });
         }
     }
-    if table.titles.is_empty() {
-        return Err(DataError::Empty {
-            path: file.path.clone(),
-        });
-    }
-    Ok(table)
+    table.non_empty(&file.path)
 }

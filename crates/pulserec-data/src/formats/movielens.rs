@@ -146,12 +146,7 @@ pub(crate) fn read_100k_items(path: &Path) -> Result<ItemTable> {
             line,
         )?;
     }
-    if table.titles.is_empty() {
-        return Err(DataError::Empty {
-            path: file.path.clone(),
-        });
-    }
-    Ok(table)
+    table.non_empty(&file.path)
 }
 
 /// ML-1M `ratings.dat` (`::`-separated).
@@ -181,12 +176,7 @@ pub(crate) fn read_1m_movies(path: &Path) -> Result<ItemTable> {
             line,
         )?;
     }
-    if table.titles.is_empty() {
-        return Err(DataError::Empty {
-            path: file.path.clone(),
-        });
-    }
-    Ok(table)
+    table.non_empty(&file.path)
 }
 
 /// Splits one CSV record (RFC 4180 quoting, `""` escapes a quote inside a quoted field).
@@ -258,12 +248,7 @@ pub(crate) fn read_csv_movies(path: &Path) -> Result<ItemTable> {
             line,
         )?;
     }
-    if table.titles.is_empty() {
-        return Err(DataError::Empty {
-            path: file.path.clone(),
-        });
-    }
-    Ok(table)
+    table.non_empty(&file.path)
 }
 
 #[cfg(test)]

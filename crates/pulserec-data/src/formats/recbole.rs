@@ -212,10 +212,5 @@ pub(crate) fn read_item(path: &Path) -> Result<ItemTable> {
             });
         }
     }
-    if table.titles.is_empty() {
-        return Err(DataError::Empty {
-            path: file.path.clone(),
-        });
-    }
-    Ok(table)
+    table.non_empty(&file.path)
 }
