@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::generate_exact;
 use crate::error::{Result, TotError};
 use crate::parse::parse_rationale;
-use crate::prompt::{PROMPT_VERSION, PromptConfig, PromptFormat, plain_format};
+use crate::prompt::{PROMPT_VERSION, Prompt, PromptConfig, PromptFormat, plain_format};
 use crate::seed::derive_seed;
 
 /// Settings of stage-1 generation.
@@ -140,10 +140,15 @@ impl<G: TextGenerator> HindsightRationales<G> {
     pub fn generate(&mut self, users: &[UserContext]) -> Result<Vec<HindsightOutput>> {
         let mut out = Vec::with_capacity(users.len());
         for batch in users.chunks(self.config.batch_size) {
+            let prompts: Vec<Prompt> = batch
+                .iter()
+                .map(|ctx| self.config.prompts.hindsight(ctx))
+                .collect();
             let requests: Vec<GenerationRequest> = batch
                 .iter()
-                .map(|ctx| GenerationRequest {
-                    prompt: (self.format)(&self.config.prompts.hindsight(ctx)),
+                .zip(&prompts)
+                .map(|(ctx, prompt)| GenerationRequest {
+                    prompt: prompt.render(&self.format),
                     params: SamplingParams {
                         seed: self.config.user_seed(ctx.user),
                         ..self.config.sampling.clone()
@@ -151,8 +156,21 @@ impl<G: TextGenerator> HindsightRationales<G> {
                 })
                 .collect();
             let generations = generate_exact(&mut self.generator, &requests)?;
-            for ((ctx, request), generation) in batch.iter().zip(&requests).zip(generations) {
-                let parsed = parse_rationale(&generation.text);
+            for (((ctx, request), prompt), generation) in
+                batch.iter().zip(&requests).zip(&prompts).zip(generations)
+            {
+                // The reply is the answer prefix the prompt started, then what the model wrote,
+                // unless the model ignored the prefix and wrote its own JSON object.
+                let reply = if generation.text.trim_start().starts_with('{') {
+                    generation.text.clone()
+                } else {
+                    format!(
+                        "{}{}",
+                        prompt.answer_prefix.as_deref().unwrap_or(""),
+                        generation.text
+                    )
+                };
+                let parsed = parse_rationale(&reply);
                 self.stats.total += 1;
                 if !parsed.parsed {
                     self.stats.failures += 1;

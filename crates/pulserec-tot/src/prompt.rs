@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the prompt wording, stored with every generated rationale. Bump it whenever a
 /// builder's text changes, so stored outputs always say which prompt made them.
-pub const PROMPT_VERSION: &str = "pulserec-tot/1";
+pub const PROMPT_VERSION: &str = "pulserec-tot/2";
 
 /// One prompt: what the model is told, before chat templating.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,6 +19,22 @@ pub struct Prompt {
     pub system: Option<String>,
     /// The user message.
     pub user: String,
+    /// Text that opens the model's reply, appended after the chat template (see
+    /// [`Prompt::render`]); the reply is read as this prefix followed by the generation. Small
+    /// models follow a started JSON object far more reliably than an instruction to write one.
+    #[serde(default)]
+    pub answer_prefix: Option<String>,
+}
+
+impl Prompt {
+    /// The text a generator completes: `format` applied to the prompt, then the answer prefix.
+    pub fn render(&self, format: &PromptFormat) -> String {
+        let mut text = format(self);
+        if let Some(prefix) = &self.answer_prefix {
+            text.push_str(prefix);
+        }
+        text
+    }
 }
 
 /// Turns a [`Prompt`] into the text a generator completes (usually the model's chat template).
@@ -63,6 +79,9 @@ impl Default for PromptConfig {
     }
 }
 
+/// How a hindsight answer starts: inside the JSON string the prompt asks for.
+pub const RATIONALE_PREFIX: &str = "{\"rationale\": \"";
+
 const SYSTEM: &str = "You are a careful assistant who explains people's choices of products \
                       from what they bought and reviewed before.";
 
@@ -92,6 +111,7 @@ impl PromptConfig {
         Prompt {
             system: Some(SYSTEM.to_string()),
             user,
+            answer_prefix: Some(RATIONALE_PREFIX.to_string()),
         }
     }
 
@@ -135,6 +155,7 @@ impl PromptConfig {
         Prompt {
             system: Some(SYSTEM.to_string()),
             user,
+            answer_prefix: None,
         }
     }
 
@@ -252,6 +273,7 @@ mod tests {
         let p = Prompt {
             system: Some("S".into()),
             user: "U".into(),
+            answer_prefix: None,
         };
         assert_eq!(plain_format(&p), "S\n\nU\n");
     }

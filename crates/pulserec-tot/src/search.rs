@@ -237,7 +237,11 @@ impl<G: TextGenerator, S: ThoughtScorer> TreeOfThought<G, S> {
         for (u, ctx) in users.iter().enumerate() {
             for &parent in &beams[u] {
                 let chain = trees[u].chain(parent);
-                let prompt = (self.format)(&self.config.prompts.tot_step(ctx, &chain));
+                let prompt = self
+                    .config
+                    .prompts
+                    .tot_step(ctx, &chain)
+                    .render(&self.format);
                 for child in 0..self.config.branching {
                     let seed = self.config.child_seed(ctx.user, depth, parent, child);
                     requests.push(GenerationRequest {

@@ -79,7 +79,8 @@ fn one_call_per_batch_with_paper_sampling_and_per_user_seeds() {
 
 #[test]
 fn the_chat_format_is_the_callers() {
-    let generator = Scripted::new(&[&["{\"rationale\": \"x\"}"]]);
+    // The prompt opens the JSON answer; the model only continues it.
+    let generator = Scripted::new(&[&["x\"}"]]);
     let format = |p: &Prompt| {
         format!(
             "<sys>{}</sys><user>{}</user>",
@@ -93,7 +94,7 @@ fn the_chat_format_is_the_callers() {
     let r = stage1.rationales(&[context(0)]).unwrap();
     assert_eq!(r[0].text, "x");
     let prompt = &stage1.into_generator().calls[0][0].prompt;
-    assert!(prompt.starts_with("<sys>") && prompt.ends_with("</user>"));
+    assert!(prompt.starts_with("<sys>") && prompt.ends_with("</user>{\"rationale\": \""));
 }
 
 #[test]
