@@ -26,7 +26,10 @@ fn bench(c: &mut Criterion) {
     };
     let device = Device::flex();
     for (mode, label) in [(WeightMode::Auto, "quantised"), (WeightMode::Dense, "f32")] {
-        let opts = LoadOptions { weights: mode, max_batch: 32 };
+        let opts = LoadOptions {
+            weights: mode,
+            max_batch: 32,
+        };
         let slm = Slm::load_with(&path, &device, &opts).expect("load model");
         let m = slm.model();
         // A fixed 64-token prompt of ordinary ids.
@@ -36,7 +39,8 @@ fn bench(c: &mut Criterion) {
         for batch in [1usize, 8] {
             let tokens: Vec<u32> = prompt.iter().copied().cycle().take(64 * batch).collect();
             let mut cache = m.new_cache(batch);
-            m.forward(&tokens, batch, &vec![0; batch], &mut cache).expect("prefill");
+            m.forward(&tokens, batch, &vec![0; batch], &mut cache)
+                .expect("prefill");
             let step: Vec<u32> = vec![504; batch];
             group.throughput(Throughput::Elements(batch as u64));
             group.bench_function(format!("decode_step/b{batch}"), |b| {

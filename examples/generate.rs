@@ -72,7 +72,11 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let device = args.device.device()?;
     let opts = LoadOptions {
-        weights: if args.dense { WeightMode::Dense } else { WeightMode::Auto },
+        weights: if args.dense {
+            WeightMode::Dense
+        } else {
+            WeightMode::Auto
+        },
         max_batch: args.batch.max(1),
     };
     let t = std::time::Instant::now();
