@@ -39,6 +39,7 @@ fn load(mode: WeightMode) -> Option<Slm> {
 }
 
 /// The model with f32 weights (the exact counterpart of the HF float32 reference).
+#[allow(dead_code)] // not every test binary uses both models
 pub fn dense() -> Option<&'static Slm> {
     static M: OnceLock<Option<Slm>> = OnceLock::new();
     M.get_or_init(|| load(WeightMode::Dense)).as_ref()
