@@ -65,10 +65,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_writer(std::io::stderr)
-        .init();
+    pulserec::init_logging("warn");
     let args = Args::parse();
     let device = args.device.device()?;
     let opts = LoadOptions {

@@ -134,12 +134,7 @@ fn write_lists<'a>(path: &Path, rows: impl Iterator<Item = (UserId, &'a [ItemId]
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    pulserec::init_logging("info");
     let args = Args::parse();
     let negatives = parse_protocol(&args.protocol)?;
     let device = args.device.device()?;
