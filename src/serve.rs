@@ -171,22 +171,25 @@ fn handle_request<G: TextGenerator>(
     }
 }
 
+/// A field holding a string or a list of strings (`None` when absent or null).
+fn strings(v: &Value, key: &'static str) -> Result<Option<Vec<String>>, BadRequest> {
+    let not_strings = || bad(key, "must be a string or a list of strings");
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(vec![s.clone()])),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map(str::to_string).ok_or_else(not_strings))
+            .collect::<Result<_, _>>()
+            .map(Some),
+        Some(_) => Err(not_strings()),
+    }
+}
+
 fn parse_completion(text: &str) -> Result<Vec<GenerationRequest>, BadRequest> {
     let v: Value =
         serde_json::from_str(text).map_err(|e| bad("body", format!("invalid JSON: {e}")))?;
-    let prompts: Vec<String> = match v.get("prompt") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|p| {
-                p.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| bad("prompt", "a list of prompts must hold strings"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad("prompt", "must be a string or a list of strings")),
-        None => return Err(bad("prompt", "missing")),
-    };
+    let prompts = strings(&v, "prompt")?.ok_or_else(|| bad("prompt", "missing"))?;
     let num = |key: &'static str| -> Result<Option<f64>, BadRequest> {
         match v.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -219,19 +222,7 @@ fn parse_completion(text: &str) -> Result<Vec<GenerationRequest>, BadRequest> {
     let max_new_tokens = as_count("max_tokens", num("max_tokens")?)?.unwrap_or(16);
     let top_k = as_count("top_k", num("top_k")?)?.filter(|&k| k > 0);
     let seed = as_count("seed", num("seed")?)?.unwrap_or(0) as u64;
-    let stop = match v.get("stop") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|s| {
-                s.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| bad("stop", "must hold strings"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(bad("stop", "must be a string or a list of strings")),
-    };
+    let stop = strings(&v, "stop")?.unwrap_or_default();
     Ok(prompts
         .into_iter()
         .enumerate()
