@@ -1,5 +1,7 @@
 //! Stages 1 and 3 of PULSE on real data: SmolLM2 writes hindsight rationales for N users, then a
-//! Tree-of-Thought search (scored by Thought-Space consistency) refines them. Both stores are
+//! Tree-of-Thought search refines them, scored by Thought-Space consistency (`--scorer
+//! consistency`, the paper's) or by the SLM's likelihood of the actual choice (`--scorer
+//! likelihood`, the ablation). Both stores are
 //! resumable (rerun to continue) and shardable; prints users/s and generated tokens/s.
 //!
 //! ```text
@@ -17,9 +19,9 @@ use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pulserec::device::DeviceSpec;
-use pulserec_core::{RationaleSource, UserContext, UserId};
+use pulserec_core::{RationaleSource, ThoughtScorer, UserContext, UserId};
 use pulserec_data::{LeaveOneOut, load};
-use pulserec_slm::Slm;
+use pulserec_slm::{LikelihoodThoughtScorer, Slm};
 use pulserec_thoughtspace::{ConsistencyScorer, EncoderOptions, ThoughtSpace};
 use pulserec_tot::{
     ContextBuilder, HindsightConfig, HindsightRationales, PROMPT_VERSION, PromptFormat,
@@ -47,10 +49,13 @@ struct Args {
     /// Users per batched generate call.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Tree-of-Thought scorer: consistency (Thought Space) or likelihood (the SLM).
+    #[arg(long, default_value = "consistency", value_parser = ["consistency", "likelihood"])]
+    scorer: String,
     /// Which stages: hindsight, tot or both.
     #[arg(long, default_value = "both")]
     stage: String,
-    /// Output folder (stores under `hindsight/` and `tot/`).
+    /// Output folder (stores under `hindsight/` and `tot-<scorer>/`).
     #[arg(long, default_value = "runs/rationales")]
     out: PathBuf,
     /// Run seed.
@@ -171,20 +176,29 @@ fn main() -> anyhow::Result<()> {
     }
 
     if args.stage == "tot" || args.stage == "both" {
-        let space = match &args.thought_space {
-            Some(dir) => ThoughtSpace::load(dir, &EncoderOptions::default(), &device)?,
-            None => {
-                ThoughtSpace::from_pretrained(&args.encoder, &EncoderOptions::default(), &device)?
-            }
+        let scorer: Box<dyn ThoughtScorer> = if args.scorer == "likelihood" {
+            // The scorer owns a second copy of the SLM (see LikelihoodThoughtScorer).
+            let slm = Slm::load(&args.model, &device)
+                .with_context(|| format!("loading {}", args.model.display()))?;
+            Box::new(LikelihoodThoughtScorer::new(slm))
+        } else {
+            let space = match &args.thought_space {
+                Some(dir) => ThoughtSpace::load(dir, &EncoderOptions::default(), &device)?,
+                None => ThoughtSpace::from_pretrained(
+                    &args.encoder,
+                    &EncoderOptions::default(),
+                    &device,
+                )?,
+            };
+            Box::new(ConsistencyScorer::new(space))
         };
-        let scorer = ConsistencyScorer::new(space);
         let config = TotConfig {
             batch_size: args.batch_size,
             ..TotConfig::paper(args.seed)
         };
         let mut tot = TreeOfThought::new(generator.take().context("generator")?, scorer, config)?
             .with_format(format());
-        let store = RationaleStore::open(args.out.join("tot"))?;
+        let store = RationaleStore::open(args.out.join(format!("tot-{}", args.scorer)))?;
         let pending = store.pending(contexts.iter().map(|c| c.user), shard)?;
         let todo: Vec<UserContext> = contexts
             .iter()

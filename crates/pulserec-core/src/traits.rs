@@ -232,3 +232,42 @@ pub trait CandidateSelector {
     /// One selection per prompt, in order.
     fn select(&mut self, prompts: &[CandidatePrompt]) -> Result<Vec<Selection>>;
 }
+
+// Boxed stages are stages too, so a pipeline can choose implementations at run time
+// (`Box<dyn ThoughtScorer>` from a config value) and still hand them to generic code.
+
+impl<T: TextGenerator + ?Sized> TextGenerator for Box<T> {
+    fn generate(&mut self, requests: &[GenerationRequest]) -> Result<Vec<Generation>> {
+        (**self).generate(requests)
+    }
+}
+
+impl<T: LikelihoodScorer + ?Sized> LikelihoodScorer for Box<T> {
+    fn log_likelihoods(&mut self, requests: &[LikelihoodRequest]) -> Result<Vec<Vec<f32>>> {
+        (**self).log_likelihoods(requests)
+    }
+}
+
+impl<T: ThoughtScorer + ?Sized> ThoughtScorer for Box<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn score(&mut self, context: &UserContext, chains: &[String]) -> Result<Vec<f32>> {
+        (**self).score(context, chains)
+    }
+    fn score_batch(&mut self, items: &[(&UserContext, &[String])]) -> Result<Vec<Vec<f32>>> {
+        (**self).score_batch(items)
+    }
+}
+
+impl<T: RationaleGenerator + ?Sized> RationaleGenerator for Box<T> {
+    fn rationales(&mut self, users: &[UserContext]) -> Result<Vec<Rationale>> {
+        (**self).rationales(users)
+    }
+}
+
+impl<T: CandidateSelector + ?Sized> CandidateSelector for Box<T> {
+    fn select(&mut self, prompts: &[CandidatePrompt]) -> Result<Vec<Selection>> {
+        (**self).select(prompts)
+    }
+}
