@@ -57,6 +57,7 @@ fn parse_pooling(s: &str) -> Result<Pooling, String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    pulserec::malloc::tune_malloc();
     pulserec::init_logging("warn");
     let args = Args::parse();
     let device = args.device.device()?;

@@ -65,6 +65,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    pulserec::malloc::tune_malloc();
     pulserec::init_logging("warn");
     let args = Args::parse();
     let device = args.device.device()?;

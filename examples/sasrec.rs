@@ -134,6 +134,7 @@ fn write_lists<'a>(path: &Path, rows: impl Iterator<Item = (UserId, &'a [ItemId]
 }
 
 fn main() -> Result<()> {
+    pulserec::malloc::tune_malloc();
     pulserec::init_logging("info");
     let args = Args::parse();
     let negatives = parse_protocol(&args.protocol)?;

@@ -33,6 +33,7 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
+    pulserec::malloc::tune_malloc();
     pulserec::init_logging("info");
     let args = Args::parse();
     let device = args.device.device()?;

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod device;
+pub mod malloc;
 pub mod serve;
 
 pub use pulserec_core as core;
