@@ -117,6 +117,20 @@ pub enum SlmError {
         /// What is wrong.
         reason: String,
     },
+    /// LoRA settings that cannot build an adapter.
+    #[error("invalid LoRA config: {0}")]
+    InvalidLoraConfig(String),
+    /// A LoRA adapter file that is malformed or does not fit the model.
+    #[error("LoRA adapter {path}: {reason}")]
+    Adapter {
+        /// The adapter file (or directory).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A training batch whose shape, token ids or loss mask are inconsistent.
+    #[error("training batch: {0}")]
+    InvalidBatch(String),
     /// A tensor backend operation failed.
     #[error("backend: {0}")]
     Backend(String),

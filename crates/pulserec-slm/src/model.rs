@@ -19,7 +19,7 @@ fn vec_tensor(v: &[f32], device: &Device) -> Tensor<1> {
 ///
 /// # Shapes
 /// - `x`: `[batch, seq, hidden]`, `weight`: `[hidden]`; returns `[batch, seq, hidden]`
-fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f32) -> Tensor<3> {
+pub(crate) fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f32) -> Tensor<3> {
     let ms = x.clone().powi_scalar(2).mean_dim(2);
     x * (ms + eps).sqrt().recip() * weight.clone().unsqueeze::<3>()
 }
@@ -221,7 +221,6 @@ impl Llama {
         let (cos, sin) = self.rope_tables(&positions);
         let mask = self.attention_mask(cache, start, t);
         let (h, kv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
-        let g = h / kv;
         let mut x = self.embed(tokens, batch, t)?;
         for (li, blk) in self.blocks.iter().enumerate() {
             let xn = rms_norm(x.clone(), &blk.attn_norm, self.cfg.rms_norm_eps);
@@ -243,18 +242,7 @@ impl Llama {
             let q = rope(q, &cos, &sin);
             let k = rope(k, &cos, &sin);
             let (k, v) = cache.append(li, k, v);
-            let s = k.dims()[2];
-            // Query heads sharing a KV head are stacked along the sequence axis, so one 4-D
-            // matmul serves the whole group without repeating K/V.
-            let qg = q.reshape([batch, kv, g * t, hd]);
-            let scores = qg.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f32).sqrt());
-            let scores = scores.reshape([batch, h, t, s]) + mask.clone();
-            let probs = softmax(scores, 3).reshape([batch, kv, g * t, s]);
-            let ctx = probs
-                .matmul(v)
-                .reshape([batch, h, t, hd])
-                .swap_dims(1, 2)
-                .reshape([batch, t, h * hd]);
+            let ctx = grouped_attention(q, k, v, mask.clone());
             x = x + blk.o.forward(ctx)?;
             let xn = rms_norm(x.clone(), &blk.ffn_norm, self.cfg.rms_norm_eps);
             let act = silu(blk.gate.forward(xn.clone())?) * blk.up.forward(xn)?;
@@ -303,11 +291,39 @@ impl Llama {
     }
 }
 
+/// Scaled dot-product attention with grouped KV heads and an additive mask.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq, head_dim]`, `k`/`v`: `[batch, kv_heads, keys, head_dim]`,
+///   `mask`: broadcastable to `[batch, heads, seq, keys]`
+/// - returns `[batch, seq, heads * head_dim]`
+pub(crate) fn grouped_attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: Tensor<4>,
+) -> Tensor<3> {
+    let [batch, h, t, hd] = q.dims();
+    let [_, kv, s, _] = k.dims();
+    let g = h / kv;
+    // Query heads sharing a KV head are stacked along the sequence axis, so one 4-D
+    // matmul serves the whole group without repeating K/V.
+    let qg = q.reshape([batch, kv, g * t, hd]);
+    let scores = qg.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f32).sqrt());
+    let scores = scores.reshape([batch, h, t, s]) + mask;
+    let probs = softmax(scores, 3).reshape([batch, kv, g * t, s]);
+    probs
+        .matmul(v)
+        .reshape([batch, h, t, hd])
+        .swap_dims(1, 2)
+        .reshape([batch, t, h * hd])
+}
+
 /// Half-split rotary embedding (HF `rotate_half` convention).
 ///
 /// # Shapes
 /// - `x`: `[batch, heads, seq, head_dim]`, `cos`/`sin`: `[batch, 1, seq, head_dim / 2]`
-fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
+pub(crate) fn rope(x: Tensor<4>, cos: &Tensor<4>, sin: &Tensor<4>) -> Tensor<4> {
     let half = x.dims()[3] / 2;
     let x1 = x.clone().narrow(3, 0, half);
     let x2 = x.narrow(3, half, half);

@@ -52,6 +52,15 @@ impl Slm {
 
     /// [`Slm::load`] with options.
     pub fn load_with(path: impl AsRef<Path>, device: &Device, opts: &LoadOptions) -> Result<Self> {
+        let (cfg, weights, tokenizer) = Self::load_parts(path)?;
+        Self::from_parts(cfg, &weights, tokenizer, device, opts)
+    }
+
+    /// Reads a `.gguf` file or an HF directory without building the network: the config, the
+    /// (still quantised) weights and the tokenizer. With [`Slm::from_parts`] this lets a caller
+    /// change the weights in between, e.g. merge a LoRA adapter
+    /// ([`crate::LoraModel::merged_weights`]).
+    pub fn load_parts(path: impl AsRef<Path>) -> Result<(LlamaConfig, ModelWeights, SlmTokenizer)> {
         let path = path.as_ref();
         let (cfg, weights, tokenizer) = if path.is_dir() {
             load_hf_dir(path)?
@@ -62,7 +71,18 @@ impl Slm {
             (cfg, weights, SlmTokenizer::from_gguf(&gguf)?)
         };
         tracing::info!(path = %path.display(), layers = cfg.num_layers, hidden = cfg.hidden_size, "loaded model");
-        let model = Llama::new(cfg, &weights, opts.weights, device)?;
+        Ok((cfg, weights, tokenizer))
+    }
+
+    /// Builds the network on `device` from parts read by [`Slm::load_parts`].
+    pub fn from_parts(
+        cfg: LlamaConfig,
+        weights: &ModelWeights,
+        tokenizer: SlmTokenizer,
+        device: &Device,
+        opts: &LoadOptions,
+    ) -> Result<Self> {
+        let model = Llama::new(cfg, weights, opts.weights, device)?;
         Ok(Self {
             model,
             tokenizer,

@@ -30,7 +30,7 @@ pub struct WeightMatrix {
 }
 
 impl WeightMatrix {
-    fn from_f32(name: &str, rows: usize, cols: usize, data: &[f32]) -> Self {
+    pub(crate) fn from_f32(name: &str, rows: usize, cols: usize, data: &[f32]) -> Self {
         Self {
             name: name.to_string(),
             dtype: GgmlType::F32,

@@ -1,0 +1,494 @@
+//! LoRA adapter settings and the PEFT adapter files (`adapter_config.json`,
+//! `adapter_model.safetensors`).
+//!
+//! The trainable decoder that uses them is [`crate::LoraModel`]; this module holds what can be
+//! read and written without a model: the configuration, the target names, and the file format.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use crate::config::LlamaConfig;
+use crate::error::{Result, SlmError};
+use crate::quant::{GgmlType, dequantize_row};
+
+/// File name of the adapter tensors inside an adapter directory (PEFT's name).
+pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// File name of the adapter configuration inside an adapter directory (PEFT's name).
+pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
+
+/// A projection of the decoder block that can carry an adapter.
+///
+/// Serialised with PEFT's module names (`q_proj`, ..., `down_proj`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LoraTarget {
+    /// Attention query projection.
+    #[serde(rename = "q_proj")]
+    Q,
+    /// Attention key projection.
+    #[serde(rename = "k_proj")]
+    K,
+    /// Attention value projection.
+    #[serde(rename = "v_proj")]
+    V,
+    /// Attention output projection.
+    #[serde(rename = "o_proj")]
+    O,
+    /// SwiGLU gate projection.
+    #[serde(rename = "gate_proj")]
+    Gate,
+    /// SwiGLU up projection.
+    #[serde(rename = "up_proj")]
+    Up,
+    /// SwiGLU down projection.
+    #[serde(rename = "down_proj")]
+    Down,
+}
+
+impl LoraTarget {
+    /// Every target, in block order.
+    pub const ALL: [LoraTarget; 7] = [
+        Self::Q,
+        Self::K,
+        Self::V,
+        Self::O,
+        Self::Gate,
+        Self::Up,
+        Self::Down,
+    ];
+
+    /// PEFT / HF module name (`q_proj`, ...).
+    pub fn peft_name(self) -> &'static str {
+        match self {
+            Self::Q => "q_proj",
+            Self::K => "k_proj",
+            Self::V => "v_proj",
+            Self::O => "o_proj",
+            Self::Gate => "gate_proj",
+            Self::Up => "up_proj",
+            Self::Down => "down_proj",
+        }
+    }
+
+    /// Parses a PEFT module name.
+    pub fn from_peft_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.peft_name() == name)
+    }
+
+    /// `self_attn` or `mlp`: the HF sub-module holding the projection.
+    fn parent(self) -> &'static str {
+        match self {
+            Self::Q | Self::K | Self::V | Self::O => "self_attn",
+            Self::Gate | Self::Up | Self::Down => "mlp",
+        }
+    }
+
+    /// `(out, in)` features of this projection in a model of shape `cfg`.
+    pub fn shape(self, cfg: &LlamaConfig) -> (usize, usize) {
+        let (d, q, kv) = (
+            cfg.hidden_size,
+            cfg.num_heads * cfg.head_dim,
+            cfg.num_kv_heads * cfg.head_dim,
+        );
+        match self {
+            Self::Q => (q, d),
+            Self::K | Self::V => (kv, d),
+            Self::O => (d, q),
+            Self::Gate | Self::Up => (cfg.intermediate_size, d),
+            Self::Down => (d, cfg.intermediate_size),
+        }
+    }
+
+    /// PEFT tensor name of this target's `lora_A` (`a = true`) or `lora_B` weight in `layer`.
+    pub fn tensor_name(self, layer: usize, a: bool) -> String {
+        format!(
+            "base_model.model.model.layers.{layer}.{}.{}.lora_{}.weight",
+            self.parent(),
+            self.peft_name(),
+            if a { "A" } else { "B" }
+        )
+    }
+}
+
+impl fmt::Display for LoraTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.peft_name())
+    }
+}
+
+/// LoRA hyper-parameters: `W x + (alpha / rank) · B A dropout(x)` on each target projection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    /// Rank `r` of the update (`A` is `[r, in]`, `B` is `[out, r]`).
+    pub rank: usize,
+    /// Scaling numerator; the update is scaled by `alpha / rank`.
+    pub alpha: f32,
+    /// Dropout on the adapter's input (training only), as PEFT's `lora_dropout`.
+    pub dropout: f32,
+    /// Projections that carry an adapter, in every layer.
+    pub targets: Vec<LoraTarget>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self::paper()
+    }
+}
+
+impl LoraConfig {
+    /// The paper's adapter: rank 8, alpha 16, dropout 0.05, on q/k/v/o.
+    pub fn paper() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.05,
+            targets: vec![LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O],
+        }
+    }
+
+    /// The update's scale, `alpha / rank`.
+    pub fn scale(&self) -> f32 {
+        self.alpha / self.rank as f32
+    }
+
+    /// Rejects settings that cannot build an adapter (zero rank, no targets, repeated targets,
+    /// dropout outside `[0, 1)`, non-finite alpha).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |reason: String| Err(SlmError::InvalidLoraConfig(reason));
+        if self.rank == 0 {
+            return bad("rank must be positive".into());
+        }
+        if !self.alpha.is_finite() {
+            return bad(format!("alpha {} is not finite", self.alpha));
+        }
+        if !(self.dropout.is_finite() && (0.0..1.0).contains(&self.dropout)) {
+            return bad(format!("dropout {} is outside [0, 1)", self.dropout));
+        }
+        if self.targets.is_empty() {
+            return bad("no target modules".into());
+        }
+        let mut seen = self.targets.clone();
+        seen.sort();
+        seen.dedup();
+        if seen.len() != self.targets.len() {
+            return bad(format!("repeated target modules in {:?}", self.targets));
+        }
+        Ok(())
+    }
+
+    /// Whether `target` carries an adapter.
+    pub fn has_target(&self, target: LoraTarget) -> bool {
+        self.targets.contains(&target)
+    }
+
+    /// Reads the configuration of a PEFT adapter directory (`adapter_config.json`).
+    pub fn from_adapter_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Ok(AdapterConfigFile::read(dir.as_ref())?.lora_config())
+    }
+}
+
+/// The subset of PEFT's `adapter_config.json` this crate writes and checks.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct AdapterConfigFile {
+    pub peft_type: String,
+    #[serde(default)]
+    pub task_type: Option<String>,
+    pub r: usize,
+    pub lora_alpha: f32,
+    #[serde(default)]
+    pub lora_dropout: f32,
+    pub target_modules: TargetModules,
+    #[serde(default)]
+    pub base_model_name_or_path: Option<String>,
+    #[serde(default = "bias_none")]
+    pub bias: String,
+    #[serde(default)]
+    pub fan_in_fan_out: bool,
+    #[serde(default)]
+    pub use_rslora: bool,
+    #[serde(default)]
+    pub use_dora: bool,
+    #[serde(default)]
+    pub inference_mode: bool,
+    #[serde(default)]
+    pub layers_to_transform: Option<serde_json::Value>,
+    #[serde(skip)]
+    path: PathBuf,
+}
+
+fn bias_none() -> String {
+    "none".into()
+}
+
+/// PEFT allows a list of names or one regular expression; only the list is supported.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum TargetModules {
+    List(Vec<String>),
+    Regex(String),
+}
+
+impl AdapterConfigFile {
+    pub(crate) fn new(cfg: &LoraConfig, base_model: &str) -> Self {
+        Self {
+            peft_type: "LORA".into(),
+            task_type: Some("CAUSAL_LM".into()),
+            r: cfg.rank,
+            lora_alpha: cfg.alpha,
+            lora_dropout: cfg.dropout,
+            target_modules: TargetModules::List(
+                cfg.targets.iter().map(|t| t.peft_name().into()).collect(),
+            ),
+            base_model_name_or_path: Some(base_model.into()),
+            bias: bias_none(),
+            fan_in_fan_out: false,
+            use_rslora: false,
+            use_dora: false,
+            inference_mode: true,
+            layers_to_transform: None,
+            path: PathBuf::new(),
+        }
+    }
+
+    fn bad(&self, reason: String) -> SlmError {
+        SlmError::Adapter {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// Reads and checks `dir/adapter_config.json`: a plain LoRA (no DoRA / rsLoRA / bias /
+    /// layer subset) over known target names.
+    pub(crate) fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(ADAPTER_CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| SlmError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let mut file: Self = serde_json::from_str(&text).map_err(|e| SlmError::Adapter {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        file.path = path;
+        if file.peft_type != "LORA" {
+            return Err(file.bad(format!("peft_type `{}` is not LORA", file.peft_type)));
+        }
+        if file.use_dora || file.use_rslora || file.fan_in_fan_out || file.bias != "none" {
+            return Err(file.bad(
+                "only plain LoRA is supported (no DoRA, rsLoRA, fan_in_fan_out or bias)".into(),
+            ));
+        }
+        if file
+            .layers_to_transform
+            .as_ref()
+            .is_some_and(|v| !v.is_null())
+        {
+            return Err(file.bad("layers_to_transform is not supported".into()));
+        }
+        file.targets()?;
+        file.lora_config()
+            .validate()
+            .map_err(|e| file.bad(e.to_string()))?;
+        Ok(file)
+    }
+
+    pub(crate) fn targets(&self) -> Result<Vec<LoraTarget>> {
+        match &self.target_modules {
+            TargetModules::List(names) => names
+                .iter()
+                .map(|n| {
+                    LoraTarget::from_peft_name(n)
+                        .ok_or_else(|| self.bad(format!("unknown target module `{n}`")))
+                })
+                .collect(),
+            TargetModules::Regex(r) => Err(self.bad(format!(
+                "target_modules as a regular expression (`{r}`) is not supported"
+            ))),
+        }
+    }
+
+    pub(crate) fn lora_config(&self) -> LoraConfig {
+        LoraConfig {
+            rank: self.r,
+            alpha: self.lora_alpha,
+            dropout: self.lora_dropout,
+            // `read` has checked the names.
+            targets: self.targets().unwrap_or_default(),
+        }
+    }
+
+    pub(crate) fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(ADAPTER_CONFIG_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|e| SlmError::Adapter {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(&path, text).map_err(|source| SlmError::Io { path, source })
+    }
+}
+
+/// Writes named f32 matrices (`name -> (shape, values)`) as a safetensors file with PEFT's
+/// `format: pt` metadata.
+pub(crate) fn write_tensors(path: &Path, tensors: &[(String, [usize; 2], Vec<f32>)]) -> Result<()> {
+    let bad = |reason: String| SlmError::Adapter {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.to_vec(), data)
+            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::tensor::serialize_to_file(views, Some(meta), path).map_err(|e| bad(e.to_string()))
+}
+
+/// The tensors of an adapter file, decoded to f32 on demand.
+pub(crate) struct AdapterTensors {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl AdapterTensors {
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join(ADAPTER_WEIGHTS_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| SlmError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let me = Self { path, bytes };
+        me.tensors()?;
+        Ok(me)
+    }
+
+    fn bad(&self, reason: String) -> SlmError {
+        SlmError::Adapter {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    fn tensors(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.bytes).map_err(|e| self.bad(e.to_string()))
+    }
+
+    /// Every tensor name in the file.
+    pub(crate) fn names(&self) -> Result<Vec<String>> {
+        Ok(self
+            .tensors()?
+            .names()
+            .into_iter()
+            .map(|n| n.to_string())
+            .collect())
+    }
+
+    /// Reads tensor `name`, which must have `shape` and a float dtype.
+    pub(crate) fn matrix(&self, name: &str, shape: [usize; 2]) -> Result<Vec<f32>> {
+        let st = self.tensors()?;
+        let t = st
+            .tensor(name)
+            .map_err(|_| self.bad(format!("missing tensor `{name}`")))?;
+        if t.shape() != shape.as_slice() {
+            return Err(self.bad(format!(
+                "tensor `{name}` has shape {:?}, the model needs {shape:?}",
+                t.shape()
+            )));
+        }
+        let dtype = match t.dtype() {
+            Dtype::F32 => GgmlType::F32,
+            Dtype::F16 => GgmlType::F16,
+            Dtype::BF16 => GgmlType::BF16,
+            other => return Err(self.bad(format!("tensor `{name}`: dtype {other:?}"))),
+        };
+        let mut out = vec![0.0; shape[0] * shape[1]];
+        dequantize_row(dtype, t.data(), &mut out, name)?;
+        Ok(out)
+    }
+}
+
+/// Parses `base_model.model.model.layers.{i}.{parent}.{target}.lora_{A|B}.weight`.
+pub(crate) fn parse_tensor_name(name: &str) -> Option<(usize, LoraTarget, bool)> {
+    let rest = name.strip_prefix("base_model.model.model.layers.")?;
+    let (layer, rest) = rest.split_once('.')?;
+    let (_parent, rest) = rest.split_once('.')?;
+    let (target, rest) = rest.split_once('.')?;
+    let a = match rest {
+        "lora_A.weight" => true,
+        "lora_B.weight" => false,
+        _ => return None,
+    };
+    Some((layer.parse().ok()?, LoraTarget::from_peft_name(target)?, a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_serialise_as_peft_names() {
+        let json = serde_json::to_string(&LoraTarget::ALL).unwrap();
+        assert_eq!(
+            json,
+            r#"["q_proj","k_proj","v_proj","o_proj","gate_proj","up_proj","down_proj"]"#
+        );
+        for t in LoraTarget::ALL {
+            assert_eq!(LoraTarget::from_peft_name(t.peft_name()), Some(t));
+        }
+    }
+
+    #[test]
+    fn tensor_names_round_trip() {
+        let n = LoraTarget::Down.tensor_name(12, false);
+        assert_eq!(
+            n,
+            "base_model.model.model.layers.12.mlp.down_proj.lora_B.weight"
+        );
+        assert_eq!(parse_tensor_name(&n), Some((12, LoraTarget::Down, false)));
+        assert_eq!(
+            parse_tensor_name("base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight"),
+            Some((3, LoraTarget::Q, true))
+        );
+        assert_eq!(
+            parse_tensor_name("model.layers.3.self_attn.q_proj.weight"),
+            None
+        );
+    }
+
+    #[test]
+    fn paper_config_is_valid_and_bad_ones_are_refused() {
+        let p = LoraConfig::paper();
+        p.validate().unwrap();
+        assert_eq!(p.scale(), 2.0);
+        for bad in [
+            LoraConfig {
+                rank: 0,
+                ..p.clone()
+            },
+            LoraConfig {
+                dropout: 1.0,
+                ..p.clone()
+            },
+            LoraConfig {
+                targets: vec![],
+                ..p.clone()
+            },
+            LoraConfig {
+                targets: vec![LoraTarget::Q, LoraTarget::Q],
+                ..p.clone()
+            },
+        ] {
+            assert!(matches!(
+                bad.validate(),
+                Err(SlmError::InvalidLoraConfig(_))
+            ));
+        }
+    }
+}
