@@ -91,27 +91,6 @@ fn adapted() -> Option<&'static LoraModel> {
     M.get_or_init(|| formula_model(&Device::flex())).as_ref()
 }
 
-fn tensor_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-/// Logits of every position of `tokens` from the inference model (`Dense` f32 weights).
-fn inference_logits(slm: &Slm, tokens: &[u32]) -> Vec<f32> {
-    let m = slm.model();
-    let mut cache = m.new_cache(1);
-    let h = m.forward(tokens, 1, &[0], &mut cache).unwrap();
-    let [_, t, d] = h.dims();
-    m.logits(h.reshape([t, d])).unwrap()
-}
-
 fn dense_slm(weights: &ModelWeights) -> Option<Slm> {
     let (cfg, _, tok) = parts()?;
     let opts = LoadOptions {
@@ -130,9 +109,9 @@ fn zero_adapter_equals_inference_model() {
     let Some((cfg, w, tok)) = parts() else { return };
     let tokens = tok.encode(FRANCE).unwrap();
     let model = LoraModel::new(cfg, w, &LoraConfig::paper(), 1, &Device::flex()).unwrap();
-    let got = tensor_vec(model.logits(&one_row(&tokens)).unwrap());
-    let want = inference_logits(&dense_slm(w).unwrap(), &tokens);
-    let diff = max_abs_diff(&got, &want);
+    let got = common::tensor_values(model.logits(&one_row(&tokens)).unwrap());
+    let want = common::all_logits(dense_slm(w).unwrap().model(), &tokens);
+    let diff = common::max_abs_diff(&got, &want);
     // Same weights, same f32 math in a different op order: well under 1e-3.
     assert!(diff < 1e-3, "max |logit diff| {diff}");
 }
@@ -143,14 +122,14 @@ fn merged_weights_equal_the_adapter_model() {
         return;
     };
     let tokens = tok.encode(FRANCE).unwrap();
-    let got = tensor_vec(model.logits(&one_row(&tokens)).unwrap());
+    let got = common::tensor_values(model.logits(&one_row(&tokens)).unwrap());
     let merged = model.merged_weights(w).unwrap();
-    let want = inference_logits(&dense_slm(&merged).unwrap(), &tokens);
-    let base = inference_logits(&dense_slm(w).unwrap(), &tokens);
-    let diff = max_abs_diff(&got, &want);
+    let want = common::all_logits(dense_slm(&merged).unwrap().model(), &tokens);
+    let base = common::all_logits(dense_slm(w).unwrap().model(), &tokens);
+    let diff = common::max_abs_diff(&got, &want);
     assert!(diff < 1e-3, "merged vs unmerged: max |logit diff| {diff}");
     // The adapter really changes the model, so the match above is not trivially the base's.
-    assert!(max_abs_diff(&got, &base) > 0.1);
+    assert!(common::max_abs_diff(&got, &base) > 0.1);
 }
 
 #[test]
@@ -172,9 +151,13 @@ fn adapter_files_round_trip_and_mismatches_are_refused() {
         reference_config()
     );
     loaded.load_adapter(dir.path()).unwrap();
-    let a = tensor_vec(model.logits(&batch).unwrap());
-    let b = tensor_vec(loaded.logits(&batch).unwrap());
-    assert_eq!(max_abs_diff(&a, &b), 0.0, "round trip changed the logits");
+    let a = common::tensor_values(model.logits(&batch).unwrap());
+    let b = common::tensor_values(loaded.logits(&batch).unwrap());
+    assert_eq!(
+        common::max_abs_diff(&a, &b),
+        0.0,
+        "round trip changed the logits"
+    );
 
     let refused = |lora: LoraConfig, needle: &str| {
         let mut m = LoraModel::new(cfg, w, &lora, 0, &device).unwrap();
@@ -319,14 +302,15 @@ fn loss_logits_and_gradients_match_peft() {
 
     let loss = model.loss(&batch).unwrap();
     let value = loss.clone().into_scalar::<f32>();
-    let want = f["loss"].as_f64().unwrap() as f32;
+    let want_loss = f["loss"].as_f64().unwrap() as f32;
     assert!(
-        (value - want).abs() < 1e-4 * want.abs().max(1.0),
-        "loss {value} vs PEFT {want}"
+        (value - want_loss).abs() < 1e-4 * want_loss.abs().max(1.0),
+        "loss {value} vs PEFT {want_loss}"
     );
 
     let grads = loss.backward();
     let params: HashMap<String, Tensor<2>> = model.lora_parameters().into_iter().collect();
+    let mut worst_grad = 0.0f32;
     for g in f["grad_l2"].as_array().unwrap() {
         let target = g["target"].as_str().unwrap();
         let layer = g["layer"].as_u64().unwrap() as usize;
@@ -336,15 +320,17 @@ fn loss_logits_and_gradients_match_peft() {
         let grad = params[&name].grad(&grads).expect(&name);
         let norm = grad.powi_scalar(2).sum().into_scalar::<f32>().sqrt();
         let want = g["l2"].as_f64().unwrap() as f32;
-        // Gradients accumulate over ~100 positions and 30 layers: 1e-3 relative.
+        worst_grad = worst_grad.max((norm - want).abs() / want);
+        // Gradients go back through 30 layers in f32 (measured: up to 7e-4 relative): 3e-3.
         assert!(
-            (norm - want).abs() <= 1e-3 * want,
+            (norm - want).abs() <= 3e-3 * want,
             "{name}: |grad| {norm} vs PEFT {want}"
         );
     }
 
-    let logits = tensor_vec(model.valid().logits(&batch).unwrap());
+    let logits = common::tensor_values(model.valid().logits(&batch).unwrap());
     let vocab = 49_152;
+    let mut worst_logit = 0.0f32;
     for (r, row) in f["rows"].as_array().unwrap().iter().enumerate() {
         for check in row["logits"].as_array().unwrap() {
             let pos = check["position"].as_u64().unwrap() as usize;
@@ -353,6 +339,7 @@ fn loss_logits_and_gradients_match_peft() {
             for (id, v) in ids.iter().zip(vals) {
                 let got = logits[(r * batch.seq + pos) * vocab + id.as_u64().unwrap() as usize];
                 let want = v.as_f64().unwrap() as f32;
+                worst_logit = worst_logit.max((got - want).abs());
                 assert!(
                     (got - want).abs() < LOGIT_TOL,
                     "row {r} position {pos} id {id}: {got} vs PEFT {want}"
@@ -360,4 +347,7 @@ fn loss_logits_and_gradients_match_peft() {
             }
         }
     }
+    eprintln!(
+        "vs PEFT: loss {value} / {want_loss} , worst |grad norm| rel err {worst_grad:.1e}, worst |logit| err {worst_logit:.1e}"
+    );
 }

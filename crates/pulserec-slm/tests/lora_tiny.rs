@@ -1,10 +1,12 @@
 //! LoRA on the tiny random HF checkpoints of `tests/fixtures/hf` (Llama with a separate LM head,
 //! Qwen2 with q/k/v biases and a tied head): cheap checks that need no downloaded asset.
 
+mod common;
+
 use std::path::PathBuf;
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use pulserec_slm::weights::ModelWeights;
 use pulserec_slm::{
     Llama, LlamaConfig, LoraConfig, LoraModel, LoraTarget, SlmError, TokenBatch, WeightMode,
@@ -46,24 +48,9 @@ fn perturb(m: &mut LoraModel) {
     }
 }
 
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 fn llama_logits(cfg: &LlamaConfig, w: &ModelWeights, tokens: &[u32]) -> Vec<f32> {
     let m = Llama::new(cfg.clone(), w, WeightMode::Dense, &Device::flex()).unwrap();
-    let mut cache = m.new_cache(1);
-    let h = m.forward(tokens, 1, &[0], &mut cache).unwrap();
-    let [_, t, d] = h.dims();
-    m.logits(h.reshape([t, d])).unwrap()
+    common::all_logits(&m, tokens)
 }
 
 const TOKENS: [u32; 9] = [5, 17, 99, 3, 64, 127, 8, 40, 2];
@@ -77,20 +64,20 @@ fn zero_and_merged_adapters_match_the_inference_model() {
     for arch in ["llama", "qwen2"] {
         let (cfg, w) = tiny(arch);
         let mut m = LoraModel::new(&cfg, &w, &all_targets(), 1, &Device::flex()).unwrap();
-        let zero = values(m.logits(&row(&TOKENS)).unwrap());
-        let diff = max_abs_diff(&zero, &llama_logits(&cfg, &w, &TOKENS));
+        let zero = common::tensor_values(m.logits(&row(&TOKENS)).unwrap());
+        let diff = common::max_abs_diff(&zero, &llama_logits(&cfg, &w, &TOKENS));
         assert!(diff < 1e-5, "{arch}: B = 0 differs from the base by {diff}");
 
         perturb(&mut m);
-        let adapted = values(m.logits(&row(&TOKENS)).unwrap());
+        let adapted = common::tensor_values(m.logits(&row(&TOKENS)).unwrap());
         let merged = llama_logits(&cfg, &m.merged_weights(&w).unwrap(), &TOKENS);
-        let diff = max_abs_diff(&adapted, &merged);
+        let diff = common::max_abs_diff(&adapted, &merged);
         assert!(
             diff < 1e-5,
             "{arch}: merged differs from unmerged by {diff}"
         );
         assert!(
-            max_abs_diff(&adapted, &zero) > 1e-2,
+            common::max_abs_diff(&adapted, &zero) > 1e-2,
             "{arch}: the adapter changed nothing"
         );
     }
@@ -128,7 +115,7 @@ fn masked_loss_is_the_hand_computed_mean_over_targets() {
     let mut sum = 0.0;
     let mut n = 0;
     for (tokens, mask) in [(&a, &mask_a), (&b, &mask_b)] {
-        let logits = values(m.logits(&row(tokens)).unwrap());
+        let logits = common::tensor_values(m.logits(&row(tokens)).unwrap());
         for t in 1..tokens.len() {
             if mask[t] > 0.0 {
                 sum += nll(&logits[(t - 1) * v..t * v], tokens[t]);

@@ -51,3 +51,28 @@ pub fn quantised() -> Option<&'static Slm> {
     static M: OnceLock<Option<Slm>> = OnceLock::new();
     M.get_or_init(|| load(WeightMode::Auto)).as_ref()
 }
+
+/// A tensor's values as a flat `Vec<f32>`.
+#[allow(dead_code)]
+pub fn tensor_values<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+/// Largest absolute difference between two equally long slices.
+#[allow(dead_code)]
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Logits of every position of one row of `tokens` from the inference model, `[seq * vocab]`.
+#[allow(dead_code)]
+pub fn all_logits(m: &pulserec_slm::Llama, tokens: &[u32]) -> Vec<f32> {
+    let mut cache = m.new_cache(1);
+    let h = m.forward(tokens, 1, &[0], &mut cache).unwrap();
+    let [_, t, d] = h.dims();
+    m.logits(h.reshape([t, d])).unwrap()
+}
