@@ -27,7 +27,10 @@ pub struct TrainingPair {
 /// Reads a rationale file by its extension: `.parquet` with [`read_pairs_parquet`], anything
 /// else as JSON Lines with [`read_pairs_jsonl`].
 pub fn read_pairs(path: &Path) -> Result<Vec<TrainingPair>> {
-    if path.extension().is_some_and(|x| x.eq_ignore_ascii_case("parquet")) {
+    if path
+        .extension()
+        .is_some_and(|x| x.eq_ignore_ascii_case("parquet"))
+    {
         read_pairs_parquet(path)
     } else {
         read_pairs_jsonl(path)
@@ -112,10 +115,18 @@ fn text_cells<'a>(path: &Path, col: &'a ArrayRef, field: &str, integers: bool) -
     Ok(match col.data_type() {
         DataType::Utf8 => cells(col, move |r| col.as_string::<i32>().value(r)),
         DataType::LargeUtf8 => cells(col, move |r| col.as_string::<i64>().value(r)),
-        DataType::Int32 if integers => cells(col, move |r| col.as_primitive::<Int32Type>().value(r)),
-        DataType::Int64 if integers => cells(col, move |r| col.as_primitive::<Int64Type>().value(r)),
-        DataType::UInt32 if integers => cells(col, move |r| col.as_primitive::<UInt32Type>().value(r)),
-        DataType::UInt64 if integers => cells(col, move |r| col.as_primitive::<UInt64Type>().value(r)),
+        DataType::Int32 if integers => {
+            cells(col, move |r| col.as_primitive::<Int32Type>().value(r))
+        }
+        DataType::Int64 if integers => {
+            cells(col, move |r| col.as_primitive::<Int64Type>().value(r))
+        }
+        DataType::UInt32 if integers => {
+            cells(col, move |r| col.as_primitive::<UInt32Type>().value(r))
+        }
+        DataType::UInt64 if integers => {
+            cells(col, move |r| col.as_primitive::<UInt64Type>().value(r))
+        }
         other => {
             let want = if integers {
                 "a string or an integer"
@@ -361,7 +372,11 @@ mod tests {
                 ":0: column `behaviour` has type Int64, expected a string",
             ),
             (
-                vec![("user", users(0)), ("behaviour", ok(0)), ("rationale", ok(0))],
+                vec![
+                    ("user", users(0)),
+                    ("behaviour", ok(0)),
+                    ("rationale", ok(0)),
+                ],
                 ":0: no records",
             ),
         ];
@@ -372,7 +387,10 @@ mod tests {
             assert!(err.starts_with(&file), "{err} does not start with {file}");
             assert!(err.contains(want), "{err} does not say {want}");
         }
-        let f = tempfile::Builder::new().suffix(".parquet").tempfile().unwrap();
+        let f = tempfile::Builder::new()
+            .suffix(".parquet")
+            .tempfile()
+            .unwrap();
         std::fs::write(f.path(), "user,behaviour,rationale\n").unwrap();
         let err = read_pairs(f.path()).unwrap_err().to_string();
         assert!(err.contains(":0: invalid Parquet file"), "{err}");

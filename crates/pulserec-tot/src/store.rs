@@ -240,7 +240,9 @@ impl RationaleStore {
                     .is_some_and(|n| n.starts_with(&prefix))
             })
             .count();
-        let path = self.dir.join(format!("{prefix}{existing:06}.{PARQUET_EXT}"));
+        let path = self
+            .dir
+            .join(format!("{prefix}{existing:06}.{PARQUET_EXT}"));
         write_batch(&path, to_batch(&path, records)?)?;
         tracing::debug!(path = %path.display(), records = records.len(), "rationale part written");
         Ok(Some(path))
@@ -267,7 +269,12 @@ fn to_batch(path: &Path, records: &[StoredRationale]) -> Result<RecordBatch> {
         ("text", strings(|r| &r.text)),
         (
             "parsed",
-            Arc::new(records.iter().map(|r| Some(r.parsed)).collect::<BooleanArray>()),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| Some(r.parsed))
+                    .collect::<BooleanArray>(),
+            ),
         ),
         ("source", strings(|r| source_name(r.source))),
         (
@@ -276,7 +283,12 @@ fn to_batch(path: &Path, records: &[StoredRationale]) -> Result<RecordBatch> {
         ),
         (
             "scorer",
-            Arc::new(records.iter().map(|r| r.scorer.as_deref()).collect::<StringArray>()),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| r.scorer.as_deref())
+                    .collect::<StringArray>(),
+            ),
         ),
         ("model", strings(|r| &r.model)),
         ("prompt_version", strings(|r| &r.prompt_version)),
@@ -286,7 +298,12 @@ fn to_batch(path: &Path, records: &[StoredRationale]) -> Result<RecordBatch> {
         ),
         (
             "tokens",
-            Arc::new(records.iter().map(|r| r.tokens as u64).collect::<UInt64Array>()),
+            Arc::new(
+                records
+                    .iter()
+                    .map(|r| r.tokens as u64)
+                    .collect::<UInt64Array>(),
+            ),
         ),
         (
             "seconds",

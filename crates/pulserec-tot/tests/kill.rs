@@ -68,7 +68,9 @@ fn write_store(dir: &Path, delay: Duration) {
         let seconds = started.elapsed().as_secs_f64() / batch.len() as f64;
         let records: Vec<StoredRationale> = trees
             .iter()
-            .map(|t| StoredRationale::tree_of_thought(t, tot.scorer_name(), "by-seed", SEED, seconds))
+            .map(|t| {
+                StoredRationale::tree_of_thought(t, tot.scorer_name(), "by-seed", SEED, seconds)
+            })
             .collect();
         store.append(&records, Shard::ALL).unwrap();
     }
@@ -113,7 +115,10 @@ fn a_killed_run_resumes_to_the_same_store() {
     // takes `depth` sleeping generate calls), so the kill lands mid-run.
     let deadline = Instant::now() + Duration::from_secs(120);
     while store.done().unwrap().is_empty() {
-        assert!(Instant::now() < deadline, "the child stored nothing in 120 s");
+        assert!(
+            Instant::now() < deadline,
+            "the child stored nothing in 120 s"
+        );
         assert!(
             child.try_wait().unwrap().is_none(),
             "the child exited before being killed"

@@ -51,7 +51,9 @@ fn an_interrupted_run_resumes_to_the_same_store() {
     run(&resumed, &users, Shard::ALL, 2);
     // A write killed before its rename leaves only a temporary file, which is ignored.
     std::fs::write(
-        resumed_dir.path().join("part-s000of001-000002.parquet.partial"),
+        resumed_dir
+            .path()
+            .join("part-s000of001-000002.parquet.partial"),
         b"PAR1\x15\x04",
     )
     .unwrap();
@@ -198,7 +200,10 @@ fn a_corrupt_part_is_an_error_naming_the_file() {
 fn a_null_in_a_required_column_names_the_row() {
     let dir = tempfile::tempdir().unwrap();
     let store = RationaleStore::open(dir.path()).unwrap();
-    let path = store.append(&[record(1), record(2)], Shard::ALL).unwrap().unwrap();
+    let path = store
+        .append(&[record(1), record(2)], Shard::ALL)
+        .unwrap()
+        .unwrap();
     // Rewrite the part with the second row's text null.
     let good = pulserec_data::parquet_file::read_batches(&path).unwrap();
     let b = &good[0];
@@ -214,7 +219,11 @@ fn a_null_in_a_required_column_names_the_row() {
     }
     write_batch(&path, batch(&path, columns).unwrap()).unwrap();
     match store.load() {
-        Err(TotError::Store { path: p, line, message }) => {
+        Err(TotError::Store {
+            path: p,
+            line,
+            message,
+        }) => {
             assert_eq!((p, line), (path, 2));
             assert_eq!(message, "null `text`");
         }
