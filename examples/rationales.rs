@@ -82,7 +82,8 @@ struct Args {
     similar_users: usize,
     /// SASRec checkpoint directory (`checkpoint/` of the `sasrec` example) for similar users.
     /// Without it a quick SASRec is trained here for `--sasrec-epochs` epochs and saved to
-    /// `<out>/sasrec/`, which later runs reuse.
+    /// `<out>/sasrec/`, which later runs reuse (shards started together should pass one, or
+    /// each would train its own).
     #[arg(long)]
     sasrec: Option<PathBuf>,
     /// Epochs of the quick SASRec trained when no checkpoint is given (a few: it only has to
