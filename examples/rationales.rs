@@ -1,31 +1,42 @@
 //! Stages 1 and 3 of PULSE on real data: SmolLM2 writes hindsight rationales for N users, then a
 //! Tree-of-Thought search refines them, scored by Thought-Space consistency (`--scorer
 //! consistency`, the paper's) or by the SLM's likelihood of the actual choice (`--scorer
-//! likelihood`, the ablation). Both stores are
-//! resumable (rerun to continue) and shardable; prints users/s and generated tokens/s.
+//! likelihood`, the ablation). Both stores are Parquet parts keyed by user (`pulserec_tot::
+//! RationaleStore`), resumable (rerun to continue; a `kill -9` loses at most the batch in flight)
+//! and shardable; prints users/s and generated tokens/s.
 //!
 //! ```text
 //! cargo run --release --example rationales -- --users 100 --out runs/rationales
+//! cargo run --release --example rationales -- --users 100 --out runs/rationales \
+//!     --sasrec runs/sasrec-games/checkpoint --similar-users 5
 //! ```
 //! Defaults: the Games data in ../shared/data, the SmolLM2 and MiniLM assets. `--thought-space`
 //! takes a trained space (from the `thought_space` example); without it both encoders start from
-//! MiniLM (an untrained space). Similar users' items are not shown yet (`ContextBuilder` accepts
-//! them; wiring in SASRec neighbours is the pipeline's job).
+//! MiniLM (an untrained space). Tree-of-Thought prompts show recent items of each user's
+//! `--similar-users` nearest neighbours under a SASRec (`--sasrec`: a checkpoint of the `sasrec`
+//! example; otherwise a quick one is trained on the training sequences and kept in
+//! `<out>/sasrec/` for reruns). Stores: `<out>/hindsight/`, `<out>/tot-<scorer>/`.
 
 use std::path::PathBuf;
 use std::time::Instant;
+
+use burn::tensor::Device;
 
 use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pulserec::device::DeviceSpec;
-use pulserec_core::{RationaleSource, ThoughtScorer, UserContext, UserId};
-use pulserec_data::{LeaveOneOut, load};
+use pulserec_core::{ItemId, ThoughtScorer, UserContext, UserId};
+use pulserec_data::{Dataset, LeaveOneOut, Target, load};
+use pulserec_seqrec::checkpoint::WEIGHTS_FILE;
+use pulserec_seqrec::{
+    SasRec, SasRecConfig, SasRecRecommender, TrainConfig, TrainData, load_checkpoint, top_k_of,
+};
 use pulserec_slm::{LikelihoodThoughtScorer, Slm};
 use pulserec_thoughtspace::{ConsistencyScorer, EncoderOptions, ThoughtSpace};
 use pulserec_tot::{
-    ContextBuilder, HindsightConfig, HindsightRationales, PROMPT_VERSION, PromptFormat,
-    RationaleStore, Shard, StoredRationale, TotConfig, TreeOfThought,
+    ContextBuilder, HindsightConfig, HindsightRationales, PromptFormat, RationaleStore, Shard,
+    StoredRationale, TotConfig, TreeOfThought,
 };
 
 #[derive(Parser, Debug)]
@@ -64,6 +75,21 @@ struct Args {
     /// Shard `i/n` of the users.
     #[arg(long, default_value = "0/1")]
     shard: String,
+    /// Similar users whose recent training items Tree-of-Thought prompts show (0: none). They
+    /// are nearest neighbours by cosine of SASRec user vectors, computed from training histories
+    /// only; `--stage hindsight` needs none (its prompt shows no similar users).
+    #[arg(long, default_value_t = 5)]
+    similar_users: usize,
+    /// SASRec checkpoint directory (`checkpoint/` of the `sasrec` example) for similar users.
+    /// Without it a quick SASRec is trained here for `--sasrec-epochs` epochs and saved to
+    /// `<out>/sasrec/`, which later runs reuse (shards started together should pass one, or
+    /// each would train its own).
+    #[arg(long)]
+    sasrec: Option<PathBuf>,
+    /// Epochs of the quick SASRec trained when no checkpoint is given (a few: it only has to
+    /// find neighbours, not to recommend well).
+    #[arg(long, default_value_t = 3)]
+    sasrec_epochs: usize,
     /// Device: flex, tch, tch-cuda:N or cuda:N.
     #[arg(long, default_value = "flex")]
     device: DeviceSpec,
@@ -106,6 +132,118 @@ fn report(stage: &str, records: &[StoredRationale], secs: f64) -> usize {
     tokens
 }
 
+/// The SASRec behind `--similar-users`: `--sasrec`, else one saved by an earlier run under
+/// `<out>/sasrec/`, else a short training run on the training sequences (saved there).
+fn sasrec_model(
+    args: &Args,
+    dataset: &Dataset,
+    split: &LeaveOneOut<'_>,
+    device: &Device,
+) -> anyhow::Result<SasRec> {
+    let n_items = dataset.catalog.len();
+    let saved = args.out.join("sasrec");
+    let reuse = saved.join(WEIGHTS_FILE).exists().then(|| saved.clone());
+    if let Some(dir) = args.sasrec.clone().or(reuse) {
+        let (model, config) = load_checkpoint(&dir, device)
+            .with_context(|| format!("loading the SASRec checkpoint {}", dir.display()))?;
+        anyhow::ensure!(
+            config.n_items == n_items,
+            "{}: SASRec over {} items, but {} has {n_items}",
+            dir.display(),
+            config.n_items,
+            args.data.display()
+        );
+        eprintln!("similar users: SASRec from {}", dir.display());
+        return Ok(model);
+    }
+    eprintln!(
+        "similar users: training SASRec for {} epochs on training sequences (a quick model; \
+         pass --sasrec <dir> for a tuned one); saving it to {}",
+        args.sasrec_epochs,
+        saved.display()
+    );
+    let data = TrainData {
+        train: (0..dataset.n_users() as u32)
+            .map(|u| split.train(UserId(u)))
+            .collect(),
+        ..Default::default()
+    };
+    let config = TrainConfig::paper()
+        .with_epochs(args.sasrec_epochs)
+        .with_seed(args.seed)
+        .with_progress(true);
+    let outcome = pulserec_seqrec::train(
+        &SasRecConfig::paper(n_items),
+        &config,
+        &data,
+        device,
+        Some(saved.as_path()),
+    )?;
+    Ok(outcome.model)
+}
+
+/// The `k` users most similar to each of `users` (best first), by cosine of SASRec user vectors.
+///
+/// No evaluation answer can leak: the model never saw valid or test items, a queried user's
+/// vector comes from the history its prompt shows (before the target it explains), and other
+/// users' vectors from their training sequences.
+fn similar_users(
+    model: &SasRec,
+    split: &LeaveOneOut<'_>,
+    n_users: usize,
+    users: &[UserId],
+    k: usize,
+    device: &Device,
+) -> anyhow::Result<Vec<Vec<UserId>>> {
+    let recommender = SasRecRecommender::new(model, device);
+    let dim = model.hidden();
+    let unit = |mut v: Vec<f32>| {
+        for row in v.chunks_exact_mut(dim) {
+            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+            row.iter_mut().for_each(|x| *x /= norm);
+        }
+        v
+    };
+    let others: Vec<UserId> = (0..n_users as u32)
+        .map(UserId)
+        .filter(|&u| !split.train(u).is_empty())
+        .collect();
+    let pb = bar(others.len(), "user vectors");
+    let mut keys = Vec::with_capacity(others.len() * dim);
+    for chunk in others.chunks(4096) {
+        let histories: Vec<&[ItemId]> = chunk.iter().map(|&u| split.train(u)).collect();
+        keys.extend(recommender.user_vectors(&histories)?);
+        pb.inc(chunk.len() as u64);
+    }
+    pb.finish_and_clear();
+    let keys = unit(keys);
+    let histories: Vec<&[ItemId]> = users
+        .iter()
+        .map(|&u| split.history_before(u, Target::LastTrain))
+        .collect();
+    let queries = unit(recommender.user_vectors(&histories)?);
+    Ok(queries
+        .chunks_exact(dim)
+        .zip(users)
+        .map(|(query, &me)| {
+            let scores = others
+                .iter()
+                .zip(keys.chunks_exact(dim))
+                .filter(|(other, _)| **other != me)
+                .map(|(other, key)| {
+                    (
+                        other.0,
+                        query.iter().zip(key).map(|(a, b)| a * b).sum::<f32>(),
+                    )
+                });
+            top_k_of(scores, k)
+                .into_iter()
+                .map(|(u, _)| UserId(u))
+                .collect()
+        })
+        .collect())
+}
+
 fn main() -> anyhow::Result<()> {
     pulserec::init_logging("warn");
     let args = Args::parse();
@@ -114,10 +252,35 @@ fn main() -> anyhow::Result<()> {
     let dataset = load(&args.data).with_context(|| format!("loading {}", args.data.display()))?;
     let split = LeaveOneOut::new(&dataset.sequences);
     let builder = ContextBuilder::default();
-    let contexts: Vec<UserContext> = (0..dataset.n_users() as u32)
+    let mut contexts: Vec<UserContext> = (0..dataset.n_users() as u32)
         .filter_map(|u| builder.context(&dataset, &split, UserId(u), &[]))
         .take(args.users)
         .collect();
+    if args.similar_users > 0 && args.stage != "hindsight" {
+        let sasrec = sasrec_model(&args, &dataset, &split, &device)?;
+        let users: Vec<UserId> = contexts.iter().map(|c| c.user).collect();
+        let started = Instant::now();
+        let similar = similar_users(
+            &sasrec,
+            &split,
+            dataset.n_users(),
+            &users,
+            args.similar_users,
+            &device,
+        )?;
+        contexts = users
+            .iter()
+            .zip(&similar)
+            .filter_map(|(&u, s)| builder.context(&dataset, &split, u, s))
+            .collect();
+        let shown: usize = contexts.iter().map(|c| c.similar_items.len()).sum();
+        eprintln!(
+            "similar users: {} per user in {:.1} s; {:.1} of their items per prompt on average",
+            args.similar_users,
+            started.elapsed().as_secs_f64(),
+            shown as f64 / contexts.len().max(1) as f64
+        );
+    }
     let slm = Slm::load(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
     let chat = slm.chat_format()?;
@@ -152,19 +315,7 @@ fn main() -> anyhow::Result<()> {
             let per_user = t.elapsed().as_secs_f64() / users.len() as f64;
             let records: Vec<StoredRationale> = outs
                 .into_iter()
-                .map(|o| StoredRationale {
-                    user: o.rationale.user,
-                    text: o.rationale.text,
-                    parsed: o.rationale.parsed,
-                    source: RationaleSource::Hindsight,
-                    score: None,
-                    scorer: None,
-                    model: model_name.clone(),
-                    prompt_version: o.prompt_version,
-                    seed: o.seed,
-                    tokens: o.tokens,
-                    seconds: per_user,
-                })
+                .map(|o| StoredRationale::hindsight(o, &model_name, per_user))
                 .collect();
             store.append(&records, shard)?;
             done.extend(records);
@@ -215,20 +366,13 @@ fn main() -> anyhow::Result<()> {
             let records: Vec<StoredRationale> = trees
                 .iter()
                 .map(|tree| {
-                    let r = tree.rationale();
-                    StoredRationale {
-                        user: r.user,
-                        text: r.text,
-                        parsed: r.parsed,
-                        source: RationaleSource::TreeOfThought,
-                        score: r.score,
-                        scorer: Some(tot.scorer_name().to_string()),
-                        model: model_name.clone(),
-                        prompt_version: PROMPT_VERSION.to_string(),
-                        seed: args.seed,
-                        tokens: tree.tokens(),
-                        seconds: per_user,
-                    }
+                    StoredRationale::tree_of_thought(
+                        tree,
+                        tot.scorer_name(),
+                        &model_name,
+                        args.seed,
+                        per_user,
+                    )
                 })
                 .collect();
             store.append(&records, shard)?;

@@ -5,7 +5,8 @@
 //! cargo run --release --example thought_space -- --model assets/all-minilm-l6-v2 \
 //!     --pairs runs/genre_pairs.jsonl --out runs/thought_space --epochs 1 --temperature 0.05
 //! ```
-//! The rationale file is JSONL: `{"user": ..., "behaviour": ..., "rationale": ...}` per line.
+//! The rationale file is JSONL (`{"user": ..., "behaviour": ..., "rationale": ...}` per line) or,
+//! when its name ends in `.parquet`, Parquet with the same columns.
 //! Held-out users (the last `--held-out` of a seeded shuffle) never train; retrieval is
 //! behaviour -> own rationale among groups of `--group-size` held-out users. The run directory
 //! gets checkpoints (`epoch-NNN/`), `metrics.json` and `map.png` (PCA of held-out behaviour and
@@ -20,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pulserec::device::DeviceSpec;
 use pulserec_thoughtspace::{
     EncoderOptions, InfoNceConfig, MapPanel, ThoughtSpace, ThoughtSpaceTrainer, TrainConfig,
-    read_pairs_jsonl, write_map_png,
+    read_pairs, write_map_png,
 };
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -31,7 +32,7 @@ struct Args {
     /// Pretrained encoder directory used for both encoders.
     #[arg(long)]
     model: PathBuf,
-    /// Rationale file (JSONL).
+    /// Rationale file (JSONL, or Parquet by the `.parquet` extension).
     #[arg(long)]
     pairs: PathBuf,
     /// Run directory (checkpoints, metrics.json, map.png).
@@ -76,7 +77,7 @@ fn main() -> anyhow::Result<()> {
     pulserec::init_logging("info");
     let args = Args::parse();
     let device = args.device.device()?;
-    let mut pairs = read_pairs_jsonl(&args.pairs)?;
+    let mut pairs = read_pairs(&args.pairs)?;
     anyhow::ensure!(
         pairs.len() > args.held_out + args.batch_size,
         "{} pairs are too few for {} held-out users and batch {}",

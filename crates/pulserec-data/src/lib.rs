@@ -7,6 +7,7 @@ pub mod filter;
 pub mod formats;
 pub mod locate;
 mod log;
+pub mod parquet_file;
 mod reader;
 pub mod split;
 pub mod store;

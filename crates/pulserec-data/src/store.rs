@@ -7,7 +7,6 @@
 //! items: list<u32>`, positive first) and `prepared.json` (format version, split rule and the
 //! settings of every candidate set).
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -17,17 +16,14 @@ use arrow_array::builder::{
 use arrow_array::cast::AsArray;
 use arrow_array::types::ArrowPrimitiveType;
 use arrow_array::types::{Float32Type, Int64Type, UInt32Type};
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray, UInt32Array};
-use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::Compression;
-use parquet::file::properties::WriterProperties;
+use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt32Array};
 use pulserec_core::{Catalog, ItemId, Sequences, UserId};
 use serde::{Deserialize, Serialize};
 
 use crate::candidates::{CandidateConfig, CandidateSets};
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
+use crate::parquet_file::{batch, column, read_batches, storage, typed, write_batch};
 use crate::split::Target;
 
 /// A data set ready for the stages: the data plus its fixed candidate sets.
@@ -54,53 +50,6 @@ struct ManifestSet {
 }
 
 const STORE_VERSION: u32 = 1;
-
-fn storage(path: &Path, e: impl std::fmt::Display) -> DataError {
-    DataError::Storage {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
-
-fn write_batch(path: &Path, batch: RecordBatch) -> Result<()> {
-    // Write to a temporary name and rename, so a crash never leaves a truncated file in place.
-    let tmp = path.with_extension("parquet.partial");
-    let file = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
-    let props = WriterProperties::builder()
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| storage(path, e))?;
-    writer.write(&batch).map_err(|e| storage(path, e))?;
-    writer.close().map_err(|e| storage(path, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
-}
-
-fn read_batches(path: &Path) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|e| DataError::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| storage(path, e))?
-        .build()
-        .map_err(|e| storage(path, e))?;
-    reader
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| storage(path, e))
-}
-
-fn batch(path: &Path, columns: Vec<(&str, ArrayRef)>) -> Result<RecordBatch> {
-    RecordBatch::try_from_iter(columns).map_err(|e| storage(path, e))
-}
-
-fn column<'a>(path: &Path, b: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
-    b.column_by_name(name)
-        .ok_or_else(|| storage(path, format!("missing column `{name}`")))
-}
-
-fn typed<'a, T: 'static>(path: &Path, a: &'a ArrayRef, name: &str) -> Result<&'a T> {
-    a.as_any()
-        .downcast_ref::<T>()
-        .ok_or_else(|| storage(path, format!("column `{name}` has type {}", a.data_type())))
-}
 
 impl PreparedDataset {
     /// Writes the data set into `dir` (created if needed); existing files are replaced.

@@ -19,7 +19,9 @@ pub use encoder::{EncoderOptions, SentenceEncoder};
 pub use error::{Result, ThoughtSpaceError};
 pub use loss::InfoNceConfig;
 pub use map::{MapPanel, pca_2d, write_map_png};
-pub use pairs::{TrainingPair, read_pairs_jsonl, write_pairs_jsonl};
+pub use pairs::{
+    TrainingPair, read_pairs, read_pairs_jsonl, read_pairs_parquet, write_pairs_jsonl,
+};
 pub use render::BehaviourRenderer;
 pub use scorer::ConsistencyScorer;
 pub use space::{RetrievalReport, ThoughtSpace};

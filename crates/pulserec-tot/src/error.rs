@@ -67,11 +67,15 @@ pub enum TotError {
     Store {
         /// The file.
         path: PathBuf,
-        /// 1-based line number.
+        /// 1-based line (JSON Lines part) or row (Parquet part).
         line: usize,
         /// What is wrong with the record.
         message: String,
     },
+    /// A Parquet part could not be written or read as a whole (not Parquet, a missing or
+    /// mistyped column); the error names the file.
+    #[error("rationale store: {0}")]
+    Data(#[from] pulserec_data::DataError),
 }
 
 impl TotError {
