@@ -1,7 +1,13 @@
 #![doc = include_str!("../README.md")]
 
+pub mod config;
 pub mod device;
+pub mod pipeline;
+pub mod plot;
 pub mod serve;
+
+pub use config::PipelineConfig;
+pub use pipeline::{Pipeline, PipelineError, Stage};
 
 pub use pulserec_core as core;
 pub use pulserec_data as data;
