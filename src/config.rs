@@ -490,8 +490,13 @@ impl PipelineConfig {
         if self.data.path.as_os_str().is_empty() {
             return Err(invalid("data.path", "", "a file or folder"));
         }
-        parse_protocol(&self.sasrec.protocol)
-            .map_err(|_| invalid("sasrec.protocol", &self.sasrec.protocol, "`full` or `sampledN` with N >= 1"))?;
+        parse_protocol(&self.sasrec.protocol).map_err(|_| {
+            invalid(
+                "sasrec.protocol",
+                &self.sasrec.protocol,
+                "`full` or `sampledN` with N >= 1",
+            )
+        })?;
         for (key, t) in [
             ("rationales.temperature", self.rationales.temperature),
             ("tot.temperature", self.tot.temperature),
@@ -502,17 +507,28 @@ impl PipelineConfig {
         }
         let ts = &self.thought_space;
         if !(ts.temperature.is_finite() && ts.temperature > 0.0) {
-            return Err(invalid("thought_space.temperature", ts.temperature, "a finite number > 0"));
+            return Err(invalid(
+                "thought_space.temperature",
+                ts.temperature,
+                "a finite number > 0",
+            ));
         }
         if ts.negatives == 0 || ts.negatives >= ts.batch_size {
             return Err(invalid(
                 "thought_space.negatives",
                 ts.negatives,
-                &format!("1 ..= thought_space.batch_size - 1 = {}", ts.batch_size.saturating_sub(1)),
+                &format!(
+                    "1 ..= thought_space.batch_size - 1 = {}",
+                    ts.batch_size.saturating_sub(1)
+                ),
             ));
         }
         if !(ts.learning_rate.is_finite() && ts.learning_rate > 0.0) {
-            return Err(invalid("thought_space.learning_rate", ts.learning_rate, "a finite number > 0"));
+            return Err(invalid(
+                "thought_space.learning_rate",
+                ts.learning_rate,
+                "a finite number > 0",
+            ));
         }
         if ts.held_out + ts.batch_size > self.rationales.users {
             return Err(invalid(
@@ -525,13 +541,25 @@ impl PipelineConfig {
             ));
         }
         if self.tot.scorers.is_empty() {
-            return Err(invalid("tot.scorers", &self.tot.scorers, "one or more of \"consistency\", \"likelihood\""));
+            return Err(invalid(
+                "tot.scorers",
+                &self.tot.scorers,
+                "one or more of \"consistency\", \"likelihood\"",
+            ));
         }
         if has_duplicates(&self.tot.scorers) {
-            return Err(invalid("tot.scorers", &self.tot.scorers, "each scorer at most once"));
+            return Err(invalid(
+                "tot.scorers",
+                &self.tot.scorers,
+                "each scorer at most once",
+            ));
         }
         if has_duplicates(&self.sft.variants) {
-            return Err(invalid("sft.variants", &self.sft.variants, "each variant at most once"));
+            return Err(invalid(
+                "sft.variants",
+                &self.sft.variants,
+                "each variant at most once",
+            ));
         }
         for v in &self.sft.variants {
             if let Some(s) = v.tot_scorer()
@@ -540,7 +568,10 @@ impl PipelineConfig {
                 return Err(invalid(
                     "sft.variants",
                     v.name(),
-                    &format!("a variant whose Tree-of-Thought scorer `{}` is listed in tot.scorers", s.name()),
+                    &format!(
+                        "a variant whose Tree-of-Thought scorer `{}` is listed in tot.scorers",
+                        s.name()
+                    ),
                 ));
             }
         }
@@ -548,13 +579,25 @@ impl PipelineConfig {
             return Err(invalid("sft.lora_rank", 0, "an integer >= 1"));
         }
         if !(self.sft.learning_rate.is_finite() && self.sft.learning_rate > 0.0) {
-            return Err(invalid("sft.learning_rate", self.sft.learning_rate, "a finite number > 0"));
+            return Err(invalid(
+                "sft.learning_rate",
+                self.sft.learning_rate,
+                "a finite number > 0",
+            ));
         }
         if self.eval.candidates.is_empty() || self.eval.candidates.iter().any(|&c| c < 2) {
-            return Err(invalid("eval.candidates", &self.eval.candidates, "one or more list sizes >= 2 (e.g. [5, 20])"));
+            return Err(invalid(
+                "eval.candidates",
+                &self.eval.candidates,
+                "one or more list sizes >= 2 (e.g. [5, 20])",
+            ));
         }
         if has_duplicates(&self.eval.candidates) {
-            return Err(invalid("eval.candidates", &self.eval.candidates, "each size at most once"));
+            return Err(invalid(
+                "eval.candidates",
+                &self.eval.candidates,
+                "each size at most once",
+            ));
         }
         Ok(())
     }
@@ -610,7 +653,10 @@ mod tests {
         c.tot.depth = 0;
         let e = c.validate().unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("`tot.depth` = 0") && msg.contains(">= 1"), "{msg}");
+        assert!(
+            msg.contains("`tot.depth` = 0") && msg.contains(">= 1"),
+            "{msg}"
+        );
 
         let mut c = PipelineConfig::quickstart();
         c.sasrec.protocol = "sampled".into();
@@ -644,6 +690,9 @@ mod tests {
         let text = quickstart.replace("scorers = [\"consistency\"]", "scorers = [\"cosine\"]");
         assert_ne!(text, quickstart);
         let msg = PipelineConfig::from_toml(&text).unwrap_err().to_string();
-        assert!(msg.contains("cosine") && msg.contains("consistency"), "{msg}");
+        assert!(
+            msg.contains("cosine") && msg.contains("consistency"),
+            "{msg}"
+        );
     }
 }

@@ -91,7 +91,12 @@ pub fn write_curve_png(path: &Path, values: &[f64]) -> Result<(), PlotError> {
         let y = t + h * q as f64 / 4.0;
         c.line((l, y), (r, y), GRID);
     }
-    for (a, z) in [((l, t), (r, t)), ((r, t), (r, b)), ((r, b), (l, b)), ((l, b), (l, t))] {
+    for (a, z) in [
+        ((l, t), (r, t)),
+        ((r, t), (r, b)),
+        ((r, b), (l, b)),
+        ((l, b), (l, t)),
+    ] {
         c.line(a, z, FRAME);
     }
     if finite.len() == 1 {
@@ -99,7 +104,11 @@ pub fn write_curve_png(path: &Path, values: &[f64]) -> Result<(), PlotError> {
         c.line((l, y), (r, y), CURVE);
     }
     for pair in finite.windows(2) {
-        c.line(to_px(pair[0].0, pair[0].1), to_px(pair[1].0, pair[1].1), CURVE);
+        c.line(
+            to_px(pair[0].0, pair[0].1),
+            to_px(pair[1].0, pair[1].1),
+            CURVE,
+        );
     }
     let write_err = |e: &dyn std::fmt::Display| PlotError::Write {
         path: path.to_path_buf(),

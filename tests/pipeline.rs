@@ -122,7 +122,9 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
     assert!(run.join("sasrec/checkpoint").is_dir());
     let m = json(&run.join("sasrec/metrics.json"));
     for size in ["5", "20"] {
-        let hr1 = m["slm_candidates"][size]["values"]["HR@1"].as_f64().unwrap();
+        let hr1 = m["slm_candidates"][size]["values"]["HR@1"]
+            .as_f64()
+            .unwrap();
         assert!((0.0..=1.0).contains(&hr1), "{hr1}");
         assert_eq!(m["slm_candidates"][size]["users"], 10);
     }
@@ -133,33 +135,63 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
         .map(|l| l.split('\t').next().unwrap().parse().unwrap())
         .collect();
     assert_eq!(similar_users, training);
-    assert!(similar.lines().all(|l| l.split('\t').nth(1).unwrap().split(' ').count() == 5));
+    assert!(
+        similar
+            .lines()
+            .all(|l| l.split('\t').nth(1).unwrap().split(' ').count() == 5)
+    );
 
     // Stores: one record per training user, in every store.
     assert_eq!(store_users(&run.join("rationales/hindsight")), training);
     let tot_dir = run.join("tot/consistency");
     assert_eq!(store_users(&tot_dir), training);
     let tot = RationaleStore::open(&tot_dir).unwrap().load().unwrap();
-    assert!(tot.iter().all(|r| r.scorer.as_deref() == Some("consistency")));
-    assert!(tot.iter().filter(|r| !r.text.is_empty()).all(|r| r.score.is_some()));
+    assert!(
+        tot.iter()
+            .all(|r| r.scorer.as_deref() == Some("consistency"))
+    );
+    assert!(
+        tot.iter()
+            .filter(|r| !r.text.is_empty())
+            .all(|r| r.score.is_some())
+    );
 
     // Thought Space: a loadable checkpoint, retrieval before and after, the map and the curve.
     assert!(run.join("thought_space/space/thought_space.json").is_file());
     let ts = json(&run.join("thought_space/metrics.json"));
     assert_eq!(ts["held_out_pairs"], 2);
     assert!(ts["after"]["accuracy"].as_f64().is_some());
-    for png in ["thought_space/map.png", "thought_space/loss.png", "sasrec/loss.png"] {
-        assert_eq!(&std::fs::read(run.join(png)).unwrap()[1..4], b"PNG", "{png}");
+    for png in [
+        "thought_space/map.png",
+        "thought_space/loss.png",
+        "sasrec/loss.png",
+    ] {
+        assert_eq!(
+            &std::fs::read(run.join(png)).unwrap()[1..4],
+            b"PNG",
+            "{png}"
+        );
     }
 
     // Run directory: resolved config and report.
     let resolved = PipelineConfig::from_file(&run.join("config.toml")).unwrap();
     assert_eq!(resolved, config);
     let report = std::fs::read_to_string(&summary.report).unwrap();
-    assert!(report.contains("| SASRec |") && report.contains("map.png"), "{report}");
+    assert!(
+        report.contains("| SASRec |") && report.contains("map.png"),
+        "{report}"
+    );
     let sasrec_row = summary.results.row("SASRec").unwrap();
     assert!(sasrec_row.hr1.iter().all(Option::is_some));
-    assert!(summary.results.row("PULSE").unwrap().hr1.iter().all(Option::is_none));
+    assert!(
+        summary
+            .results
+            .row("PULSE")
+            .unwrap()
+            .hr1
+            .iter()
+            .all(Option::is_none)
+    );
 
     // A rerun skips every finished stage and writes nothing new.
     let markers = done_markers(&run);
@@ -168,10 +200,12 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
         .unwrap()
         .run_until(Stage::Tot)
         .unwrap();
-    assert!(again
-        .stages
-        .iter()
-        .all(|(_, s)| matches!(s, StageStatus::Skipped(_))));
+    assert!(
+        again
+            .stages
+            .iter()
+            .all(|(_, s)| matches!(s, StageStatus::Skipped(_)))
+    );
     assert_eq!(done_markers(&run), markers);
     assert_eq!(parts(&tot_dir), tot_parts);
 
@@ -204,8 +238,14 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
     // Changed settings are refused, naming the key, instead of mixing two runs in one store.
     let mut changed = config.clone();
     changed.tot.depth = 2;
-    let e = Pipeline::new(changed).unwrap().run_until(Stage::Tot).unwrap_err();
-    assert!(matches!(e, PipelineError::SettingsChanged { stage: "tot", .. }), "{e}");
+    let e = Pipeline::new(changed)
+        .unwrap()
+        .run_until(Stage::Tot)
+        .unwrap_err();
+    assert!(
+        matches!(e, PipelineError::SettingsChanged { stage: "tot", .. }),
+        "{e}"
+    );
     assert!(e.to_string().contains("tot.depth"), "{e}");
 }
 
@@ -221,7 +261,10 @@ fn config_errors_name_the_key_before_any_work() {
     assert!(!run.exists(), "nothing is written for a refused config");
 
     c.tot.branching = 2;
-    let text = c.to_toml().unwrap().replace("[sasrec]\n", "[sasrec]\nepoch = 3\n");
+    let text = c
+        .to_toml()
+        .unwrap()
+        .replace("[sasrec]\n", "[sasrec]\nepoch = 3\n");
     assert!(text.contains("epoch = 3"));
     let path = tmp.path().join("bad.toml");
     std::fs::write(&path, text).unwrap();

@@ -17,7 +17,11 @@ use pulserec::pipeline::StageStatus;
 use pulserec::{Pipeline, PipelineConfig, Stage};
 
 #[derive(Parser)]
-#[command(name = "pulserec", version, about = "PULSE: Thought-Space recommendation with small language models")]
+#[command(
+    name = "pulserec",
+    version,
+    about = "PULSE: Thought-Space recommendation with small language models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

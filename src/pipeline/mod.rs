@@ -237,13 +237,14 @@ impl Pipeline {
     /// Validates `config` and builds its device; nothing is written yet.
     pub fn new(config: PipelineConfig) -> Result<Self> {
         config.validate()?;
-        let spec: DeviceSpec = config.device.parse().map_err(|e: crate::device::DeviceError| {
-            ConfigError::Invalid {
+        let spec: DeviceSpec = config
+            .device
+            .parse()
+            .map_err(|e: crate::device::DeviceError| ConfigError::Invalid {
                 key: "device".into(),
                 value: format!("{:?}", config.device),
                 expected: e.to_string(),
-            }
-        })?;
+            })?;
         let device = spec.device().map_err(|e| ConfigError::Invalid {
             key: "device".into(),
             value: format!("{:?}", config.device),

@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use pulserec_core::{Sequences, UserId};
-use pulserec_data::{CandidateConfig, CandidateSets, Dataset, LeaveOneOut, PreparedDataset, Target};
+use pulserec_data::{
+    CandidateConfig, CandidateSets, Dataset, LeaveOneOut, PreparedDataset, Target,
+};
 use pulserec_tot::ContextBuilder;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -102,9 +104,9 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
             }
         } else if users.evaluation.len() < c.eval.users {
             let has_all = slm.iter().all(|&n| {
-                candidates
-                    .iter()
-                    .any(|s| s.target == Target::Test && s.config.n_negatives == n && s.get(u).is_some())
+                candidates.iter().any(|s| {
+                    s.target == Target::Test && s.config.n_negatives == n && s.get(u).is_some()
+                })
             });
             if has_all {
                 users.evaluation.push(u);

@@ -35,7 +35,9 @@ fn generator(p: &Pipeline, stage: Stage) -> Result<(Box<dyn TextGenerator>, Prom
     let path = &p.config().assets.slm;
     let slm = Slm::load(path, p.device()).at(stage)?;
     let chat = slm.chat_format().at(stage)?;
-    let format: PromptFormat = Box::new(move |prompt: &pulserec_tot::Prompt| chat.prompt(prompt.system.as_deref(), &prompt.user));
+    let format: PromptFormat = Box::new(move |prompt: &pulserec_tot::Prompt| {
+        chat.prompt(prompt.system.as_deref(), &prompt.user)
+    });
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
@@ -84,10 +86,19 @@ fn store_summary(records: &[StoredRationale], seconds: f64) -> Vec<(&'static str
     let tokens: usize = records.iter().map(|r| r.tokens).sum();
     vec![
         ("users", json!(records.len())),
-        ("parse_failures", json!(records.iter().filter(|r| !r.parsed).count())),
-        ("empty", json!(records.iter().filter(|r| r.text.trim().is_empty()).count())),
+        (
+            "parse_failures",
+            json!(records.iter().filter(|r| !r.parsed).count()),
+        ),
+        (
+            "empty",
+            json!(records.iter().filter(|r| r.text.trim().is_empty()).count()),
+        ),
         ("tokens", json!(tokens)),
-        ("tokens_per_second", json!(tokens as f64 / seconds.max(1e-9))),
+        (
+            "tokens_per_second",
+            json!(tokens as f64 / seconds.max(1e-9)),
+        ),
     ]
 }
 
@@ -140,7 +151,10 @@ pub(super) fn run_hindsight(p: &Pipeline, _dir: &Path) -> Result<Value> {
                 .collect())
         },
     )?;
-    Ok(summary(&store_summary(&records, started.elapsed().as_secs_f64())))
+    Ok(summary(&store_summary(
+        &records,
+        started.elapsed().as_secs_f64(),
+    )))
 }
 
 fn scorer(p: &Pipeline, kind: ScorerKind) -> Result<Box<dyn ThoughtScorer>> {
@@ -150,8 +164,9 @@ fn scorer(p: &Pipeline, kind: ScorerKind) -> Result<Box<dyn ThoughtScorer>> {
                 max_len: Some(p.config().thought_space.max_len),
                 ..EncoderOptions::default()
             };
-            let space = ThoughtSpace::load(&super::thought_space::space_dir(p), &options, p.device())
-                .at(Stage::Tot)?;
+            let space =
+                ThoughtSpace::load(&super::thought_space::space_dir(p), &options, p.device())
+                    .at(Stage::Tot)?;
             Box::new(ConsistencyScorer::new(space))
         }
         ScorerKind::Likelihood => {

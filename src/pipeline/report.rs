@@ -134,9 +134,17 @@ pub(super) fn results(p: &Pipeline) -> ResultsTable {
 
 fn examples(out: &mut String, records: &[StoredRationale], n: usize) {
     for r in records.iter().filter(|r| !r.text.trim().is_empty()).take(n) {
-        let score = r.score.map(|s| format!(" (score {s:.3})")).unwrap_or_default();
+        let score = r
+            .score
+            .map(|s| format!(" (score {s:.3})"))
+            .unwrap_or_default();
         let text: String = r.text.chars().take(300).collect();
-        let _ = writeln!(out, "- user {}{score}: {}", r.user.0, text.replace('\n', " "));
+        let _ = writeln!(
+            out,
+            "- user {}{score}: {}",
+            r.user.0,
+            text.replace('\n', " ")
+        );
     }
 }
 
@@ -178,13 +186,18 @@ pub(super) fn write(p: &Pipeline) -> Result<(ResultsTable, PathBuf)> {
         let _ = writeln!(
             s,
             "\n## SASRec\n\nOwn protocol on every test user: `{}` ({} users); {} epochs, median {:.2} s/epoch. Loss per epoch:",
-            m["test"]["metrics"], m["test"]["users"], m["epochs_run"], m["median_seconds_per_epoch"].as_f64().unwrap_or(f64::NAN)
+            m["test"]["metrics"],
+            m["test"]["users"],
+            m["epochs_run"],
+            m["median_seconds_per_epoch"].as_f64().unwrap_or(f64::NAN)
         );
         image(&mut s, p, Stage::SasRec, "loss.png", "SASRec training loss");
     }
     if let Some(m) = marker(p, Stage::Rationales) {
         let _ = writeln!(s, "\n## Hindsight rationales\n\n`{}`\n", m.summary);
-        if let Ok(records) = RationaleStore::open(rationales::hindsight_store(p)).and_then(|st| st.load()) {
+        if let Ok(records) =
+            RationaleStore::open(rationales::hindsight_store(p)).and_then(|st| st.load())
+        {
             examples(&mut s, &records, 3);
         }
     }
@@ -192,17 +205,34 @@ pub(super) fn write(p: &Pipeline) -> Result<(ResultsTable, PathBuf)> {
         let _ = writeln!(
             s,
             "\n## Thought Space\n\nHeld-out retrieval (behaviour -> own rationale among {}): accuracy {:.3} before, {:.3} after training ({} train pairs, {} held out).\n\nMap of held-out behaviour (blue) and rationale (orange) embeddings, before | after:",
-            m["group_size"], m["before"]["accuracy"].as_f64().unwrap_or(f64::NAN),
-            m["after"]["accuracy"].as_f64().unwrap_or(f64::NAN), m["train_pairs"], m["held_out_pairs"]
+            m["group_size"],
+            m["before"]["accuracy"].as_f64().unwrap_or(f64::NAN),
+            m["after"]["accuracy"].as_f64().unwrap_or(f64::NAN),
+            m["train_pairs"],
+            m["held_out_pairs"]
         );
-        image(&mut s, p, Stage::ThoughtSpace, "map.png", "Thought-Space map");
+        image(
+            &mut s,
+            p,
+            Stage::ThoughtSpace,
+            "map.png",
+            "Thought-Space map",
+        );
         s.push_str("Training loss per step:\n");
-        image(&mut s, p, Stage::ThoughtSpace, "loss.png", "Thought-Space loss");
+        image(
+            &mut s,
+            p,
+            Stage::ThoughtSpace,
+            "loss.png",
+            "Thought-Space loss",
+        );
     }
     if let Some(m) = marker(p, Stage::Tot) {
         let _ = writeln!(s, "\n## Tree-of-Thought\n\n`{}`\n", m.summary);
         for &kind in &c.tot.scorers {
-            if let Ok(records) = RationaleStore::open(rationales::tot_store(p, kind)).and_then(|st| st.load()) {
+            if let Ok(records) =
+                RationaleStore::open(rationales::tot_store(p, kind)).and_then(|st| st.load())
+            {
                 let _ = writeln!(s, "\nChosen by {}:\n", kind.name());
                 examples(&mut s, &records, 3);
             }

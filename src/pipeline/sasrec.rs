@@ -103,8 +103,8 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
         },
         valid,
     };
-    let outcome =
-        pulserec_seqrec::train(&model_config, &train_config, &data, p.device(), None).at(Stage::SasRec)?;
+    let outcome = pulserec_seqrec::train(&model_config, &train_config, &data, p.device(), None)
+        .at(Stage::SasRec)?;
     save_checkpoint(&outcome.model, &model_config, &dir.join("checkpoint")).at(Stage::SasRec)?;
 
     // Its own protocol, on every test user.
@@ -112,8 +112,14 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     let loss = train_config.loss.name();
     let own_report = match &own {
         Some((_, t)) => report(
-            evaluate_sampled(&outcome.model, &test, &lists(t, &test)?, &options, p.device())
-                .at(Stage::SasRec)?,
+            evaluate_sampled(
+                &outcome.model,
+                &test,
+                &lists(t, &test)?,
+                &options,
+                p.device(),
+            )
+            .at(Stage::SasRec)?,
             Protocol::Sampled {
                 negatives: t.config.n_negatives,
                 sampling: "uniform".into(),
@@ -183,8 +189,14 @@ fn write_similar_users(
         .collect();
     let vectors = recommender.user_vectors(&histories).at(Stage::SasRec)?;
     let dim = recommender.model().hidden();
-    let similar = similar_users(&vectors, dim, p.config().sasrec.similar_users, 256, p.device())
-        .at(Stage::SasRec)?;
+    let similar = similar_users(
+        &vectors,
+        dim,
+        p.config().sasrec.similar_users,
+        256,
+        p.device(),
+    )
+    .at(Stage::SasRec)?;
     let path = dir.join(SIMILAR_FILE);
     let mut out = Vec::new();
     for &u in &users.training {

@@ -70,7 +70,9 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     pairs.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(c.seed));
     let (train, held_out) = pairs.split_at(pairs.len() - ts.held_out);
 
-    let before = space.retrieval(held_out, GROUP_SIZE).at(Stage::ThoughtSpace)?;
+    let before = space
+        .retrieval(held_out, GROUP_SIZE)
+        .at(Stage::ThoughtSpace)?;
     let (b0, r0) = space.embed_pairs(held_out).at(Stage::ThoughtSpace)?;
     let config = TrainConfig {
         loss: InfoNceConfig {
@@ -107,7 +109,9 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     }
     bar.finish_and_clear();
     let trained = trainer.into_space();
-    let after = trained.retrieval(held_out, GROUP_SIZE).at(Stage::ThoughtSpace)?;
+    let after = trained
+        .retrieval(held_out, GROUP_SIZE)
+        .at(Stage::ThoughtSpace)?;
     let (b1, r1) = trained.embed_pairs(held_out).at(Stage::ThoughtSpace)?;
     trained
         .save(
