@@ -1,8 +1,14 @@
 #![doc = include_str!("../README.md")]
 
+pub mod config;
 pub mod device;
 pub mod malloc;
+pub mod pipeline;
+pub mod plot;
 pub mod serve;
+
+pub use config::PipelineConfig;
+pub use pipeline::{Pipeline, PipelineError, Stage};
 
 pub use pulserec_core as core;
 pub use pulserec_data as data;

@@ -1,0 +1,698 @@
+//! The pipeline's configuration: one TOML file with a table per stage.
+//!
+//! Every key is checked before any work starts ([`PipelineConfig::validate`]); an unknown key is
+//! refused (a typo must not silently fall back to a default), and every error names the key, the
+//! value and what was expected. Relative paths are taken from the current directory.
+//!
+//! ```
+//! let config = pulserec::config::PipelineConfig::quickstart();
+//! config.validate().unwrap();
+//! let text = config.to_toml().unwrap();
+//! assert_eq!(pulserec::config::PipelineConfig::from_toml(&text).unwrap(), config);
+//! ```
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML or does not fit the schema (unknown key, wrong type); the
+    /// message names the key and shows the line.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// The file, or `<text>` for a string.
+        origin: String,
+        /// toml's message: line, column, key and what was expected.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("config key `{key}` = {value}: expected {expected}")]
+    Invalid {
+        /// Dotted key, e.g. `tot.depth`.
+        key: String,
+        /// The value given.
+        value: String,
+        /// What would have been accepted.
+        expected: String,
+    },
+}
+
+fn invalid(key: &str, value: impl fmt::Debug, expected: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: format!("{value:?}"),
+        expected: expected.to_string(),
+    }
+}
+
+/// The whole run: where things are and how every stage is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Folder of the run: resolved config, stores, checkpoints, metrics, report.
+    pub run_dir: PathBuf,
+    /// Seed of every random choice of the run (training, sampling, held-out splits).
+    pub seed: u64,
+    /// `flex`, `tch`, `tch-cuda:N` or `cuda:N`.
+    pub device: String,
+    /// The data set.
+    pub data: DataConfig,
+    /// Pretrained models.
+    pub assets: AssetsConfig,
+    /// Stage 0b: the SASRec baseline and similar users.
+    pub sasrec: SasRecStage,
+    /// Stage 1: hindsight rationales.
+    pub rationales: RationalesStage,
+    /// Stage 2: the Thought Space.
+    pub thought_space: ThoughtSpaceStage,
+    /// Stage 3: Tree-of-Thought refinement.
+    pub tot: TotStage,
+    /// Stage 4: LoRA fine-tuning of the SLM.
+    pub sft: SftStage,
+    /// Evaluation of the SLM recommenders.
+    pub eval: EvalStage,
+}
+
+/// The data set and its slice.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Data files or folder (format detected).
+    pub path: PathBuf,
+    /// Used instead of `path` when `path` does not exist (e.g. Games when ../shared is present,
+    /// else the ML-100K asset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<PathBuf>,
+    /// Keep only the first N users (in the data's user order); absent: all users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_users: Option<usize>,
+    /// Seed of the stored candidate sets (fixed across run seeds, so every seed is evaluated
+    /// on the same candidates).
+    pub candidate_seed: u64,
+}
+
+/// Model files.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetsConfig {
+    /// The SLM: a GGUF file or an HF directory.
+    pub slm: PathBuf,
+    /// The pretrained sentence encoder both Thought-Space encoders start from.
+    pub encoder: PathBuf,
+}
+
+/// SASRec settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SasRecStage {
+    /// Training epochs.
+    pub epochs: usize,
+    /// Users per batch.
+    pub batch_size: usize,
+    /// Its own test protocol, reported beside HR@1 on the SLM's candidates: `full` or
+    /// `sampledN` (1 positive + N uniform negatives).
+    pub protocol: String,
+    /// Similar users kept per user (the paper uses 5).
+    pub similar_users: usize,
+}
+
+/// Hindsight-rationale settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RationalesStage {
+    /// Training users that get a rationale (the first N with a history and a chosen item).
+    pub users: usize,
+    /// Users per batched generate call.
+    pub batch_size: usize,
+    /// Longest rationale in tokens.
+    pub max_new_tokens: usize,
+    /// Sampling temperature.
+    pub temperature: f32,
+}
+
+/// Thought-Space settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThoughtSpaceStage {
+    /// Training epochs over the rationale pairs.
+    pub epochs: usize,
+    /// Pairs per step.
+    pub batch_size: usize,
+    /// InfoNCE temperature.
+    pub temperature: f32,
+    /// In-batch negatives per anchor.
+    pub negatives: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// Pairs held out of training for retrieval accuracy and the map.
+    pub held_out: usize,
+    /// Longest encoder input in tokens.
+    pub max_len: usize,
+}
+
+/// Which model scores Tree-of-Thought chains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScorerKind {
+    /// Thought-Space consistency (PULSE).
+    Consistency,
+    /// The SLM's likelihood of the chosen item (the ablation).
+    Likelihood,
+}
+
+impl ScorerKind {
+    /// The name used in folders and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Consistency => "consistency",
+            Self::Likelihood => "likelihood",
+        }
+    }
+}
+
+/// Tree-of-Thought settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TotStage {
+    /// Thoughts per chain.
+    pub depth: usize,
+    /// Children per beam node.
+    pub branching: usize,
+    /// Chains kept per depth.
+    pub beam_width: usize,
+    /// Longest thought in tokens.
+    pub max_new_tokens: usize,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Users searched together.
+    pub batch_size: usize,
+    /// One search (and store) per scorer.
+    pub scorers: Vec<ScorerKind>,
+}
+
+/// Which rationale an SFT variant trains with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SftVariantKind {
+    /// No rationale.
+    NoRationale,
+    /// The stage-1 hindsight rationale ("SFT with reasons").
+    WithReasons,
+    /// The Tree-of-Thought chain selected by likelihood.
+    TotLikelihood,
+    /// The chain selected by Thought-Space consistency (PULSE).
+    Pulse,
+}
+
+impl SftVariantKind {
+    /// Every variant, in the order of the paper's tables.
+    pub const ALL: [Self; 4] = [
+        Self::NoRationale,
+        Self::WithReasons,
+        Self::TotLikelihood,
+        Self::Pulse,
+    ];
+
+    /// The name used in folders.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoRationale => "no-rationale",
+            Self::WithReasons => "with-reasons",
+            Self::TotLikelihood => "tot-likelihood",
+            Self::Pulse => "pulse",
+        }
+    }
+
+    /// The row label in result tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NoRationale => "SFT without rationale",
+            Self::WithReasons => "SFT with reasons",
+            Self::TotLikelihood => "ToT with likelihood",
+            Self::Pulse => "PULSE",
+        }
+    }
+
+    /// The Tree-of-Thought scorer whose store this variant reads, if any.
+    pub fn tot_scorer(self) -> Option<ScorerKind> {
+        match self {
+            Self::TotLikelihood => Some(ScorerKind::Likelihood),
+            Self::Pulse => Some(ScorerKind::Consistency),
+            _ => None,
+        }
+    }
+}
+
+/// SFT settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftStage {
+    /// The variants to train, each on the same users with the same budget.
+    pub variants: Vec<SftVariantKind>,
+    /// Training epochs.
+    pub epochs: usize,
+    /// LoRA rank.
+    pub lora_rank: usize,
+    /// Learning rate.
+    pub learning_rate: f64,
+}
+
+/// How an SLM recommender picks a candidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SelectorKind {
+    /// Generate an answer and map it to a candidate (the paper's HR@1).
+    Generative,
+    /// Rank candidates by the log-likelihood of their titles.
+    Likelihood,
+}
+
+/// Evaluation settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalStage {
+    /// Held-out users evaluated (the first N evaluation users that are not training users).
+    pub users: usize,
+    /// Candidate-list sizes (positive included); the paper reports 5 and 20.
+    pub candidates: Vec<usize>,
+    /// How the SLM picks.
+    pub selector: SelectorKind,
+}
+
+impl PipelineConfig {
+    /// A small run that finishes in about 15 minutes on two CPU cores: Games when
+    /// `../shared/data` is present (else ML-100K), 1,000 users, 32 rationale users, a
+    /// one-level Tree-of-Thought, one SFT epoch.
+    pub fn quickstart() -> Self {
+        Self {
+            run_dir: "runs/quickstart".into(),
+            seed: 42,
+            device: "flex".into(),
+            data: DataConfig {
+                path: "../shared/data/amazon-games-2018".into(),
+                fallback: Some("assets/ml-100k".into()),
+                max_users: Some(1000),
+                candidate_seed: 2024,
+            },
+            assets: AssetsConfig {
+                slm: "assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+                encoder: "assets/all-minilm-l6-v2".into(),
+            },
+            sasrec: SasRecStage {
+                epochs: 20,
+                batch_size: 128,
+                protocol: "sampled100".into(),
+                similar_users: 5,
+            },
+            rationales: RationalesStage {
+                users: 32,
+                batch_size: 8,
+                max_new_tokens: 80,
+                temperature: 0.7,
+            },
+            thought_space: ThoughtSpaceStage {
+                epochs: 2,
+                batch_size: 8,
+                temperature: 1.0,
+                negatives: 7,
+                learning_rate: 2e-5,
+                held_out: 8,
+                max_len: 128,
+            },
+            tot: TotStage {
+                depth: 1,
+                branching: 2,
+                beam_width: 1,
+                max_new_tokens: 40,
+                temperature: 1.0,
+                batch_size: 8,
+                scorers: vec![ScorerKind::Consistency],
+            },
+            sft: SftStage {
+                variants: vec![SftVariantKind::NoRationale, SftVariantKind::Pulse],
+                epochs: 1,
+                lora_rank: 8,
+                learning_rate: 2e-4,
+            },
+            eval: EvalStage {
+                users: 50,
+                candidates: vec![5, 20],
+                selector: SelectorKind::Likelihood,
+            },
+        }
+    }
+
+    /// The paper's settings (PAPER.md): ToT 3/3/2, Thought Space 53 epochs at batch 16 with 10
+    /// negatives, all four SFT variants, generative selection. Sized for a GPU; the user counts
+    /// are this project's choice (see docs/reproducing.md).
+    pub fn paper() -> Self {
+        let q = Self::quickstart();
+        Self {
+            run_dir: "runs/paper".into(),
+            data: DataConfig {
+                max_users: None,
+                ..q.data
+            },
+            sasrec: SasRecStage {
+                epochs: 200,
+                ..q.sasrec
+            },
+            rationales: RationalesStage {
+                users: 2000,
+                batch_size: 32,
+                max_new_tokens: 150,
+                temperature: 0.7,
+            },
+            thought_space: ThoughtSpaceStage {
+                epochs: 53,
+                batch_size: 16,
+                temperature: 1.0,
+                negatives: 10,
+                learning_rate: 2e-5,
+                held_out: 256,
+                max_len: 128,
+            },
+            tot: TotStage {
+                depth: 3,
+                branching: 3,
+                beam_width: 2,
+                max_new_tokens: 61,
+                temperature: 1.0,
+                batch_size: 32,
+                scorers: vec![ScorerKind::Consistency, ScorerKind::Likelihood],
+            },
+            sft: SftStage {
+                variants: SftVariantKind::ALL.to_vec(),
+                epochs: 3,
+                lora_rank: 8,
+                learning_rate: 2e-4,
+            },
+            eval: EvalStage {
+                users: 1000,
+                candidates: vec![5, 20],
+                selector: SelectorKind::Generative,
+            },
+            ..q
+        }
+    }
+
+    /// A preset by name (`quickstart` or `paper`).
+    pub fn preset(name: &str) -> Result<Self, ConfigError> {
+        match name {
+            "quickstart" => Ok(Self::quickstart()),
+            "paper" => Ok(Self::paper()),
+            other => Err(invalid("preset", other, "`quickstart` or `paper`")),
+        }
+    }
+
+    /// Parses TOML text (unknown keys refused) and validates it.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text, "<text>")
+    }
+
+    /// Reads, parses and validates a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The config as TOML (what is written to the run directory).
+    pub fn to_toml(&self) -> Result<String, ConfigError> {
+        toml::to_string_pretty(self).map_err(|e| ConfigError::Parse {
+            origin: "<serialise>".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The data path in use: `data.path`, or `data.fallback` when `data.path` is missing.
+    pub fn data_path(&self) -> &Path {
+        match &self.data.fallback {
+            Some(f) if !self.data.path.exists() => f,
+            _ => &self.data.path,
+        }
+    }
+
+    /// Checks every value; the first problem is returned with its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Err(e) = self.device.parse::<crate::device::DeviceSpec>() {
+            return Err(invalid("device", &self.device, &e.to_string()));
+        }
+        let positive: [(&str, usize); 17] = [
+            ("sasrec.epochs", self.sasrec.epochs),
+            ("sasrec.batch_size", self.sasrec.batch_size),
+            ("sasrec.similar_users", self.sasrec.similar_users),
+            ("rationales.users", self.rationales.users),
+            ("rationales.batch_size", self.rationales.batch_size),
+            ("rationales.max_new_tokens", self.rationales.max_new_tokens),
+            ("thought_space.epochs", self.thought_space.epochs),
+            ("thought_space.batch_size", self.thought_space.batch_size),
+            ("thought_space.held_out", self.thought_space.held_out),
+            ("thought_space.max_len", self.thought_space.max_len),
+            ("tot.depth", self.tot.depth),
+            ("tot.branching", self.tot.branching),
+            ("tot.beam_width", self.tot.beam_width),
+            ("tot.max_new_tokens", self.tot.max_new_tokens),
+            ("tot.batch_size", self.tot.batch_size),
+            ("sft.epochs", self.sft.epochs),
+            ("eval.users", self.eval.users),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(invalid(key, value, "an integer >= 1"));
+            }
+        }
+        if self.data.max_users == Some(0) {
+            return Err(invalid("data.max_users", 0, "an integer >= 1, or no key"));
+        }
+        if self.data.path.as_os_str().is_empty() {
+            return Err(invalid("data.path", "", "a file or folder"));
+        }
+        parse_protocol(&self.sasrec.protocol).map_err(|_| {
+            invalid(
+                "sasrec.protocol",
+                &self.sasrec.protocol,
+                "`full` or `sampledN` with N >= 1",
+            )
+        })?;
+        for (key, t) in [
+            ("rationales.temperature", self.rationales.temperature),
+            ("tot.temperature", self.tot.temperature),
+        ] {
+            if !(t.is_finite() && t >= 0.0) {
+                return Err(invalid(key, t, "a finite number >= 0 (0: greedy)"));
+            }
+        }
+        let ts = &self.thought_space;
+        if !(ts.temperature.is_finite() && ts.temperature > 0.0) {
+            return Err(invalid(
+                "thought_space.temperature",
+                ts.temperature,
+                "a finite number > 0",
+            ));
+        }
+        if ts.negatives == 0 || ts.negatives >= ts.batch_size {
+            return Err(invalid(
+                "thought_space.negatives",
+                ts.negatives,
+                &format!(
+                    "1 ..= thought_space.batch_size - 1 = {}",
+                    ts.batch_size.saturating_sub(1)
+                ),
+            ));
+        }
+        if !(ts.learning_rate.is_finite() && ts.learning_rate > 0.0) {
+            return Err(invalid(
+                "thought_space.learning_rate",
+                ts.learning_rate,
+                "a finite number > 0",
+            ));
+        }
+        if ts.held_out + ts.batch_size > self.rationales.users {
+            return Err(invalid(
+                "thought_space.held_out",
+                ts.held_out,
+                &format!(
+                    "at most rationales.users - thought_space.batch_size = {} (training needs one full batch)",
+                    self.rationales.users.saturating_sub(ts.batch_size)
+                ),
+            ));
+        }
+        if self.tot.scorers.is_empty() {
+            return Err(invalid(
+                "tot.scorers",
+                &self.tot.scorers,
+                "one or more of \"consistency\", \"likelihood\"",
+            ));
+        }
+        if has_duplicates(&self.tot.scorers) {
+            return Err(invalid(
+                "tot.scorers",
+                &self.tot.scorers,
+                "each scorer at most once",
+            ));
+        }
+        if has_duplicates(&self.sft.variants) {
+            return Err(invalid(
+                "sft.variants",
+                &self.sft.variants,
+                "each variant at most once",
+            ));
+        }
+        for v in &self.sft.variants {
+            if let Some(s) = v.tot_scorer()
+                && !self.tot.scorers.contains(&s)
+            {
+                return Err(invalid(
+                    "sft.variants",
+                    v.name(),
+                    &format!(
+                        "a variant whose Tree-of-Thought scorer `{}` is listed in tot.scorers",
+                        s.name()
+                    ),
+                ));
+            }
+        }
+        if self.sft.lora_rank == 0 {
+            return Err(invalid("sft.lora_rank", 0, "an integer >= 1"));
+        }
+        if !(self.sft.learning_rate.is_finite() && self.sft.learning_rate > 0.0) {
+            return Err(invalid(
+                "sft.learning_rate",
+                self.sft.learning_rate,
+                "a finite number > 0",
+            ));
+        }
+        if self.eval.candidates.is_empty() || self.eval.candidates.iter().any(|&c| c < 2) {
+            return Err(invalid(
+                "eval.candidates",
+                &self.eval.candidates,
+                "one or more list sizes >= 2 (e.g. [5, 20])",
+            ));
+        }
+        if has_duplicates(&self.eval.candidates) {
+            return Err(invalid(
+                "eval.candidates",
+                &self.eval.candidates,
+                "each size at most once",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn has_duplicates<T: PartialEq>(v: &[T]) -> bool {
+    v.iter().enumerate().any(|(i, a)| v[..i].contains(a))
+}
+
+/// `full` -> `None`, `sampledN` -> `Some(N)`.
+pub(crate) fn parse_protocol(s: &str) -> Result<Option<usize>, ()> {
+    if s == "full" {
+        return Ok(None);
+    }
+    match s.strip_prefix("sampled").map(str::parse::<usize>) {
+        Some(Ok(n)) if n > 0 => Ok(Some(n)),
+        _ => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_of(e: ConfigError) -> String {
+        match e {
+            ConfigError::Invalid { key, .. } => key,
+            other => panic!("expected an invalid value, got {other}"),
+        }
+    }
+
+    #[test]
+    fn presets_validate_and_round_trip_through_toml() {
+        for c in [PipelineConfig::quickstart(), PipelineConfig::paper()] {
+            c.validate().unwrap();
+            let text = c.to_toml().unwrap();
+            assert_eq!(PipelineConfig::from_toml(&text).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn the_committed_quickstart_file_is_the_preset() {
+        let text = include_str!("../configs/quickstart.toml");
+        assert_eq!(
+            PipelineConfig::from_toml(text).unwrap(),
+            PipelineConfig::quickstart()
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_name_key_value_and_expectation() {
+        let mut c = PipelineConfig::quickstart();
+        c.tot.depth = 0;
+        let e = c.validate().unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("`tot.depth` = 0") && msg.contains(">= 1"),
+            "{msg}"
+        );
+
+        let mut c = PipelineConfig::quickstart();
+        c.sasrec.protocol = "sampled".into();
+        assert_eq!(key_of(c.validate().unwrap_err()), "sasrec.protocol");
+
+        let mut c = PipelineConfig::quickstart();
+        c.device = "gpu".into();
+        assert_eq!(key_of(c.validate().unwrap_err()), "device");
+
+        let mut c = PipelineConfig::quickstart();
+        c.sft.variants.push(SftVariantKind::TotLikelihood);
+        assert_eq!(key_of(c.validate().unwrap_err()), "sft.variants");
+
+        let mut c = PipelineConfig::quickstart();
+        c.eval.candidates = vec![5, 1];
+        assert_eq!(key_of(c.validate().unwrap_err()), "eval.candidates");
+
+        let mut c = PipelineConfig::quickstart();
+        c.thought_space.held_out = 30;
+        assert_eq!(key_of(c.validate().unwrap_err()), "thought_space.held_out");
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_refused_with_the_key() {
+        let quickstart = include_str!("../configs/quickstart.toml");
+        let text = quickstart.replace("[tot]\n", "[tot]\ndepht = 2\n");
+        assert_ne!(text, quickstart);
+        let msg = PipelineConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(msg.contains("depht"), "{msg}");
+
+        let text = quickstart.replace("scorers = [\"consistency\"]", "scorers = [\"cosine\"]");
+        assert_ne!(text, quickstart);
+        let msg = PipelineConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            msg.contains("cosine") && msg.contains("consistency"),
+            "{msg}"
+        );
+    }
+}

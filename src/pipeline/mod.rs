@@ -1,0 +1,414 @@
+//! The end-to-end PULSE pipeline: stages 0-4 from one [`PipelineConfig`], each cached in the run
+//! directory so a rerun resumes.
+//!
+//! | stage | folder | output |
+//! |---|---|---|
+//! | `prepare` | `prepare/` | the data slice with its fixed candidate sets (Parquet), `users.json` (training and evaluation users) |
+//! | `sasrec` | `sasrec/` | checkpoint, `metrics.json` (its own protocol and HR@1 on the SLM's candidates), `similar_users.tsv`, `loss.png` |
+//! | `rationales` | `rationales/` | hindsight rationale store |
+//! | `thought-space` | `thought_space/` | trained space (`space/`), `metrics.json` (retrieval before/after), `map.png`, `loss.png` |
+//! | `tot` | `tot/<scorer>/` | Tree-of-Thought rationale store per scorer |
+//! | `sft` | `sft/<variant>/` | LoRA adapters |
+//! | `eval` | `eval/` | the SLM recommenders' metrics |
+//!
+//! Each stage runs through the stage traits where one exists (`TextGenerator`,
+//! `ThoughtScorer`, `SequentialRecommender`), so another implementation can stand in. A stage
+//! folder holds `settings.json` (written first) and `done.json` (written last, atomically); a
+//! rerun skips finished stages, and the resumable stores (rationales, Tree-of-Thought) continue
+//! with the users that are missing. The run directory also gets the resolved `config.toml` and
+//! `report.md`.
+
+mod marker;
+mod prepare;
+mod rationales;
+mod report;
+mod sasrec;
+mod sft;
+mod thought_space;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::config::{ConfigError, PipelineConfig};
+use crate::device::DeviceSpec;
+
+pub use marker::DoneMarker;
+pub use report::{ResultRow, ResultsTable};
+
+use marker::StageDir;
+
+/// A stage of the pipeline, in run order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// Load, slice, split, draw candidate sets, pick users.
+    Prepare,
+    /// Train and evaluate SASRec; similar users.
+    SasRec,
+    /// Stage 1: hindsight rationales.
+    Rationales,
+    /// Stage 2: train the Thought Space.
+    ThoughtSpace,
+    /// Stage 3: Tree-of-Thought refinement.
+    Tot,
+    /// Stage 4: LoRA SFT of the SLM.
+    Sft,
+    /// Evaluation of the fine-tuned SLM recommenders.
+    Eval,
+}
+
+impl Stage {
+    /// Every stage in run order.
+    pub const ALL: [Stage; 7] = [
+        Stage::Prepare,
+        Stage::SasRec,
+        Stage::Rationales,
+        Stage::ThoughtSpace,
+        Stage::Tot,
+        Stage::Sft,
+        Stage::Eval,
+    ];
+
+    /// The CLI name (`thought-space`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Prepare => "prepare",
+            Stage::SasRec => "sasrec",
+            Stage::Rationales => "rationales",
+            Stage::ThoughtSpace => "thought-space",
+            Stage::Tot => "tot",
+            Stage::Sft => "sft",
+            Stage::Eval => "eval",
+        }
+    }
+
+    /// The folder in the run directory.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Stage::ThoughtSpace => "thought_space",
+            other => other.name(),
+        }
+    }
+}
+
+/// Why the pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The configuration was refused (before any work).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A stage failed; `source` is the stage crate's own error.
+    #[error("stage `{stage}` failed: {source}")]
+    Stage {
+        /// The stage.
+        stage: &'static str,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// A stage folder was started or finished with other settings.
+    #[error(
+        "stage `{stage}` in {dir} was run with other settings ({} differ): use another run_dir, or delete {dir} to redo it",
+        keys.join(", ")
+    )]
+    SettingsChanged {
+        /// The stage.
+        stage: &'static str,
+        /// Its folder.
+        dir: PathBuf,
+        /// Dotted keys whose values differ.
+        keys: Vec<String>,
+    },
+    /// A stage cannot run yet.
+    #[error("stage `{stage}` is not available: {reason}")]
+    NotAvailable {
+        /// The stage.
+        stage: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The data does not allow what the config asks for.
+    #[error("stage `{stage}`: {message}")]
+    Data {
+        /// The stage.
+        stage: &'static str,
+        /// What is missing.
+        message: String,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A JSON file could not be read or written.
+    #[error("{path}: {message}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// serde_json's message.
+        message: String,
+    },
+}
+
+impl PipelineError {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn json(path: &Path, e: impl std::fmt::Display) -> Self {
+        Self::Json {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    pub(crate) fn stage(
+        stage: Stage,
+    ) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+        move |source| Self::Stage {
+            stage: stage.name(),
+            source,
+        }
+    }
+}
+
+/// Result with [`PipelineError`].
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// Maps any stage crate's error into [`PipelineError::Stage`].
+pub(crate) trait StageResult<T> {
+    /// Tags the error with the stage.
+    fn at(self, stage: Stage) -> Result<T>;
+}
+
+impl<T, E: std::error::Error + Send + Sync + 'static> StageResult<T> for std::result::Result<T, E> {
+    fn at(self, stage: Stage) -> Result<T> {
+        self.map_err(|e| PipelineError::stage(stage)(Box::new(e)))
+    }
+}
+
+/// What happened to a stage in one invocation.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StageStatus {
+    /// It had finished before; nothing was done.
+    Skipped(DoneMarker),
+    /// It ran (from scratch or resuming a partial store) and finished.
+    Ran(DoneMarker),
+}
+
+impl StageStatus {
+    /// The stage's marker.
+    pub fn marker(&self) -> &DoneMarker {
+        match self {
+            StageStatus::Skipped(m) | StageStatus::Ran(m) => m,
+        }
+    }
+}
+
+/// The outcome of [`Pipeline::run_until`].
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    /// Every stage that was asked for, in order.
+    pub stages: Vec<(Stage, StageStatus)>,
+    /// HR@1 per candidate-list size of every row available so far.
+    pub results: ResultsTable,
+    /// The Markdown report written to the run directory.
+    pub report: PathBuf,
+}
+
+/// The PULSE pipeline over one run directory.
+pub struct Pipeline {
+    config: PipelineConfig,
+    device: Device,
+    device_name: String,
+    progress: bool,
+}
+
+impl Pipeline {
+    /// Validates `config` and builds its device; nothing is written yet.
+    pub fn new(config: PipelineConfig) -> Result<Self> {
+        config.validate()?;
+        let spec: DeviceSpec = config
+            .device
+            .parse()
+            .map_err(|e: crate::device::DeviceError| ConfigError::Invalid {
+                key: "device".into(),
+                value: format!("{:?}", config.device),
+                expected: e.to_string(),
+            })?;
+        let device = spec.device().map_err(|e| ConfigError::Invalid {
+            key: "device".into(),
+            value: format!("{:?}", config.device),
+            expected: e.to_string(),
+        })?;
+        Ok(Self {
+            device_name: spec.to_string(),
+            config,
+            device,
+            progress: false,
+        })
+    }
+
+    /// Shows progress bars on stderr (the CLI turns this on; off by default).
+    pub fn with_progress(mut self, progress: bool) -> Self {
+        self.progress = progress;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// The run directory.
+    pub fn run_dir(&self) -> &Path {
+        &self.config.run_dir
+    }
+
+    /// The folder of `stage`.
+    pub fn stage_dir(&self, stage: Stage) -> PathBuf {
+        self.config.run_dir.join(stage.folder())
+    }
+
+    /// Runs every stage.
+    pub fn run(&self) -> Result<RunSummary> {
+        self.run_until(Stage::Eval)
+    }
+
+    /// Runs the stages up to and including `last`, skipping finished ones, then writes the
+    /// report.
+    pub fn run_until(&self, last: Stage) -> Result<RunSummary> {
+        let run_dir = &self.config.run_dir;
+        std::fs::create_dir_all(run_dir).map_err(|e| PipelineError::io(run_dir, e))?;
+        marker::write_atomic(
+            &run_dir.join("config.toml"),
+            self.config.to_toml()?.as_bytes(),
+        )?;
+        let mut stages = Vec::new();
+        for stage in Stage::ALL.into_iter().filter(|s| *s <= last) {
+            let status = match self.run_stage(stage) {
+                Ok(status) => status,
+                Err(e) => {
+                    // The report still shows everything finished so far.
+                    if let Err(r) = report::write(self) {
+                        tracing::warn!(error = %r, "could not write the report");
+                    }
+                    return Err(e);
+                }
+            };
+            match &status {
+                StageStatus::Skipped(_) => {
+                    tracing::info!(stage = stage.name(), "already done, skipped")
+                }
+                StageStatus::Ran(m) => {
+                    tracing::info!(stage = stage.name(), seconds = m.seconds, "stage done")
+                }
+            }
+            stages.push((stage, status));
+        }
+        let (results, report) = report::write(self)?;
+        Ok(RunSummary {
+            stages,
+            results,
+            report,
+        })
+    }
+
+    /// Runs one stage unless it is done; its inputs must be done already.
+    pub fn run_stage(&self, stage: Stage) -> Result<StageStatus> {
+        let dir = self.stage_dir_with_settings(stage);
+        if let Some(done) = dir.done()? {
+            return Ok(StageStatus::Skipped(done));
+        }
+        for upstream in Stage::ALL.into_iter().filter(|s| *s < stage) {
+            if !self.stage_dir(upstream).join(marker::DONE_FILE).exists() {
+                return Err(PipelineError::NotAvailable {
+                    stage: stage.name(),
+                    reason: format!("stage `{}` has not finished yet", upstream.name()),
+                });
+            }
+        }
+        dir.start()?;
+        let started = Instant::now();
+        let summary = match stage {
+            Stage::Prepare => prepare::run(self, &dir.dir)?,
+            Stage::SasRec => sasrec::run(self, &dir.dir)?,
+            Stage::Rationales => rationales::run_hindsight(self, &dir.dir)?,
+            Stage::ThoughtSpace => thought_space::run(self, &dir.dir)?,
+            Stage::Tot => rationales::run_tot(self, &dir.dir)?,
+            Stage::Sft => sft::run_sft(self, &dir.dir)?,
+            Stage::Eval => sft::run_eval(self, &dir.dir)?,
+        };
+        Ok(StageStatus::Ran(
+            dir.finish(started.elapsed().as_secs_f64(), summary)?,
+        ))
+    }
+
+    /// The settings that make a stage's output what it is (a change refuses to reuse it).
+    fn stage_dir_with_settings(&self, stage: Stage) -> StageDir {
+        let c = &self.config;
+        let settings = match stage {
+            Stage::Prepare => json!({
+                "data": c.data, "data_in_use": c.data_path(), "training_users": c.rationales.users,
+                "eval": {"users": c.eval.users, "candidates": c.eval.candidates},
+                "sasrec_protocol": c.sasrec.protocol,
+            }),
+            Stage::SasRec => json!({"seed": c.seed, "sasrec": c.sasrec}),
+            Stage::Rationales => {
+                json!({"seed": c.seed, "slm": c.assets.slm, "rationales": c.rationales})
+            }
+            Stage::ThoughtSpace => json!({
+                "seed": c.seed, "encoder": c.assets.encoder, "thought_space": c.thought_space,
+            }),
+            Stage::Tot => json!({"seed": c.seed, "slm": c.assets.slm, "tot": c.tot}),
+            Stage::Sft => json!({"seed": c.seed, "slm": c.assets.slm, "sft": c.sft}),
+            Stage::Eval => json!({"seed": c.seed, "eval": c.eval}),
+        };
+        StageDir {
+            stage: stage.name(),
+            dir: self.stage_dir(stage),
+            settings,
+        }
+    }
+
+    /// A progress bar over `len` units (hidden unless progress is on).
+    pub(crate) fn bar(&self, len: usize, what: &str) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(len as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} [{elapsed}<{eta}]")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.set_message(what.to_string());
+        bar
+    }
+
+    pub(crate) fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub(crate) fn device_name(&self) -> &str {
+        &self.device_name
+    }
+}
+
+/// A stage summary value for `done.json`.
+pub(crate) fn summary(pairs: &[(&str, Value)]) -> Value {
+    Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    )
+}

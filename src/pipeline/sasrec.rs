@@ -1,0 +1,231 @@
+//! Stage 0b: the SASRec baseline (trained on every user of the slice), its evaluation on the
+//! SLM's candidate lists, and each training user's most similar users for Tree-of-Thought
+//! prompts.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use pulserec_core::metrics::{RankingAccumulator, TiePolicy, rank_of_positive};
+use pulserec_core::{ItemId, SequentialRecommender, UserId};
+use pulserec_data::{CandidateSets, LeaveOneOut, Target};
+use pulserec_seqrec::eval::report;
+use pulserec_seqrec::{
+    EvalCase, EvalOptions, Protocol, SasRecConfig, SasRecRecommender, TrainConfig, TrainData,
+    evaluate_full, evaluate_sampled, save_checkpoint, similar_users,
+};
+use serde_json::{Value, json};
+
+use super::marker::write_json;
+use super::prepare::{self, Users};
+use super::{Pipeline, PipelineError, Result, Stage, StageResult, summary};
+
+pub(super) const SIMILAR_FILE: &str = "similar_users.tsv";
+pub(super) const METRICS_FILE: &str = "metrics.json";
+
+fn cases<'a>(split: &LeaveOneOut<'a>, target: Target) -> Vec<EvalCase<'a>> {
+    split
+        .eval_users()
+        .filter_map(|user| {
+            Some(EvalCase {
+                user,
+                history: split.history_before(user, target),
+                target: split.target(user, target)?,
+            })
+        })
+        .collect()
+}
+
+/// The stored candidate list of every case (positive first).
+fn lists<'c>(sets: &'c CandidateSets, cases: &[EvalCase<'_>]) -> Result<Vec<&'c [ItemId]>> {
+    cases
+        .iter()
+        .map(|c| {
+            sets.get(c.user).ok_or_else(|| PipelineError::Data {
+                stage: Stage::SasRec.name(),
+                message: format!("user {} has no stored candidates", c.user.0),
+            })
+        })
+        .collect()
+}
+
+/// HR@1 (and HR@k, NDCG@k, MRR) of any recommender on the stored SLM candidate lists of the
+/// evaluation users: what the SLM rows of the results table are compared with.
+pub(super) fn evaluate_on_candidates(
+    recommender: &dyn SequentialRecommender,
+    split: &LeaveOneOut<'_>,
+    users: &[UserId],
+    candidates: &CandidateSets,
+) -> Result<pulserec_core::metrics::RankingMetrics> {
+    let mut histories: Vec<&[ItemId]> = Vec::with_capacity(users.len());
+    let mut lists: Vec<&[ItemId]> = Vec::with_capacity(users.len());
+    for &u in users {
+        let list = candidates.get(u).ok_or_else(|| PipelineError::Data {
+            stage: Stage::SasRec.name(),
+            message: format!("evaluation user {} has no candidate list", u.0),
+        })?;
+        histories.push(split.history_before(u, Target::Test));
+        lists.push(list);
+    }
+    let scores = recommender
+        .score_candidates(&histories, &lists)
+        .at(Stage::SasRec)?;
+    let mut acc = RankingAccumulator::new(&[1, 5, 10]);
+    for row in &scores {
+        // The positive is stored first.
+        acc.push(rank_of_positive(row[0], &row[1..], TiePolicy::Pessimistic));
+    }
+    Ok(acc.finish())
+}
+
+pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
+    let c = p.config();
+    let (prepared, users) = prepare::load(p)?;
+    let dataset = &prepared.dataset;
+    let split = LeaveOneOut::new(&dataset.sequences);
+    let own = prepare::own_candidates(p, &prepared);
+    let valid = cases(&split, Target::Valid);
+    let test = cases(&split, Target::Test);
+    let model_config = SasRecConfig::paper(dataset.n_items());
+    let train_config = TrainConfig::paper()
+        .with_epochs(c.sasrec.epochs)
+        .with_batch_size(c.sasrec.batch_size)
+        .with_seed(c.seed)
+        .with_valid_every(0)
+        .with_progress(p.progress);
+    let data = TrainData {
+        train: (0..dataset.n_users() as u32)
+            .map(|u| split.train(UserId(u)))
+            .collect(),
+        valid_candidates: match &own {
+            Some((v, _)) => Some(lists(v, &valid)?),
+            None => None,
+        },
+        valid,
+    };
+    let outcome = pulserec_seqrec::train(&model_config, &train_config, &data, p.device(), None)
+        .at(Stage::SasRec)?;
+    save_checkpoint(&outcome.model, &model_config, &dir.join("checkpoint")).at(Stage::SasRec)?;
+
+    // Its own protocol, on every test user.
+    let options = EvalOptions::default();
+    let loss = train_config.loss.name();
+    let own_report = match &own {
+        Some((_, t)) => report(
+            evaluate_sampled(
+                &outcome.model,
+                &test,
+                &lists(t, &test)?,
+                &options,
+                p.device(),
+            )
+            .at(Stage::SasRec)?,
+            Protocol::Sampled {
+                negatives: t.config.n_negatives,
+                sampling: "uniform".into(),
+            },
+            "test",
+            &loss,
+            c.seed,
+            &options,
+        ),
+        None => report(
+            evaluate_full(&outcome.model, &test, &options, p.device()).at(Stage::SasRec)?,
+            Protocol::Full,
+            "test",
+            &loss,
+            c.seed,
+            &options,
+        ),
+    };
+
+    // The SLM's candidate lists, through the recommender trait.
+    let recommender = SasRecRecommender::new(&outcome.model, p.device());
+    let boxed: Box<dyn SequentialRecommender> = Box::new(recommender.clone());
+    let mut on_candidates = BTreeMap::new();
+    for &size in &c.eval.candidates {
+        let sets = prepare::slm_candidates(&prepared, size)?;
+        let m = evaluate_on_candidates(boxed.as_ref(), &split, &users.evaluation, sets)?;
+        on_candidates.insert(size.to_string(), m);
+    }
+
+    write_similar_users(p, &recommender, &split, &users, dataset.n_users(), dir)?;
+    let losses: Vec<f64> = outcome.epochs.iter().map(|e| e.loss).collect();
+    crate::plot::write_curve_png(&dir.join("loss.png"), &losses).at(Stage::SasRec)?;
+    let metrics = json!({
+        "device": p.device_name(),
+        "users": dataset.n_users(),
+        "items": dataset.n_items(),
+        "formulation": "one sequence per user, loss at every position",
+        "test": own_report,
+        "slm_candidates": on_candidates,
+        "evaluation_users": users.evaluation.len(),
+        "epochs_run": outcome.epochs.len(),
+        "median_seconds_per_epoch": outcome.median_epoch_seconds(),
+        "model_config": serde_json::to_value(&model_config).map_err(|e| PipelineError::json(dir, e))?,
+        "epochs": outcome.epochs,
+    });
+    write_json(&dir.join(METRICS_FILE), &metrics)?;
+    Ok(summary(&[
+        ("epochs", json!(outcome.epochs.len())),
+        ("test", json!(own_report.metrics)),
+        ("slm_candidates", json!(on_candidates)),
+    ]))
+}
+
+/// `user<TAB>similar users, most similar first`, for the training users, by cosine of SASRec
+/// user vectors computed on the history before each user's chosen item (so the choice itself
+/// cannot leak through the neighbours).
+fn write_similar_users(
+    p: &Pipeline,
+    recommender: &SasRecRecommender,
+    split: &LeaveOneOut<'_>,
+    users: &Users,
+    n_users: usize,
+    dir: &Path,
+) -> Result<()> {
+    let histories: Vec<&[ItemId]> = (0..n_users as u32)
+        .map(|u| split.history_before(UserId(u), Target::LastTrain))
+        .collect();
+    let vectors = recommender.user_vectors(&histories).at(Stage::SasRec)?;
+    let dim = recommender.model().hidden();
+    let similar = similar_users(
+        &vectors,
+        dim,
+        p.config().sasrec.similar_users,
+        256,
+        p.device(),
+    )
+    .at(Stage::SasRec)?;
+    let path = dir.join(SIMILAR_FILE);
+    let mut out = Vec::new();
+    for &u in &users.training {
+        let ids: Vec<String> = similar[u.index()]
+            .iter()
+            .map(|(v, _)| v.0.to_string())
+            .collect();
+        writeln!(out, "{}\t{}", u.0, ids.join(" ")).map_err(|e| PipelineError::io(&path, e))?;
+    }
+    super::marker::write_atomic(&path, &out)
+}
+
+/// Reads `similar_users.tsv` back: training user -> similar users.
+pub(super) fn read_similar_users(p: &Pipeline) -> Result<BTreeMap<UserId, Vec<UserId>>> {
+    let path = p.stage_dir(Stage::SasRec).join(SIMILAR_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| PipelineError::io(&path, e))?;
+    let bad = |line: usize| PipelineError::Json {
+        path: path.clone(),
+        message: format!("line {line}: expected `user<TAB>ids`"),
+    };
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let (u, rest) = line.split_once('\t').ok_or_else(|| bad(i + 1))?;
+        let u: u32 = u.parse().map_err(|_| bad(i + 1))?;
+        let ids = rest
+            .split_whitespace()
+            .map(|s| s.parse().map(UserId).map_err(|_| bad(i + 1)))
+            .collect::<Result<Vec<_>>>()?;
+        out.insert(UserId(u), ids);
+    }
+    Ok(out)
+}

@@ -1,0 +1,273 @@
+//! The whole pipeline end to end on a tiny slice of ML-100K with the real SmolLM2 and MiniLM
+//! assets: every stage's outputs exist and agree with each other, a rerun skips finished stages,
+//! a partial store resumes, and config errors name their key.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use pulserec::config::{PipelineConfig, ScorerKind};
+use pulserec::pipeline::{PipelineError, StageStatus};
+use pulserec::{Pipeline, Stage};
+use pulserec_data::locate;
+use pulserec_tot::RationaleStore;
+use serde_json::Value;
+
+/// Tiny budgets: 60 users, 6 with rationales, a one-level tree with two children.
+fn tiny_config(run_dir: &Path) -> Option<PipelineConfig> {
+    let data = locate::asset("ml-100k")?;
+    let slm = locate::asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")?;
+    let encoder = locate::asset("all-minilm-l6-v2")?;
+    let mut c = PipelineConfig::quickstart();
+    c.run_dir = run_dir.to_path_buf();
+    c.data.path = data;
+    c.data.fallback = None;
+    c.data.max_users = Some(60);
+    c.assets.slm = slm;
+    c.assets.encoder = encoder;
+    c.sasrec.epochs = 2;
+    c.rationales.users = 6;
+    c.rationales.batch_size = 3;
+    c.rationales.max_new_tokens = 16;
+    c.thought_space.epochs = 1;
+    c.thought_space.batch_size = 2;
+    c.thought_space.negatives = 1;
+    c.thought_space.held_out = 2;
+    c.thought_space.max_len = 64;
+    c.tot.depth = 1;
+    c.tot.branching = 2;
+    c.tot.beam_width = 1;
+    c.tot.max_new_tokens = 12;
+    c.tot.batch_size = 3;
+    c.tot.scorers = vec![ScorerKind::Consistency];
+    c.eval.users = 10;
+    Some(c)
+}
+
+fn json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn store_users(dir: &Path) -> Vec<u32> {
+    RationaleStore::open(dir)
+        .unwrap()
+        .load()
+        .unwrap()
+        .iter()
+        .map(|r| r.user.0)
+        .collect()
+}
+
+/// Part files of a store, sorted.
+fn parts(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn done_markers(run: &Path) -> Vec<(Stage, String)> {
+    Stage::ALL
+        .into_iter()
+        .filter_map(|s| {
+            std::fs::read_to_string(run.join(s.folder()).join("done.json"))
+                .ok()
+                .map(|t| (s, t))
+        })
+        .collect()
+}
+
+#[test]
+fn pipeline_runs_end_to_end_caches_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let Some(config) = tiny_config(&run) else {
+        return;
+    };
+    let pipeline = Pipeline::new(config.clone()).unwrap();
+    let summary = pipeline.run_until(Stage::Tot).unwrap();
+    let ran: Vec<Stage> = summary
+        .stages
+        .iter()
+        .map(|(s, status)| {
+            assert!(matches!(status, StageStatus::Ran(_)), "{s:?} {status:?}");
+            *s
+        })
+        .collect();
+    assert_eq!(ran, Stage::ALL[..5].to_vec());
+
+    // Prepare: the slice, candidate sets of both sizes, disjoint users.
+    let users = json(&run.join("prepare/users.json"));
+    let training: Vec<u32> = serde_json::from_value(users["training"].clone()).unwrap();
+    let evaluation: Vec<u32> = serde_json::from_value(users["evaluation"].clone()).unwrap();
+    assert_eq!(training.len(), 6);
+    assert_eq!(evaluation.len(), 10);
+    let t: BTreeSet<_> = training.iter().collect();
+    assert!(evaluation.iter().all(|u| !t.contains(u)));
+    let prepared = pulserec_data::PreparedDataset::load(run.join("prepare/data")).unwrap();
+    assert_eq!(prepared.dataset.n_users(), 60);
+    for size in [5, 20] {
+        let sets = prepared
+            .candidates_for(pulserec_data::Target::Test, size - 1)
+            .unwrap();
+        for &u in &evaluation {
+            assert_eq!(sets.get(pulserec_core::UserId(u)).unwrap().len(), size);
+        }
+    }
+
+    // SASRec: checkpoint, metrics with HR@1 on the same evaluation users, similar users.
+    assert!(run.join("sasrec/checkpoint").is_dir());
+    let m = json(&run.join("sasrec/metrics.json"));
+    for size in ["5", "20"] {
+        let hr1 = m["slm_candidates"][size]["values"]["HR@1"]
+            .as_f64()
+            .unwrap();
+        assert!((0.0..=1.0).contains(&hr1), "{hr1}");
+        assert_eq!(m["slm_candidates"][size]["users"], 10);
+    }
+    assert_eq!(m["epochs_run"], 2);
+    let similar = std::fs::read_to_string(run.join("sasrec/similar_users.tsv")).unwrap();
+    let similar_users: Vec<u32> = similar
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(similar_users, training);
+    assert!(
+        similar
+            .lines()
+            .all(|l| l.split('\t').nth(1).unwrap().split(' ').count() == 5)
+    );
+
+    // Stores: one record per training user, in every store.
+    assert_eq!(store_users(&run.join("rationales/hindsight")), training);
+    let tot_dir = run.join("tot/consistency");
+    assert_eq!(store_users(&tot_dir), training);
+    let tot = RationaleStore::open(&tot_dir).unwrap().load().unwrap();
+    assert!(
+        tot.iter()
+            .all(|r| r.scorer.as_deref() == Some("consistency"))
+    );
+    assert!(
+        tot.iter()
+            .filter(|r| !r.text.is_empty())
+            .all(|r| r.score.is_some())
+    );
+
+    // Thought Space: a loadable checkpoint, retrieval before and after, the map and the curve.
+    assert!(run.join("thought_space/space/thought_space.json").is_file());
+    let ts = json(&run.join("thought_space/metrics.json"));
+    assert_eq!(ts["held_out_pairs"], 2);
+    assert!(ts["after"]["accuracy"].as_f64().is_some());
+    for png in [
+        "thought_space/map.png",
+        "thought_space/loss.png",
+        "sasrec/loss.png",
+    ] {
+        assert_eq!(
+            &std::fs::read(run.join(png)).unwrap()[1..4],
+            b"PNG",
+            "{png}"
+        );
+    }
+
+    // Run directory: resolved config and report.
+    let resolved = PipelineConfig::from_file(&run.join("config.toml")).unwrap();
+    assert_eq!(resolved, config);
+    let report = std::fs::read_to_string(&summary.report).unwrap();
+    assert!(
+        report.contains("| SASRec |") && report.contains("map.png"),
+        "{report}"
+    );
+    let sasrec_row = summary.results.row("SASRec").unwrap();
+    assert!(sasrec_row.hr1.iter().all(Option::is_some));
+    assert!(
+        summary
+            .results
+            .row("PULSE")
+            .unwrap()
+            .hr1
+            .iter()
+            .all(Option::is_none)
+    );
+
+    // A rerun skips every finished stage and writes nothing new.
+    let markers = done_markers(&run);
+    let tot_parts = parts(&tot_dir);
+    let again = Pipeline::new(config.clone())
+        .unwrap()
+        .run_until(Stage::Tot)
+        .unwrap();
+    assert!(
+        again
+            .stages
+            .iter()
+            .all(|(_, s)| matches!(s, StageStatus::Skipped(_)))
+    );
+    assert_eq!(done_markers(&run), markers);
+    assert_eq!(parts(&tot_dir), tot_parts);
+
+    // A Tree-of-Thought run killed after its first batch: the rerun does only what is missing.
+    std::fs::remove_file(run.join("tot/done.json")).unwrap();
+    let kept = parts(&tot_dir);
+    for p in &kept[1..] {
+        std::fs::remove_file(p).unwrap();
+    }
+    let resumed = Pipeline::new(config.clone())
+        .unwrap()
+        .run_until(Stage::Tot)
+        .unwrap();
+    assert!(matches!(resumed.stages[4].1, StageStatus::Ran(_)));
+    assert_eq!(parts(&tot_dir).len(), tot_parts.len());
+    // Every user's seeds are derived from (run seed, user), so the redone users get the same
+    // chains; only the recorded wall time differs.
+    let content = |records: Vec<pulserec_tot::StoredRationale>| -> Vec<_> {
+        records
+            .into_iter()
+            .map(|r| (r.user, r.text, r.score, r.parsed, r.tokens))
+            .collect()
+    };
+    assert_eq!(
+        content(RationaleStore::open(&tot_dir).unwrap().load().unwrap()),
+        content(tot),
+        "a resumed store ends with the same records as an uninterrupted one"
+    );
+
+    // Changed settings are refused, naming the key, instead of mixing two runs in one store.
+    let mut changed = config.clone();
+    changed.tot.depth = 2;
+    let e = Pipeline::new(changed)
+        .unwrap()
+        .run_until(Stage::Tot)
+        .unwrap_err();
+    assert!(
+        matches!(e, PipelineError::SettingsChanged { stage: "tot", .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("tot.depth"), "{e}");
+}
+
+#[test]
+fn config_errors_name_the_key_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("never");
+    let mut c = PipelineConfig::quickstart();
+    c.run_dir = run.clone();
+    c.tot.branching = 0;
+    let e = Pipeline::new(c.clone()).err().expect("refused").to_string();
+    assert!(e.contains("tot.branching") && e.contains(">= 1"), "{e}");
+    assert!(!run.exists(), "nothing is written for a refused config");
+
+    c.tot.branching = 2;
+    let text = c
+        .to_toml()
+        .unwrap()
+        .replace("[sasrec]\n", "[sasrec]\nepoch = 3\n");
+    assert!(text.contains("epoch = 3"));
+    let path = tmp.path().join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let e = PipelineConfig::from_file(&path).unwrap_err().to_string();
+    assert!(e.contains("epoch") && e.contains("bad.toml"), "{e}");
+}
