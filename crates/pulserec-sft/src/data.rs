@@ -196,6 +196,7 @@ pub(crate) enum Stream {
     TestOrder = 2,
     TestUsers = 3,
     Generation = 4,
+    Epochs = 5,
 }
 
 /// A ChaCha stream for (`purpose`, `user`) under `seed`.

@@ -8,6 +8,7 @@ pub mod prompt;
 pub mod report;
 pub mod select;
 pub mod tokenize;
+pub mod train;
 
 pub use answer::{AnswerMatch, match_answer, title_in_answer};
 pub use data::{DataConfig, ExampleBuilder, SftExample, TrainingSet, Variant, choose_test_users};
@@ -19,3 +20,4 @@ pub use select::{
     GenerativeConfig, GenerativeSelector, LikelihoodConfig, LikelihoodSelector, Reduction,
 };
 pub use tokenize::{EncodedExample, encode_example};
+pub use train::{SFT_CONFIG_FILE, Schedule, SftConfig, SftTrainer, load_adapter, token_batch};

@@ -53,6 +53,8 @@ pub struct SftMetrics {
     pub skipped_too_long: usize,
     /// Held-out users evaluated.
     pub test_users: usize,
+    /// The training settings.
+    pub config: Option<crate::train::SftConfig>,
     /// The training run, when one happened.
     pub training: Option<TrainReport>,
     /// Evaluations of the base model.
