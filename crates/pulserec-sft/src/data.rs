@@ -1,0 +1,420 @@
+//! SFT training examples and held-out test cases from a data set and its leave-one-out split.
+//!
+//! - Training (PAPER.md stage 4): the target is the user's last *training* item (the item the
+//!   stage-1 rationale explains), the prompt shows the 5 items before it and 10 candidates: the
+//!   target and 9 items the user never interacted with (anywhere in the sequence, so neither
+//!   valid nor test items), in a seeded shuffled order, plus the variant's rationale.
+//! - Test: the target is the user's test item, the prompt shows the 3 items before it and the
+//!   user's stored candidate set (positive + 4 negatives, or + 19), shuffled the same way, with
+//!   no rationale.
+//!
+//! Train and test users never overlap: [`choose_test_users`] draws test users from the
+//! evaluation users minus the training users, deterministically by seed. Every random choice
+//! has its own ChaCha stream per (purpose, user), so a user's example does not depend on which
+//! other users are built.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+use pulserec_core::text::{normalize_whitespace, truncate_chars};
+use pulserec_core::{CandidatePrompt, ItemId, UserId};
+use pulserec_data::{CandidateConfig, CandidateSets, Dataset, LeaveOneOut, Target};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, SftError};
+
+/// Which rationales the training prompts carry (PAPER.md's ablations).
+///
+/// The three rationale variants build identical examples apart from the rationale text; which
+/// store the text comes from is the caller's choice. The name is stored in every metrics file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    /// No rationale: the answer cue follows the candidates directly.
+    NoRationale,
+    /// Stage-1 hindsight rationales ("SFT with reasons").
+    WithReasons,
+    /// Tree-of-Thought rationales selected by the SLM's likelihood (the ablation).
+    TotLikelihood,
+    /// Tree-of-Thought rationales selected by Thought-Space consistency (PULSE).
+    Pulse,
+}
+
+impl Variant {
+    /// Every variant, in the paper's ablation order.
+    pub const ALL: [Variant; 4] = [
+        Variant::NoRationale,
+        Variant::WithReasons,
+        Variant::TotLikelihood,
+        Variant::Pulse,
+    ];
+
+    /// The stored name: `no_rationale`, `with_reasons`, `tot_likelihood`, `pulse`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NoRationale => "no_rationale",
+            Self::WithReasons => "with_reasons",
+            Self::TotLikelihood => "tot_likelihood",
+            Self::Pulse => "pulse",
+        }
+    }
+
+    /// Whether training prompts carry a rationale.
+    pub fn uses_rationale(self) -> bool {
+        self != Self::NoRationale
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Variant {
+    type Err = SftError;
+
+    /// Parses [`Variant::name`] (also accepting `-` for `_`).
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim().replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|v| v.name() == s)
+            .ok_or_else(|| {
+                SftError::config(
+                    "variant",
+                    format!(
+                        "unknown variant `{s}` (expected no_rationale, with_reasons, \
+                         tot_likelihood or pulse)"
+                    ),
+                )
+            })
+    }
+}
+
+/// What the prompts show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataConfig {
+    /// History titles in training prompts (paper: 5).
+    pub train_history: usize,
+    /// Candidates in training prompts, positive included (paper: 10).
+    pub train_candidates: usize,
+    /// History titles in test prompts (paper: 3).
+    pub test_history: usize,
+    /// Titles longer than this many characters are cut (with `…`) wherever they are shown; the
+    /// target is the title as shown, so an answer of at most 59 tokens can name it.
+    pub max_title_chars: usize,
+    /// Seed of negatives, candidate order and test-user choice.
+    pub seed: u64,
+}
+
+impl DataConfig {
+    /// The paper's shapes with `seed`.
+    pub fn paper(seed: u64) -> Self {
+        Self {
+            train_history: 5,
+            train_candidates: 10,
+            test_history: 3,
+            max_title_chars: 160,
+            seed,
+        }
+    }
+
+    /// Rejects shapes that cannot make an example.
+    pub fn validate(&self) -> Result<()> {
+        if self.train_candidates < 2 {
+            return Err(SftError::config(
+                "train_candidates",
+                format!("{} < 2: a choice needs a negative", self.train_candidates),
+            ));
+        }
+        if self.max_title_chars < 8 {
+            return Err(SftError::config(
+                "max_title_chars",
+                format!("{} is too short to name an item", self.max_title_chars),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// One prompt with its correct answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SftExample {
+    /// The prompt (history, shuffled candidates, rationale for training variants that use one).
+    pub prompt: CandidatePrompt,
+    /// The correct candidate.
+    pub target: ItemId,
+}
+
+impl SftExample {
+    /// Index of the target among the prompt's candidates.
+    pub fn target_index(&self) -> usize {
+        // Invariant of the builders: the target is one of the candidates.
+        self.prompt
+            .candidates
+            .iter()
+            .position(|(id, _)| *id == self.target)
+            .unwrap_or(0)
+    }
+
+    /// The target's title as shown in the prompt.
+    pub fn target_title(&self) -> &str {
+        &self.prompt.candidates[self.target_index()].1
+    }
+}
+
+/// Training examples of one variant, with the users that could not get one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainingSet {
+    /// The variant.
+    pub variant: Variant,
+    /// One example per usable user, in the order the users were given.
+    pub examples: Vec<SftExample>,
+    /// Users skipped because the variant needs a rationale and theirs is missing or empty.
+    pub skipped_no_rationale: Vec<UserId>,
+    /// Users skipped because they have no last training item (fewer than 2 training items).
+    pub skipped_no_target: Vec<UserId>,
+}
+
+/// Builds SFT examples from a data set.
+#[derive(Clone, Debug)]
+pub struct ExampleBuilder<'a> {
+    dataset: &'a Dataset,
+    split: LeaveOneOut<'a>,
+    config: DataConfig,
+}
+
+/// Independent random streams of the crate.
+#[derive(Clone, Copy)]
+pub(crate) enum Stream {
+    TrainOrder = 1,
+    TestOrder = 2,
+    TestUsers = 3,
+    Generation = 4,
+    Epochs = 5,
+}
+
+/// A ChaCha stream for (`purpose`, `user`) under `seed`.
+pub(crate) fn rng_for(seed: u64, purpose: Stream, user: UserId) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(((purpose as u64) << 32) | u64::from(user.0));
+    rng
+}
+
+impl<'a> ExampleBuilder<'a> {
+    /// A builder over `dataset`'s leave-one-out split.
+    pub fn new(dataset: &'a Dataset, config: DataConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            dataset,
+            split: LeaveOneOut::new(&dataset.sequences),
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &DataConfig {
+        &self.config
+    }
+
+    /// The split examples are built from.
+    pub fn split(&self) -> &LeaveOneOut<'a> {
+        &self.split
+    }
+
+    /// A title as prompts show it: whitespace-normalised, cut to `max_title_chars`.
+    fn title(&self, user: UserId, item: ItemId) -> Result<String> {
+        let raw = self
+            .dataset
+            .catalog
+            .title(item)
+            .ok_or_else(|| SftError::Data {
+                user,
+                message: format!("item {item} is not in the catalogue"),
+            })?;
+        Ok(truncate_chars(
+            &normalize_whitespace(raw),
+            self.config.max_title_chars,
+        ))
+    }
+
+    fn prompt(
+        &self,
+        user: UserId,
+        history: &[ItemId],
+        n_history: usize,
+        mut candidates: Vec<ItemId>,
+        mut rng: ChaCha8Rng,
+        rationale: Option<String>,
+    ) -> Result<CandidatePrompt> {
+        let recent = &history[history.len().saturating_sub(n_history)..];
+        candidates.shuffle(&mut rng);
+        Ok(CandidatePrompt {
+            user,
+            history: recent
+                .iter()
+                .map(|&it| self.title(user, it))
+                .collect::<Result<_>>()?,
+            candidates: candidates
+                .into_iter()
+                .map(|it| Ok((it, self.title(user, it)?)))
+                .collect::<Result<_>>()?,
+            rationale,
+        })
+    }
+
+    /// Training examples for `users` (in that order).
+    ///
+    /// `rationales` must be given for the rationale variants (and is ignored for
+    /// [`Variant::NoRationale`]); a user without a non-empty rationale is skipped and listed in
+    /// [`TrainingSet::skipped_no_rationale`], never given another user's text or none.
+    pub fn training_set(
+        &self,
+        variant: Variant,
+        users: &[UserId],
+        rationales: Option<&HashMap<UserId, String>>,
+    ) -> Result<TrainingSet> {
+        let rationales = match (variant.uses_rationale(), rationales) {
+            (true, None) => {
+                return Err(SftError::config(
+                    "rationales",
+                    format!("variant {variant} needs a rationale per user"),
+                ));
+            }
+            (true, r) => r,
+            (false, _) => None,
+        };
+        let negatives = CandidateSets::generate(
+            self.dataset,
+            &self.split,
+            Target::LastTrain,
+            &CandidateConfig::uniform(self.config.train_candidates - 1, self.config.seed),
+        )?;
+        let mut set = TrainingSet {
+            variant,
+            examples: Vec::new(),
+            skipped_no_rationale: Vec::new(),
+            skipped_no_target: Vec::new(),
+        };
+        for &user in users {
+            if user.index() >= self.dataset.n_users() {
+                return Err(SftError::Data {
+                    user,
+                    message: format!("not in the data set ({} users)", self.dataset.n_users()),
+                });
+            }
+            let Some(target) = self.split.target(user, Target::LastTrain) else {
+                set.skipped_no_target.push(user);
+                continue;
+            };
+            let rationale = match rationales {
+                Some(map) => match map.get(&user).map(|r| r.trim()).filter(|r| !r.is_empty()) {
+                    Some(r) => Some(r.to_string()),
+                    None => {
+                        set.skipped_no_rationale.push(user);
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            // `generate` drew a set for every user with a last training item, positive first.
+            let candidates = negatives.get(user).ok_or_else(|| SftError::Data {
+                user,
+                message: "no training candidates were drawn".into(),
+            })?;
+            let prompt = self.prompt(
+                user,
+                self.split.history_before(user, Target::LastTrain),
+                self.config.train_history,
+                candidates.to_vec(),
+                rng_for(self.config.seed, Stream::TrainOrder, user),
+                rationale,
+            )?;
+            set.examples.push(SftExample { prompt, target });
+        }
+        if !set.skipped_no_rationale.is_empty() {
+            tracing::warn!(
+                variant = variant.name(),
+                skipped = set.skipped_no_rationale.len(),
+                "users without a rationale were skipped"
+            );
+        }
+        tracing::info!(
+            variant = variant.name(),
+            examples = set.examples.len(),
+            "training examples built"
+        );
+        Ok(set)
+    }
+
+    /// Draws the stored-style candidate sets for the test item: `n_candidates - 1` uniform
+    /// negatives per evaluation user, seeded by the builder's seed (the same sets
+    /// `pulserec_data::PreparedDataset` stores for these settings).
+    pub fn test_candidates(&self, n_candidates: usize) -> Result<CandidateSets> {
+        if n_candidates < 2 {
+            return Err(SftError::config(
+                "candidates",
+                format!("{n_candidates} < 2: a choice needs a negative"),
+            ));
+        }
+        Ok(CandidateSets::generate(
+            self.dataset,
+            &self.split,
+            Target::Test,
+            &CandidateConfig::uniform(n_candidates - 1, self.config.seed),
+        )?)
+    }
+
+    /// Test cases for `users` from stored candidate sets (positive first, as
+    /// `pulserec_data` stores them); the history is everything before the sets' target, of which
+    /// the prompt shows the last `test_history` titles. No rationale.
+    pub fn test_cases(&self, users: &[UserId], sets: &CandidateSets) -> Result<Vec<SftExample>> {
+        users
+            .iter()
+            .map(|&user| {
+                let candidates = sets.get(user).ok_or_else(|| SftError::Data {
+                    user,
+                    message: format!("no stored {} candidate set", sets.target.name()),
+                })?;
+                let prompt = self.prompt(
+                    user,
+                    self.split.history_before(user, sets.target),
+                    self.config.test_history,
+                    candidates.to_vec(),
+                    rng_for(self.config.seed, Stream::TestOrder, user),
+                    None,
+                )?;
+                Ok(SftExample {
+                    prompt,
+                    target: candidates[0],
+                })
+            })
+            .collect()
+    }
+}
+
+/// `n` evaluation users (with valid and test items) not in `exclude`: the first `n` of a seeded
+/// shuffle of all evaluation users that are not excluded, returned in id order. Fewer are returned when fewer exist.
+pub fn choose_test_users(
+    split: &LeaveOneOut<'_>,
+    exclude: &HashSet<UserId>,
+    n: usize,
+    seed: u64,
+) -> Vec<UserId> {
+    // Shuffle first, exclude after: two calls whose exclusions differ by a few users then
+    // share almost all their test users.
+    let mut pool: Vec<UserId> = split.eval_users().collect();
+    pool.shuffle(&mut rng_for(seed, Stream::TestUsers, UserId(0)));
+    let mut chosen: Vec<UserId> = pool
+        .into_iter()
+        .filter(|u| !exclude.contains(u))
+        .take(n)
+        .collect();
+    chosen.sort_unstable();
+    chosen
+}

@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+
+pub mod answer;
+pub mod data;
+pub mod error;
+pub mod eval;
+pub mod prompt;
+pub mod report;
+pub mod select;
+pub mod tokenize;
+pub mod train;
+
+pub use answer::{AnswerMatch, match_answer, title_in_answer};
+pub use data::{DataConfig, ExampleBuilder, SftExample, TrainingSet, Variant, choose_test_users};
+pub use error::{Result, SftError};
+pub use eval::{Evaluation, Outcome, SelectorMetrics, evaluate};
+pub use prompt::{ANSWER_CUE, PROMPT_VERSION, PromptStyle, RATIONALE_CUE};
+pub use report::{SftMetrics, TrainReport};
+pub use select::{
+    GenerativeConfig, GenerativeSelector, LikelihoodConfig, LikelihoodSelector, Reduction,
+};
+pub use tokenize::{EncodedExample, encode_example};
+pub use train::{SFT_CONFIG_FILE, Schedule, SftConfig, SftTrainer, load_adapter, token_batch};

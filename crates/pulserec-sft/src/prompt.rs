@@ -1,0 +1,108 @@
+//! The candidate-selection prompt, in training and at test time.
+//!
+//! One wording serves both (PAPER.md stage 4): a short system text, then a user turn with the
+//! customer, their recent purchases (oldest first) and the candidate titles, then the assistant
+//! turn. In training the assistant turn starts with `Let me think: <rationale>` when the variant
+//! has one; every prompt ends with the answer cue `Answer:`. The target the model learns (and
+//! the text the likelihood selector scores) is ` <title>` followed by the end-of-turn marker.
+//!
+//! The wording is ours; any change to it bumps [`PROMPT_VERSION`], which is stored with every
+//! metrics file.
+
+use pulserec_core::CandidatePrompt;
+use pulserec_core::text::normalize_whitespace;
+use pulserec_slm::ChatFormat;
+
+/// Version of the prompt wording, stored in every metrics file.
+pub const PROMPT_VERSION: &str = "pulserec-sft/1";
+
+/// The cue after which the model names its choice.
+pub const ANSWER_CUE: &str = "Answer:";
+
+/// What opens a rationale in the assistant turn.
+pub const RATIONALE_CUE: &str = "Let me think:";
+
+const SYSTEM: &str = "You recommend products. From what a customer bought recently, pick the \
+                      one candidate they are most likely to buy next.";
+
+/// How a prompt becomes the text a model reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PromptStyle {
+    /// The model's chat template (system and user turns, then the assistant turn opened).
+    Chat(ChatFormat),
+    /// No template: the system text, a blank line, the user text, a newline; the end of turn is
+    /// a newline. For raw completion models and scripted test generators.
+    Plain,
+}
+
+impl PromptStyle {
+    /// The text that closes the assistant's turn: the last part of every training target.
+    pub fn end_of_turn(self) -> &'static str {
+        match self {
+            Self::Chat(ChatFormat::ChatMl) => "<|im_end|>",
+            Self::Chat(ChatFormat::Phi3) => "<|end|>",
+            Self::Chat(ChatFormat::Llama3) => "<|eot_id|>",
+            Self::Plain => "\n",
+        }
+    }
+
+    /// The full prompt text up to and including the answer cue.
+    pub fn render(self, prompt: &CandidatePrompt) -> String {
+        self.render_with_history(prompt, 0)
+    }
+
+    /// [`PromptStyle::render`] with the `drop_oldest` oldest history titles left out (used to
+    /// fit a token budget).
+    pub fn render_with_history(self, prompt: &CandidatePrompt, drop_oldest: usize) -> String {
+        let user = user_message(prompt, drop_oldest);
+        let mut text = match self {
+            Self::Chat(format) => format.prompt(Some(SYSTEM), &user),
+            Self::Plain => format!("{SYSTEM}\n\n{user}\n"),
+        };
+        if let Some(rationale) = prompt.rationale.as_deref() {
+            let rationale = normalize_whitespace(rationale);
+            if !rationale.is_empty() {
+                text.push_str(RATIONALE_CUE);
+                text.push(' ');
+                text.push_str(&rationale);
+                text.push('\n');
+            }
+        }
+        text.push_str(ANSWER_CUE);
+        text
+    }
+
+    /// The answer as the model should write it after the cue: a space and the title.
+    pub fn answer(self, title: &str) -> String {
+        format!(" {}", title.trim())
+    }
+
+    /// The training target: [`PromptStyle::answer`] followed by [`PromptStyle::end_of_turn`].
+    pub fn target(self, title: &str) -> String {
+        let mut t = self.answer(title);
+        t.push_str(self.end_of_turn());
+        t
+    }
+}
+
+/// The user turn: customer, recent purchases, candidates and the question.
+fn user_message(prompt: &CandidatePrompt, drop_oldest: usize) -> String {
+    let mut s = format!("Customer {}.\n", prompt.user.0);
+    let history = &prompt.history[drop_oldest.min(prompt.history.len())..];
+    if history.is_empty() {
+        s.push_str("No recent purchases are known.\n");
+    } else {
+        s.push_str("Recent purchases, oldest first:\n");
+        for (i, title) in history.iter().enumerate() {
+            s.push_str(&format!("{}. {}\n", i + 1, title.trim()));
+        }
+    }
+    s.push_str("\nCandidates:\n");
+    for (_, title) in &prompt.candidates {
+        s.push_str(&format!("- {}\n", title.trim()));
+    }
+    s.push_str(
+        "\nWhich candidate will the customer buy next? Reply with its title exactly as listed.",
+    );
+    s
+}

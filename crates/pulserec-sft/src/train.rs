@@ -1,0 +1,426 @@
+//! LoRA supervised fine-tuning: AdamW over the adapters only, warmup + decay, gradient
+//! accumulation, seeded shuffling, per-epoch adapter checkpoints.
+//!
+//! One optimiser step covers `effective_batch` examples, run as micro-batches of
+//! `micro_batch` rows. Each micro-batch's loss (mean cross-entropy over its target tokens) is
+//! weighted by its share of the step's target tokens before the backward pass, so the
+//! accumulated gradient is that of the mean over every target token of the step, whatever the
+//! micro-batch size.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
+use indicatif::ProgressBar;
+use pulserec_slm::weights::ModelWeights;
+use pulserec_slm::{LlamaConfig, LoraConfig, LoraModel, TokenBatch};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+use crate::data::{Stream, rng_for};
+use crate::error::{Result, SftError};
+use crate::report::{TrainReport, write_atomic};
+use crate::tokenize::EncodedExample;
+
+/// How the learning rate decays after warmup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Constant after warmup.
+    Constant,
+    /// Linear decay to zero at the last step.
+    Linear,
+    /// Half-cosine decay to zero at the last step.
+    Cosine,
+}
+
+/// Hyper-parameters of LoRA SFT.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SftConfig {
+    /// Adapter shape (paper: rank 8, alpha 16, dropout 0.05, q/k/v/o).
+    pub lora: LoraConfig,
+    /// Peak AdamW learning rate (paper: 2e-4).
+    pub learning_rate: f64,
+    /// Share of the steps spent warming up linearly from 0.
+    pub warmup_ratio: f64,
+    /// Decay after warmup.
+    pub schedule: Schedule,
+    /// Passes over the training examples (paper: 7).
+    pub epochs: usize,
+    /// Examples per optimiser step (paper: 64).
+    pub effective_batch: usize,
+    /// Rows per forward/backward pass; `effective_batch` is accumulated from these.
+    pub micro_batch: usize,
+    /// Most tokens per example, prompt and target (paper: 512).
+    pub max_len: usize,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f32,
+    /// Clip each adapter tensor's gradient to this L2 norm (`None`: no clipping).
+    pub max_grad_norm: Option<f32>,
+    /// Seed of adapter initialisation, dropout and shuffling.
+    pub seed: u64,
+}
+
+impl SftConfig {
+    /// The paper's settings: LoRA r8 / a16 / d0.05 on q, k, v, o; lr 2e-4; 7 epochs; effective
+    /// batch 64; max length 512. Warmup (3 %) and linear decay are our choice (the paper does not
+    /// say).
+    pub fn paper(seed: u64) -> Self {
+        Self {
+            lora: LoraConfig::paper(),
+            learning_rate: 2e-4,
+            warmup_ratio: 0.03,
+            schedule: Schedule::Linear,
+            epochs: 7,
+            effective_batch: 64,
+            micro_batch: 8,
+            max_len: 512,
+            weight_decay: 0.0,
+            max_grad_norm: Some(1.0),
+            seed,
+        }
+    }
+
+    /// A preset for small CPU runs (tens of users): the paper's adapter and length, 2 epochs,
+    /// effective batch 8 in micro-batches of 2, and a higher learning rate (1e-3) so a few dozen
+    /// steps move the model.
+    pub fn cpu(seed: u64) -> Self {
+        Self {
+            learning_rate: 1e-3,
+            warmup_ratio: 0.1,
+            epochs: 2,
+            effective_batch: 8,
+            micro_batch: 2,
+            ..Self::paper(seed)
+        }
+    }
+
+    /// Rejects settings that cannot train.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, message: String| Err(SftError::config(field, message));
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return bad(
+                "learning_rate",
+                format!("{} must be > 0", self.learning_rate),
+            );
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad(
+                "warmup_ratio",
+                format!("{} must be in [0, 1)", self.warmup_ratio),
+            );
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1".into());
+        }
+        if self.micro_batch == 0 || self.effective_batch < self.micro_batch {
+            return bad(
+                "effective_batch",
+                format!(
+                    "{} must be >= micro_batch {} >= 1",
+                    self.effective_batch, self.micro_batch
+                ),
+            );
+        }
+        if self.max_len < 8 {
+            return bad(
+                "max_len",
+                format!("{} is too short for a prompt", self.max_len),
+            );
+        }
+        Ok(())
+    }
+
+    /// The learning rate at 0-based `step` of `total` steps.
+    pub fn learning_rate_at(&self, step: usize, total: usize) -> f64 {
+        let total = total.max(1) as f64;
+        let warmup = (self.warmup_ratio * total).ceil();
+        let s = step as f64;
+        if s < warmup {
+            return self.learning_rate * (s + 1.0) / warmup;
+        }
+        let progress = ((s - warmup) / (total - warmup).max(1.0)).clamp(0.0, 1.0);
+        self.learning_rate
+            * match self.schedule {
+                Schedule::Constant => 1.0,
+                Schedule::Linear => 1.0 - progress,
+                Schedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+            }
+    }
+}
+
+/// Fine-tunes LoRA adapters on encoded examples.
+pub struct SftTrainer {
+    model: LoraModel,
+    optim: ModuleOptimizer,
+    config: SftConfig,
+    base_name: String,
+    steps: usize,
+    last_checkpoint: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SftTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SftTrainer")
+            .field("config", &self.config)
+            .field("base_name", &self.base_name)
+            .field("steps", &self.steps)
+            .finish()
+    }
+}
+
+/// Name of the training settings file written next to each adapter checkpoint.
+pub const SFT_CONFIG_FILE: &str = "sft_config.json";
+
+impl SftTrainer {
+    /// Fresh adapters on the base model `weights`, on the autodiff version of `device`.
+    /// `base_name` is stored with every adapter so it is never applied to another model.
+    pub fn new(
+        model_config: &LlamaConfig,
+        weights: &ModelWeights,
+        config: SftConfig,
+        base_name: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let train_device = if device.is_autodiff() {
+            device.clone()
+        } else {
+            device.clone().autodiff()
+        };
+        train_device.seed(config.seed);
+        let model = LoraModel::new(
+            model_config,
+            weights,
+            &config.lora,
+            config.seed,
+            &train_device,
+        )?;
+        let mut adam = AdamWConfig::new().with_weight_decay(config.weight_decay);
+        if let Some(norm) = config.max_grad_norm {
+            adam = adam.with_grad_clipping(Some(
+                burn::optim::grad_clipping::GradientClippingConfig::Norm(norm),
+            ));
+        }
+        Ok(Self {
+            model,
+            optim: adam.init(),
+            config,
+            base_name: base_name.to_string(),
+            steps: 0,
+            last_checkpoint: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SftConfig {
+        &self.config
+    }
+
+    /// The model being trained (on the autodiff device).
+    pub fn model(&self) -> &LoraModel {
+        &self.model
+    }
+
+    /// Base weights with the trained adapters merged in, for plain inference.
+    pub fn merged_weights(&self, base: &ModelWeights) -> Result<ModelWeights> {
+        Ok(self.model.valid().merged_weights(base)?)
+    }
+
+    /// Mean masked loss of `examples` under the current adapters, without training (for
+    /// before/after comparisons).
+    pub fn eval_loss(&self, examples: &[EncodedExample]) -> Result<f32> {
+        let model = self.model.valid();
+        let mut sum = 0.0f64;
+        let mut weight = 0usize;
+        for chunk in examples.chunks(self.config.micro_batch) {
+            let refs: Vec<&EncodedExample> = chunk.iter().collect();
+            let n: usize = refs.iter().map(|e| e.target_len()).sum();
+            let loss = scalar(model.loss(&token_batch(&refs)?)?)?;
+            sum += loss as f64 * n as f64;
+            weight += n;
+        }
+        Ok((sum / weight.max(1) as f64) as f32)
+    }
+
+    /// One optimiser step over `examples` (accumulated in micro-batches); returns the step's
+    /// mean target-token loss.
+    ///
+    /// A non-finite loss leaves the adapters untouched and returns [`SftError::NonFiniteLoss`].
+    pub fn step(&mut self, examples: &[&EncodedExample], lr: f64, epoch: usize) -> Result<f32> {
+        let step_targets: usize = examples.iter().map(|e| e.target_len()).sum();
+        let mut accumulator = GradientsAccumulator::<LoraModel>::new();
+        let mut step_loss = 0.0f64;
+        for micro in examples.chunks(self.config.micro_batch) {
+            let targets: usize = micro.iter().map(|e| e.target_len()).sum();
+            let share = targets as f64 / step_targets.max(1) as f64;
+            let loss = self.model.loss(&token_batch(micro)?)?;
+            let value = scalar(loss.clone())?;
+            if !value.is_finite() {
+                return Err(SftError::NonFiniteLoss {
+                    loss: value,
+                    epoch,
+                    step: self.steps,
+                    last_good: self
+                        .last_checkpoint
+                        .as_ref()
+                        .map_or_else(|| "none".to_string(), |p| p.display().to_string()),
+                });
+            }
+            step_loss += value as f64 * share;
+            let grads = GradientsParams::from_grads((loss * share).backward(), &self.model);
+            accumulator.accumulate(&self.model, grads);
+        }
+        let model = self.model.clone();
+        self.model = self.optim.step(lr, model, accumulator.grads());
+        self.steps += 1;
+        Ok(step_loss as f32)
+    }
+
+    /// Trains for the configured epochs. With `checkpoint_dir`, the adapters are saved after
+    /// every epoch to `checkpoint_dir/epoch-NNN` (written under a temporary name, then renamed;
+    /// the previous epoch's directory is removed afterwards), so a failure keeps the last good
+    /// adapter.
+    pub fn fit(
+        &mut self,
+        examples: &[EncodedExample],
+        checkpoint_dir: Option<&Path>,
+        progress: &ProgressBar,
+    ) -> Result<TrainReport> {
+        if examples.is_empty() {
+            return Err(SftError::config("examples", "nothing to train on"));
+        }
+        let per_epoch = examples.len().div_ceil(self.config.effective_batch);
+        let total = per_epoch * self.config.epochs;
+        progress.set_length(total as u64);
+        let mut report = TrainReport {
+            truncated_examples: examples.iter().filter(|e| e.history_dropped > 0).count(),
+            ..TrainReport::default()
+        };
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        let start = Instant::now();
+        for epoch in 1..=self.config.epochs {
+            let mut rng = rng_for(
+                self.config.seed,
+                Stream::Epochs,
+                pulserec_core::UserId(epoch as u32),
+            );
+            order.shuffle(&mut rng);
+            let mut epoch_sum = 0.0f64;
+            let mut epoch_targets = 0usize;
+            for chunk in order.chunks(self.config.effective_batch) {
+                let batch: Vec<&EncodedExample> = chunk.iter().map(|&i| &examples[i]).collect();
+                let lr = self.config.learning_rate_at(self.steps, total);
+                let loss = self.step(&batch, lr, epoch)?;
+                let targets: usize = batch.iter().map(|e| e.target_len()).sum();
+                report.tokens += batch.iter().map(|e| e.len()).sum::<usize>();
+                report.target_tokens += targets;
+                report.step_losses.push(loss);
+                epoch_sum += loss as f64 * targets as f64;
+                epoch_targets += targets;
+                let secs = start.elapsed().as_secs_f64();
+                progress.inc(1);
+                progress.set_message(format!(
+                    "epoch {epoch} loss {loss:.4} lr {lr:.2e} {:.0} tok/s",
+                    report.tokens as f64 / secs.max(1e-9)
+                ));
+                tracing::debug!(epoch, step = self.steps, loss, lr, "sft step");
+            }
+            let mean = (epoch_sum / epoch_targets.max(1) as f64) as f32;
+            report.epoch_losses.push(mean);
+            tracing::info!(epoch, loss = mean, steps = self.steps, "sft epoch done");
+            if let Some(dir) = checkpoint_dir {
+                self.checkpoint(dir, epoch)?;
+            }
+        }
+        report.steps = self.steps;
+        report.seconds = start.elapsed().as_secs_f64();
+        report.tokens_per_s = report.tokens as f64 / report.seconds.max(1e-9);
+        report.adapter = self.last_checkpoint.clone();
+        Ok(report)
+    }
+
+    /// Saves the adapters and the settings to `dir/epoch-NNN` atomically and removes the
+    /// previous checkpoint.
+    fn checkpoint(&mut self, dir: &Path, epoch: usize) -> Result<PathBuf> {
+        let final_dir = dir.join(format!("epoch-{epoch:03}"));
+        let tmp = dir.join(format!(".epoch-{epoch:03}.tmp"));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| SftError::io(&tmp, e))?;
+        }
+        std::fs::create_dir_all(&tmp).map_err(|e| SftError::io(&tmp, e))?;
+        self.model.valid().save_adapter(&tmp, &self.base_name)?;
+        let config = serde_json::to_string_pretty(&self.config).map_err(|e| SftError::Json {
+            path: tmp.join(SFT_CONFIG_FILE),
+            message: e.to_string(),
+        })?;
+        write_atomic(&tmp.join(SFT_CONFIG_FILE), config.as_bytes())?;
+        if final_dir.exists() {
+            std::fs::remove_dir_all(&final_dir).map_err(|e| SftError::io(&final_dir, e))?;
+        }
+        std::fs::rename(&tmp, &final_dir).map_err(|e| SftError::io(&final_dir, e))?;
+        if let Some(previous) = self.last_checkpoint.replace(final_dir.clone())
+            && previous != final_dir
+        {
+            std::fs::remove_dir_all(&previous).map_err(|e| SftError::io(&previous, e))?;
+        }
+        tracing::info!(path = %final_dir.display(), "adapter checkpoint written");
+        Ok(final_dir)
+    }
+}
+
+/// Encoded examples as the model's right-padded batch, with their target-only loss masks.
+pub fn token_batch(examples: &[&EncodedExample]) -> Result<TokenBatch> {
+    let rows: Vec<(Vec<u32>, Vec<f32>)> = examples
+        .iter()
+        .map(|e| (e.tokens.clone(), e.loss_mask()))
+        .collect();
+    Ok(TokenBatch::from_rows(&rows, 0)?)
+}
+
+fn scalar(t: burn::tensor::Tensor<1>) -> Result<f32> {
+    t.try_into_scalar::<f32>()
+        .map_err(|e| SftError::Backend(format!("{e:?}")))
+}
+
+/// Loads an adapter checkpoint written by [`SftTrainer`] onto the base weights.
+///
+/// Refused with [`SftError::AdapterMismatch`]: an adapter made for another base model
+/// (`base_model_name_or_path` in `adapter_config.json` differs from `base_name`), or one whose
+/// rank, alpha, targets, layers or shapes differ from `lora` and the model.
+pub fn load_adapter(
+    dir: &Path,
+    model_config: &LlamaConfig,
+    weights: &ModelWeights,
+    lora: &LoraConfig,
+    base_name: &str,
+    device: &Device,
+) -> Result<LoraModel> {
+    let config_path = dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| SftError::io(&config_path, e))?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| SftError::Json {
+        path: config_path.clone(),
+        message: e.to_string(),
+    })?;
+    let stored = json
+        .get("base_model_name_or_path")
+        .and_then(|v| v.as_str())
+        .unwrap_or("");
+    if stored != base_name {
+        return Err(SftError::AdapterMismatch {
+            path: dir.to_path_buf(),
+            message: format!("made for base model `{stored}`, not `{base_name}`"),
+        });
+    }
+    let mut model = LoraModel::new(model_config, weights, lora, 0, device)?;
+    model.load_adapter(dir).map_err(|e| match e {
+        pulserec_slm::SlmError::Adapter { path, reason } => SftError::AdapterMismatch {
+            path,
+            message: reason,
+        },
+        other => other.into(),
+    })?;
+    Ok(model)
+}

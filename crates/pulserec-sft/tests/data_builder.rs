@@ -1,0 +1,187 @@
+//! Training examples and test cases from a data set.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+
+use pulserec_core::UserId;
+use pulserec_data::Target;
+use pulserec_sft::{DataConfig, ExampleBuilder, SftError, Variant, choose_test_users};
+
+fn all_users(n: usize) -> Vec<UserId> {
+    (0..n as u32).map(UserId).collect()
+}
+
+#[test]
+fn training_examples_follow_the_paper_shape() {
+    let ds = common::toy_dataset();
+    let builder = ExampleBuilder::new(&ds, DataConfig::paper(7)).unwrap();
+    let users = all_users(ds.n_users());
+    let set = builder
+        .training_set(Variant::NoRationale, &users, None)
+        .unwrap();
+    assert_eq!(set.examples.len(), ds.n_users());
+    let split = builder.split();
+    for ex in &set.examples {
+        let user = ex.prompt.user;
+        let seq = ds.sequences.items_of(user);
+        let target = split.target(user, Target::LastTrain).unwrap();
+        assert_eq!(ex.target, target);
+        assert_eq!(ex.prompt.candidates.len(), 10);
+        // The target is shown exactly once; the 9 negatives are distinct and never interacted
+        // with (not even the valid / test items).
+        let ids: Vec<_> = ex.prompt.candidates.iter().map(|c| c.0).collect();
+        assert_eq!(ids.iter().filter(|&&i| i == target).count(), 1);
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 10);
+        for id in ids.iter().filter(|&&i| i != target) {
+            assert!(!seq.contains(id), "{user}: negative {id} in the sequence");
+        }
+        // The history is the 5 items before the target, titles cleaned.
+        let before = split.history_before(user, Target::LastTrain);
+        let want: Vec<String> = before[before.len().saturating_sub(5)..]
+            .iter()
+            .map(|&i| ds.catalog.title(i).unwrap().to_string())
+            .collect();
+        assert_eq!(ex.prompt.history, want);
+        assert!(ex.prompt.history.iter().all(|t| t.contains('&')));
+        assert!(ex.prompt.rationale.is_none());
+    }
+    // The positive is not always in the same place.
+    let positions: HashSet<usize> = set.examples.iter().map(|e| e.target_index()).collect();
+    assert!(positions.len() > 2, "{positions:?}");
+}
+
+#[test]
+fn examples_are_deterministic_by_seed() {
+    let ds = common::toy_dataset();
+    let users = all_users(ds.n_users());
+    let build = |seed| {
+        ExampleBuilder::new(&ds, DataConfig::paper(seed))
+            .unwrap()
+            .training_set(Variant::NoRationale, &users, None)
+            .unwrap()
+    };
+    assert_eq!(build(3), build(3));
+    assert_ne!(build(3).examples, build(4).examples);
+    // A user's example does not depend on the other users built.
+    let one = ExampleBuilder::new(&ds, DataConfig::paper(3))
+        .unwrap()
+        .training_set(Variant::NoRationale, &users[5..6], None)
+        .unwrap();
+    assert_eq!(one.examples[0], build(3).examples[5]);
+}
+
+#[test]
+fn users_without_a_rationale_are_skipped_and_counted() {
+    let ds = common::toy_dataset();
+    let builder = ExampleBuilder::new(&ds, DataConfig::paper(1)).unwrap();
+    let users = all_users(6);
+    let mut rationales = HashMap::new();
+    rationales.insert(UserId(0), "Likes sequels.".to_string());
+    rationales.insert(UserId(2), "   ".to_string()); // empty counts as missing
+    rationales.insert(UserId(4), "Collects racing games.".to_string());
+    let set = builder
+        .training_set(Variant::Pulse, &users, Some(&rationales))
+        .unwrap();
+    let got: Vec<UserId> = set.examples.iter().map(|e| e.prompt.user).collect();
+    assert_eq!(got, vec![UserId(0), UserId(4)]);
+    assert_eq!(
+        set.skipped_no_rationale,
+        vec![UserId(1), UserId(2), UserId(3), UserId(5)]
+    );
+    assert_eq!(
+        set.examples[1].prompt.rationale.as_deref(),
+        Some("Collects racing games.")
+    );
+    // The rationale does not change anything else about the example.
+    let plain = builder
+        .training_set(Variant::NoRationale, &[UserId(4)], None)
+        .unwrap();
+    assert_eq!(
+        plain.examples[0].prompt.candidates,
+        set.examples[1].prompt.candidates
+    );
+    // A rationale variant without rationales is a configuration error.
+    let err = builder
+        .training_set(Variant::WithReasons, &users, None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SftError::Config {
+                field: "rationales",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = builder
+        .training_set(Variant::Pulse, &[UserId(999)], Some(&rationales))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SftError::Data {
+                user: UserId(999),
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn test_cases_use_stored_candidates_and_disjoint_users() {
+    let ds = common::toy_dataset();
+    let builder = ExampleBuilder::new(&ds, DataConfig::paper(11)).unwrap();
+    let train: HashSet<UserId> = all_users(4).into_iter().collect();
+    let test_users = choose_test_users(builder.split(), &train, 5, 11);
+    assert_eq!(test_users.len(), 5);
+    assert!(test_users.iter().all(|u| !train.contains(u)));
+    assert_eq!(
+        test_users,
+        choose_test_users(builder.split(), &train, 5, 11)
+    );
+    // Asking for more than exist returns what there is.
+    assert_eq!(
+        choose_test_users(builder.split(), &train, 100, 11).len(),
+        ds.n_users() - 4
+    );
+
+    for n in [5, 20] {
+        let sets = builder.test_candidates(n).unwrap();
+        let cases = builder.test_cases(&test_users, &sets).unwrap();
+        for (case, &user) in cases.iter().zip(&test_users) {
+            let stored = sets.get(user).unwrap();
+            assert_eq!(case.target, builder.split().test(user).unwrap());
+            assert_eq!(case.target, stored[0]);
+            let mut shown: Vec<_> = case.prompt.candidates.iter().map(|c| c.0).collect();
+            let mut want = stored.to_vec();
+            shown.sort();
+            want.sort();
+            assert_eq!(shown, want);
+            assert_eq!(case.prompt.history.len(), 3);
+            let before = builder.split().history_before(user, Target::Test);
+            assert_eq!(
+                case.prompt.history[2],
+                ds.catalog.title(*before.last().unwrap()).unwrap()
+            );
+            assert!(case.prompt.rationale.is_none());
+        }
+    }
+    let sets = builder.test_candidates(5).unwrap();
+    let err = builder.test_cases(&[UserId(500)], &sets).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SftError::Data {
+                user: UserId(500),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!("pulse".parse::<Variant>().unwrap() == Variant::Pulse);
+    assert!("tot-likelihood".parse::<Variant>().unwrap() == Variant::TotLikelihood);
+    assert!("nope".parse::<Variant>().is_err());
+}

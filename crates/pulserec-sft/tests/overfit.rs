@@ -1,0 +1,225 @@
+//! LoRA SFT on real SmolLM2: a few examples are learned, checkpoints are kept, a NaN loss stops
+//! training with the last good adapter, and mismatched adapters are refused.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use burn::tensor::Device;
+use indicatif::ProgressBar;
+use pulserec_core::{CandidatePrompt, CandidateSelector, ItemId, UserId};
+use pulserec_sft::{
+    EncodedExample, LikelihoodConfig, LikelihoodSelector, PromptStyle, Schedule, SftConfig,
+    SftError, SftExample, SftTrainer, encode_example, load_adapter,
+};
+use pulserec_slm::weights::ModelWeights;
+use pulserec_slm::{ChatFormat, LlamaConfig, LoadOptions, LoraConfig, Slm, SlmTokenizer};
+
+type Parts = (LlamaConfig, ModelWeights, SlmTokenizer);
+
+/// The model is read once per test binary.
+fn parts() -> Option<&'static Parts> {
+    static PARTS: OnceLock<Option<Parts>> = OnceLock::new();
+    PARTS
+        .get_or_init(|| {
+            let path = common::smollm2_path()?;
+            Some(Slm::load_parts(&path).expect("load SmolLM2"))
+        })
+        .as_ref()
+}
+
+const STYLE: PromptStyle = PromptStyle::Chat(ChatFormat::ChatMl);
+
+fn examples() -> Vec<SftExample> {
+    let ex =
+        |user, history: &[&str], candidates: &[&str], target: usize, rationale: Option<&str>| {
+            SftExample {
+                prompt: CandidatePrompt {
+                    user: UserId(user),
+                    history: history.iter().map(|s| s.to_string()).collect(),
+                    candidates: candidates
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| (ItemId(user * 10 + i as u32 + 1), t.to_string()))
+                        .collect(),
+                    rationale: rationale.map(str::to_string),
+                },
+                target: ItemId(user * 10 + target as u32 + 1),
+            }
+        };
+    vec![
+        ex(
+            1,
+            &["Halo 3", "Gears of War 2"],
+            &["Mario Kart 8", "Zoo Tycoon DS", "Call of Duty 4"],
+            1,
+            Some("They want something calm after shooters."),
+        ),
+        ex(
+            2,
+            &["Tetris DS", "Dr. Mario"],
+            &["Madden NFL 08", "Puzzle Quest", "Guitar Hero III"],
+            2,
+            None,
+        ),
+    ]
+}
+
+fn encoded(tok: &SlmTokenizer) -> Vec<EncodedExample> {
+    examples()
+        .iter()
+        .map(|e| encode_example(tok, STYLE, e, 256).unwrap())
+        .collect()
+}
+
+fn config(epochs: usize, lr: f64) -> SftConfig {
+    SftConfig {
+        lora: LoraConfig {
+            dropout: 0.0,
+            ..LoraConfig::paper()
+        },
+        learning_rate: lr,
+        warmup_ratio: 0.0,
+        schedule: Schedule::Constant,
+        epochs,
+        effective_batch: 2,
+        // Two micro-batches per step: the accumulation path is exercised.
+        micro_batch: 1,
+        max_len: 256,
+        weight_decay: 0.0,
+        max_grad_norm: None,
+        seed: 3,
+    }
+}
+
+/// Mean log-probability of each example's target answer, and whether the target is chosen.
+fn target_scores(slm: Slm) -> Vec<(f32, bool)> {
+    let exs = examples();
+    let prompts: Vec<CandidatePrompt> = exs.iter().map(|e| e.prompt.clone()).collect();
+    let mut selector = LikelihoodSelector::new(slm, STYLE, LikelihoodConfig::default());
+    let sel = selector.select(&prompts).unwrap();
+    exs.iter()
+        .zip(sel)
+        .map(|(e, s)| {
+            (
+                s.scores.unwrap()[e.target_index()],
+                s.chosen == Some(e.target),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_few_examples_are_learned() {
+    let Some((cfg, weights, tok)) = parts() else {
+        return;
+    };
+    let device = Device::flex();
+    let base = Slm::from_parts(
+        cfg.clone(),
+        weights,
+        tok.clone(),
+        &device,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let before = target_scores(base);
+
+    let data = encoded(tok);
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer =
+        SftTrainer::new(cfg, weights, config(5, 2e-3), "smollm2-test", &device).unwrap();
+    let start_loss = trainer.eval_loss(&data).unwrap();
+    let report = trainer
+        .fit(&data, Some(dir.path()), &ProgressBar::hidden())
+        .unwrap();
+    let end_loss = trainer.eval_loss(&data).unwrap();
+    eprintln!(
+        "loss {start_loss:.3} -> {end_loss:.3}, steps {:?}, {:.1} tok/s",
+        report.step_losses, report.tokens_per_s
+    );
+    assert_eq!(report.steps, 5);
+    assert!(end_loss < 0.3 * start_loss, "{start_loss} -> {end_loss}");
+    assert_eq!(
+        report.target_tokens,
+        5 * data.iter().map(|e| e.target_len()).sum::<usize>()
+    );
+
+    // Only the last epoch's checkpoint is left, with the adapter and the settings.
+    let last = dir.path().join("epoch-005");
+    assert_eq!(report.adapter.as_deref(), Some(last.as_path()));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(names, vec!["epoch-005".to_string()]);
+    for f in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "sft_config.json",
+    ] {
+        assert!(last.join(f).is_file(), "{f}");
+    }
+
+    // The merged model prefers the trained answers.
+    let merged = trainer.merged_weights(weights).unwrap();
+    let tuned = Slm::from_parts(
+        cfg.clone(),
+        &merged,
+        tok.clone(),
+        &device,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let after = target_scores(tuned);
+    eprintln!("target (mean log-prob, chosen): base {before:?}, tuned {after:?}");
+    for (b, a) in before.iter().zip(&after) {
+        assert!(a.1, "the tuned model does not choose the trained target");
+        assert!(a.0 > b.0 + 0.5, "target log-prob {} -> {}", b.0, a.0);
+    }
+
+    // The checkpoint loads back onto the same base, and is refused elsewhere.
+    let lora = config(1, 1e-3).lora;
+    let loaded = load_adapter(&last, cfg, weights, &lora, "smollm2-test", &device).unwrap();
+    let reloaded = loaded.merged_weights(weights).unwrap();
+    assert_eq!(
+        reloaded.layers[0].q.to_f32().unwrap(),
+        merged.layers[0].q.to_f32().unwrap()
+    );
+    let err = load_adapter(&last, cfg, weights, &lora, "another-model", &device).unwrap_err();
+    assert!(matches!(err, SftError::AdapterMismatch { .. }), "{err}");
+    let rank4 = LoraConfig { rank: 4, ..lora };
+    let err = load_adapter(&last, cfg, weights, &rank4, "smollm2-test", &device).unwrap_err();
+    assert!(
+        matches!(&err, SftError::AdapterMismatch { message, .. } if message.contains("rank")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_non_finite_loss_stops_training_and_keeps_the_last_adapter() {
+    let Some((cfg, weights, tok)) = parts() else {
+        return;
+    };
+    let device = Device::flex();
+    let data = encoded(tok);
+    let dir = tempfile::tempdir().unwrap();
+    // An absurd learning rate blows the adapters up after the first step.
+    let mut trainer =
+        SftTrainer::new(cfg, weights, config(4, 1e30), "smollm2-test", &device).unwrap();
+    let err = trainer
+        .fit(&data, Some(dir.path()), &ProgressBar::hidden())
+        .unwrap_err();
+    let SftError::NonFiniteLoss {
+        epoch, last_good, ..
+    } = &err
+    else {
+        panic!("expected a non-finite loss, got {err}");
+    };
+    assert!(*epoch >= 2, "{err}");
+    assert!(
+        std::path::Path::new(last_good)
+            .join("adapter_model.safetensors")
+            .is_file()
+    );
+}

@@ -1,0 +1,110 @@
+//! The prompt wording (golden) and its tokenisation: the loss mask covers exactly the target.
+
+mod common;
+
+use pulserec_core::{CandidatePrompt, ItemId, UserId};
+use pulserec_sft::{PROMPT_VERSION, PromptStyle, SftError, SftExample, encode_example};
+use pulserec_slm::ChatFormat;
+
+fn example(rationale: Option<&str>) -> SftExample {
+    SftExample {
+        prompt: CandidatePrompt {
+            user: UserId(42),
+            history: vec!["Halo 3".into(), "Portal 2".into(), "Fable II".into()],
+            candidates: vec![
+                (ItemId(5), "Mario Kart 8".into()),
+                (ItemId(9), "Gears of War 2".into()),
+            ],
+            rationale: rationale.map(str::to_string),
+        },
+        target: ItemId(9),
+    }
+}
+
+#[test]
+fn chat_prompt_golden() {
+    // Any change here is a wording change: bump PROMPT_VERSION with it.
+    assert_eq!(PROMPT_VERSION, "pulserec-sft/1");
+    let style = PromptStyle::Chat(ChatFormat::ChatMl);
+    let ex = example(Some("They play  Xbox shooters\nwith friends."));
+    let expected = "<|im_start|>system\nYou recommend products. From what a customer bought \
+recently, pick the one candidate they are most likely to buy next.<|im_end|>\n\
+<|im_start|>user\nCustomer 42.\nRecent purchases, oldest first:\n1. Halo 3\n2. Portal 2\n\
+3. Fable II\n\nCandidates:\n- Mario Kart 8\n- Gears of War 2\n\nWhich candidate will the \
+customer buy next? Reply with its title exactly as listed.<|im_end|>\n<|im_start|>assistant\n\
+Let me think: They play Xbox shooters with friends.\nAnswer:";
+    assert_eq!(style.render(&ex.prompt), expected);
+    assert_eq!(style.target(ex.target_title()), " Gears of War 2<|im_end|>");
+    // Without a rationale (test prompts, the no-rationale variant) the cue follows directly.
+    let plain = example(None);
+    assert!(
+        style
+            .render(&plain.prompt)
+            .ends_with("<|im_start|>assistant\nAnswer:")
+    );
+    // Dropping history renumbers what is left.
+    let dropped = style.render_with_history(&plain.prompt, 2);
+    assert!(dropped.contains("oldest first:\n1. Fable II\n\nCandidates:"));
+    assert!(
+        style
+            .render_with_history(&plain.prompt, 3)
+            .contains("No recent purchases are known.")
+    );
+    assert_eq!(PromptStyle::Plain.end_of_turn(), "\n");
+}
+
+#[test]
+fn loss_mask_covers_exactly_the_target_tokens() {
+    let Some(tok) = common::smollm2_tokenizer() else {
+        return;
+    };
+    let style = PromptStyle::Chat(ChatFormat::ChatMl);
+    let ex = example(Some("They like shooters."));
+    let enc = encode_example(&tok, style, &ex, 512).unwrap();
+    assert_eq!(enc.history_dropped, 0);
+    let mask = enc.loss_mask();
+    assert_eq!(mask.len(), enc.len());
+    assert_eq!(mask.iter().sum::<f32>() as usize, enc.target_len());
+    assert!(mask[..enc.target_start].iter().all(|&m| m == 0.0));
+    assert!(mask[enc.target_start..].iter().all(|&m| m == 1.0));
+    // The masked tokens are the target, the unmasked ones the whole prompt.
+    let target = tok.decode(&enc.tokens[enc.target_start..], false).unwrap();
+    assert_eq!(target, " Gears of War 2<|im_end|>");
+    let prompt = tok.decode(&enc.tokens[..enc.target_start], false).unwrap();
+    assert_eq!(prompt, style.render(&ex.prompt));
+    // `<|im_end|>` is one special token, the last one.
+    assert_eq!(
+        *enc.tokens.last().unwrap(),
+        tok.encode("<|im_end|>").unwrap()[0]
+    );
+}
+
+#[test]
+fn truncation_drops_history_never_the_target() {
+    let Some(tok) = common::smollm2_tokenizer() else {
+        return;
+    };
+    let style = PromptStyle::Chat(ChatFormat::ChatMl);
+    let ex = example(None);
+    let full = encode_example(&tok, style, &ex, 512).unwrap();
+    // One token short of the full example: the oldest title goes.
+    let cut = encode_example(&tok, style, &ex, full.len() - 1).unwrap();
+    assert!(cut.history_dropped >= 1);
+    assert!(cut.len() < full.len());
+    assert_eq!(
+        tok.decode(&cut.tokens[cut.target_start..], false).unwrap(),
+        " Gears of War 2<|im_end|>"
+    );
+    let none = encode_example(&tok, style, &ex, 0).unwrap_err();
+    assert!(
+        matches!(
+            none,
+            SftError::TooLong {
+                user: UserId(42),
+                max_len: 0,
+                ..
+            }
+        ),
+        "{none}"
+    );
+}
