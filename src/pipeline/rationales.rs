@@ -7,13 +7,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use pulserec_core::{RationaleSource, TextGenerator, ThoughtScorer, UserContext};
+use pulserec_core::{TextGenerator, ThoughtScorer, UserContext};
 use pulserec_data::LeaveOneOut;
 use pulserec_slm::{LikelihoodThoughtScorer, Slm};
 use pulserec_thoughtspace::{ConsistencyScorer, EncoderOptions, ThoughtSpace};
 use pulserec_tot::{
-    ContextBuilder, HindsightConfig, HindsightRationales, PROMPT_VERSION, PromptFormat,
-    RationaleStore, Shard, StoredRationale, TotConfig, TreeOfThought,
+    ContextBuilder, HindsightConfig, HindsightRationales, PromptFormat, RationaleStore, Shard,
+    StoredRationale, TotConfig, TreeOfThought,
 };
 use serde_json::{Value, json};
 
@@ -135,19 +135,7 @@ pub(super) fn run_hindsight(p: &Pipeline, _dir: &Path) -> Result<Value> {
             let per_user = t.elapsed().as_secs_f64() / batch.len() as f64;
             Ok(outs
                 .into_iter()
-                .map(|o| StoredRationale {
-                    user: o.rationale.user,
-                    text: o.rationale.text,
-                    parsed: o.rationale.parsed,
-                    source: RationaleSource::Hindsight,
-                    score: None,
-                    scorer: None,
-                    model: model.clone(),
-                    prompt_version: o.prompt_version,
-                    seed: o.seed,
-                    tokens: o.tokens,
-                    seconds: per_user,
-                })
+                .map(|o| StoredRationale::hindsight(o, &model, per_user))
                 .collect())
         },
     )?;
@@ -219,20 +207,13 @@ pub(super) fn run_tot(p: &Pipeline, _dir: &Path) -> Result<Value> {
                 Ok(trees
                     .iter()
                     .map(|tree| {
-                        let r = tree.rationale();
-                        StoredRationale {
-                            user: r.user,
-                            text: r.text,
-                            parsed: r.parsed,
-                            source: RationaleSource::TreeOfThought,
-                            score: r.score,
-                            scorer: Some(kind.name().to_string()),
-                            model: model.clone(),
-                            prompt_version: PROMPT_VERSION.to_string(),
-                            seed: c.seed,
-                            tokens: tree.tokens(),
-                            seconds: per_user,
-                        }
+                        StoredRationale::tree_of_thought(
+                            tree,
+                            kind.name(),
+                            &model,
+                            c.seed,
+                            per_user,
+                        )
                     })
                     .collect())
             },
