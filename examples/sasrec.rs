@@ -97,19 +97,6 @@ fn parse_loss(s: &str) -> Result<LossKind> {
     })
 }
 
-fn cases<'a>(split: &LeaveOneOut<'a>, target: Target) -> Vec<EvalCase<'a>> {
-    split
-        .eval_users()
-        .filter_map(|user| {
-            Some(EvalCase {
-                user,
-                history: split.history_before(user, target),
-                target: split.target(user, target)?,
-            })
-        })
-        .collect()
-}
-
 fn candidate_lists<'c>(
     sets: &'c CandidateSets,
     cases: &[EvalCase<'_>],
@@ -150,8 +137,8 @@ fn main() -> Result<()> {
         dataset.sequences.iter().map(|v| (v.user, v.items)),
     )?;
 
-    let valid = cases(&split, Target::Valid);
-    let test = cases(&split, Target::Test);
+    let valid = EvalCase::from_split(&split, Target::Valid);
+    let test = EvalCase::from_split(&split, Target::Test);
     let mut sets = None;
     if let Some(n) = negatives {
         let config = CandidateConfig::uniform(n, args.candidate_seed);

@@ -23,19 +23,6 @@ use super::{Pipeline, PipelineError, Result, Stage, StageResult, summary};
 pub(super) const SIMILAR_FILE: &str = "similar_users.tsv";
 pub(super) const METRICS_FILE: &str = "metrics.json";
 
-fn cases<'a>(split: &LeaveOneOut<'a>, target: Target) -> Vec<EvalCase<'a>> {
-    split
-        .eval_users()
-        .filter_map(|user| {
-            Some(EvalCase {
-                user,
-                history: split.history_before(user, target),
-                target: split.target(user, target)?,
-            })
-        })
-        .collect()
-}
-
 /// The stored candidate list of every case (positive first).
 fn lists<'c>(sets: &'c CandidateSets, cases: &[EvalCase<'_>]) -> Result<Vec<&'c [ItemId]>> {
     cases
@@ -84,8 +71,8 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     let dataset = &prepared.dataset;
     let split = LeaveOneOut::new(&dataset.sequences);
     let own = prepare::own_candidates(p, &prepared);
-    let valid = cases(&split, Target::Valid);
-    let test = cases(&split, Target::Test);
+    let valid = EvalCase::from_split(&split, Target::Valid);
+    let test = EvalCase::from_split(&split, Target::Test);
     let model_config = SasRecConfig::paper(dataset.n_items());
     let train_config = TrainConfig::paper()
         .with_epochs(c.sasrec.epochs)

@@ -34,6 +34,26 @@ pub struct EvalCase<'a> {
     pub target: ItemId,
 }
 
+impl<'a> EvalCase<'a> {
+    /// One case per evaluation user of `split` that has a `target` item: the history before it
+    /// and the item itself.
+    pub fn from_split(
+        split: &pulserec_data::LeaveOneOut<'a>,
+        target: pulserec_data::Target,
+    ) -> Vec<Self> {
+        split
+            .eval_users()
+            .filter_map(|user| {
+                Some(EvalCase {
+                    user,
+                    history: split.history_before(user, target),
+                    target: split.target(user, target)?,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Which protocol produced a report.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
