@@ -81,7 +81,11 @@ fn main() -> anyhow::Result<()> {
         "{} pairs written to {} ({unparsed} unparsed rationales {}, {empty} empty skipped)",
         pairs.len(),
         args.out.display(),
-        if args.keep_unparsed { "kept" } else { "skipped" },
+        if args.keep_unparsed {
+            "kept"
+        } else {
+            "skipped"
+        },
     );
     Ok(())
 }

