@@ -4,7 +4,6 @@ use burn::tensor::{Int, Tensor, TensorData};
 use pulserec_core::LikelihoodRequest;
 
 use crate::error::{Result, SlmError};
-use crate::generate::chunk_by_prompt;
 use crate::sampler::log_prob;
 use crate::slm::Slm;
 
@@ -39,56 +38,93 @@ impl Slm {
         }
         let vocab = self.model.config().vocab_size;
         let mut out = vec![Vec::new(); contexts.len()];
-        for (uniques, rows) in chunk_by_prompt(&contexts, self.max_batch) {
+        // Requests grouped by context (first appearance order): each distinct context is
+        // prefilled exactly once, up to `max_batch` contexts at a time.
+        let mut groups: Vec<(&[u32], Vec<usize>)> = Vec::new();
+        let mut index: std::collections::HashMap<&[u32], usize> = Default::default();
+        for (req, c) in contexts.iter().enumerate() {
+            let g = *index.entry(c.as_slice()).or_insert_with(|| {
+                groups.push((c.as_slice(), Vec::new()));
+                groups.len() - 1
+            });
+            groups[g].1.push(req);
+        }
+        for chunk in groups.chunks(self.max_batch) {
+            let uniques: Vec<Vec<u32>> = chunk.iter().map(|(c, _)| c.to_vec()).collect();
             let (cache, first) = self.prefill(&uniques)?;
-            for &(req, u) in &rows {
-                if let Some(&t) = continuations[req].first() {
-                    out[req].push(log_prob(&first[u * vocab..(u + 1) * vocab], t));
+            let mut rows: Vec<(usize, usize)> = Vec::new();
+            for (u, (_, requests)) in chunk.iter().enumerate() {
+                for &req in requests {
+                    if let Some(&t) = continuations[req].first() {
+                        out[req].push(log_prob(&first[u * vocab..(u + 1) * vocab], t));
+                    }
+                    if continuations[req].len() >= 2 {
+                        rows.push((req, u));
+                    }
                 }
             }
-            // Continuations minus their last token, right-padded: causal attention keeps the
-            // padding from affecting the real positions, which are the only ones read.
-            let longest = rows
-                .iter()
-                .map(|&(r, _)| continuations[r].len())
-                .max()
-                .unwrap_or(0);
-            if longest < 2 {
-                continue;
-            }
-            let t = longest - 1;
-            let mut tokens = Vec::with_capacity(rows.len() * t);
-            for &(r, _) in &rows {
-                let c = &continuations[r];
-                let n = c.len().saturating_sub(1);
-                tokens.extend_from_slice(&c[..n]);
-                tokens.extend(std::iter::repeat_n(0, t - n));
-            }
-            let mut cache = cache.select_rows(&rows.iter().map(|r| r.1).collect::<Vec<_>>())?;
-            let hidden = self.model.forward(&tokens, rows.len(), &[], &mut cache)?;
-            let d = self.model.config().hidden_size;
-            let mut pick = Vec::new();
-            for (slot, &(r, _)) in rows.iter().enumerate() {
-                for j in 0..continuations[r].len().saturating_sub(1) {
-                    pick.push((slot * t + j) as i64);
-                }
-            }
-            let idx = Tensor::<1, Int>::from_data(
-                TensorData::new(pick.clone(), [pick.len()]),
-                self.model.device(),
-            );
-            let rows_h = hidden.reshape([rows.len() * t, d]).select(0, idx);
-            let logits = self.model.logits(rows_h)?;
-            let mut k = 0;
-            for &(r, _) in &rows {
-                let c = &continuations[r];
-                for &next in c.iter().skip(1) {
-                    out[r].push(log_prob(&logits[k * vocab..(k + 1) * vocab], next));
-                    k += 1;
-                }
+            // The rest of every continuation, shortest first, `max_batch` rows per pass, so
+            // rows padded together have similar lengths.
+            rows.sort_by_key(|&(req, _)| continuations[req].len());
+            for batch in rows.chunks(self.max_batch) {
+                self.score_rest(&cache, batch, continuations, &mut out)?;
             }
         }
         Ok(out)
+    }
+}
+
+impl Slm {
+    /// Log-probabilities of tokens 2.. of each row's continuation, given the prefilled context
+    /// `cache` row `u` of each `(request, u)` row; appended to `out[request]`.
+    fn score_rest(
+        &self,
+        cache: &crate::cache::KvCache,
+        rows: &[(usize, usize)],
+        continuations: &[Vec<u32>],
+        out: &mut [Vec<f32>],
+    ) -> Result<()> {
+        let vocab = self.model.config().vocab_size;
+        // Continuations minus their last token, right-padded: causal attention keeps the
+        // padding from affecting the real positions, which are the only ones read.
+        let t = rows
+            .iter()
+            .map(|&(r, _)| continuations[r].len() - 1)
+            .max()
+            .unwrap_or(0);
+        if t == 0 {
+            return Ok(());
+        }
+        let mut tokens = Vec::with_capacity(rows.len() * t);
+        for &(r, _) in rows {
+            let c = &continuations[r];
+            let n = c.len() - 1;
+            tokens.extend_from_slice(&c[..n]);
+            tokens.extend(std::iter::repeat_n(0, t - n));
+        }
+        let mut cache = cache.select_rows(&rows.iter().map(|r| r.1).collect::<Vec<_>>())?;
+        let hidden = self.model.forward(&tokens, rows.len(), &[], &mut cache)?;
+        let d = self.model.config().hidden_size;
+        let mut pick = Vec::new();
+        for (slot, &(r, _)) in rows.iter().enumerate() {
+            for j in 0..continuations[r].len() - 1 {
+                pick.push((slot * t + j) as i64);
+            }
+        }
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(pick.clone(), [pick.len()]),
+            self.model.device(),
+        );
+        let rows_h = hidden.reshape([rows.len() * t, d]).select(0, idx);
+        let logits = self.model.logits(rows_h)?;
+        let mut k = 0;
+        for &(r, _) in rows {
+            for &next in continuations[r].iter().skip(1) {
+                out[r].push(log_prob(&logits[k * vocab..(k + 1) * vocab], next));
+                k += 1;
+            }
+        }
+        Ok(())
     }
 }
 

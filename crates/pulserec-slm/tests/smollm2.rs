@@ -175,6 +175,37 @@ fn likelihoods_match_generation_logprobs() {
     assert!(lp[2].is_empty());
 }
 
+/// Interleaved requests over two contexts, with continuations of different lengths (grouped by
+/// context and reordered by length inside `score_ids`), score as each request does alone.
+#[test]
+fn batched_likelihoods_equal_one_request_at_a_time() {
+    let Some(slm) = common::quantised() else {
+        return;
+    };
+    let tok = slm.tokenizer();
+    let a = tok.encode(FRANCE).unwrap();
+    let b = tok.encode("Name a game for a long train ride.").unwrap();
+    let cont = |t: &str| tok.encode_continuation(t).unwrap();
+    let contexts = vec![a.clone(), b.clone(), a.clone(), b.clone(), a];
+    let continuations = vec![
+        cont(" Paris is the capital of France, and a large city."),
+        cont(" Chess"),
+        cont(" Lyon"),
+        cont(" A long puzzle game with many levels and a story"),
+        cont(" It is Paris."),
+    ];
+    let batched = slm.score_ids(&contexts, &continuations).unwrap();
+    for (i, (c, k)) in contexts.iter().zip(&continuations).enumerate() {
+        let alone = slm
+            .score_ids(std::slice::from_ref(c), std::slice::from_ref(k))
+            .unwrap();
+        assert_eq!(batched[i].len(), k.len(), "request {i}");
+        for (x, y) in batched[i].iter().zip(&alone[0]) {
+            assert!((x - y).abs() < 1e-3, "request {i}: {x} vs {y}");
+        }
+    }
+}
+
 #[test]
 fn sampling_is_seeded_and_stop_strings_cut() {
     let Some(slm) = common::quantised() else {
