@@ -247,6 +247,96 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
         "{e}"
     );
     assert!(e.to_string().contains("tot.depth"), "{e}");
+    assert_eq!(
+        PipelineConfig::from_file(&run.join("config.toml")).unwrap(),
+        config,
+        "a refused run leaves the resolved config alone"
+    );
+
+    // Stage 4 and the evaluation: one adapter per variant, trained on the training users, and
+    // HR@1 of each tuned SLM on the evaluation users' stored candidates.
+    let full = Pipeline::new(config.clone()).unwrap().run().unwrap();
+    assert!(matches!(full.stages[5].1, StageStatus::Ran(_)));
+    assert!(matches!(full.stages[6].1, StageStatus::Ran(_)));
+    for v in &config.sft.variants {
+        let dir = run.join("sft").join(v.name());
+        let train = json(&dir.join("train.json"));
+        assert_eq!(train["training_users"], 6, "{train}");
+        let examples = train["examples"].as_u64().unwrap();
+        let skipped = train["skipped_no_rationale"].as_u64().unwrap()
+            + train["skipped_no_target"].as_u64().unwrap()
+            + train["skipped_too_long"].as_u64().unwrap();
+        assert_eq!(examples + skipped, 6, "{train}");
+        assert!(examples > 0);
+        let adapter = dir.join(train["adapter"].as_str().unwrap());
+        assert!(adapter.join("adapter_config.json").is_file(), "{adapter:?}");
+        assert!(
+            adapter.join("adapter_model.safetensors").is_file(),
+            "{adapter:?}"
+        );
+        let losses = train["report"]["step_losses"].as_array().unwrap();
+        assert!(!losses.is_empty() && losses.iter().all(|l| l.as_f64().unwrap().is_finite()));
+        assert_eq!(&std::fs::read(dir.join("loss.png")).unwrap()[1..4], b"PNG");
+
+        let eval = json(&run.join("eval").join(format!("{}.json", v.name())));
+        assert_eq!(eval["users"], 10);
+        for size in [5, 20] {
+            let hr1 = eval["candidates"][size.to_string()]["HR@1"]
+                .as_f64()
+                .unwrap();
+            assert!((0.0..=1.0).contains(&hr1), "{hr1}");
+            let predictions = std::fs::read_to_string(
+                run.join("eval")
+                    .join(format!("predictions-{}-{size}.jsonl", v.name())),
+            )
+            .unwrap();
+            let predicted: Vec<u32> = predictions
+                .lines()
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["user"]
+                        .as_u64()
+                        .unwrap() as u32
+                })
+                .collect();
+            assert_eq!(predicted, evaluation, "every evaluation user, in order");
+            let hits = predictions
+                .lines()
+                .filter(|l| l.contains("\"hit\":true"))
+                .count();
+            assert!(
+                (hr1 - hits as f64 / 10.0).abs() < 1e-9,
+                "{hr1} vs {hits} hits"
+            );
+        }
+        let row = full.results.row(v.label()).unwrap();
+        assert!(row.hr1.iter().all(Option::is_some), "{row:?}");
+        assert_eq!(row.users, Some(10));
+    }
+    let report = std::fs::read_to_string(&full.report).unwrap();
+    assert!(
+        report.contains("## LoRA SFT") && report.contains("pulse/loss.png"),
+        "{report}"
+    );
+
+    // A run killed while evaluating the second variant redoes only that variant, with the same
+    // result (the adapters are not retrained).
+    let last = config.sft.variants.last().unwrap().name();
+    let eval_file = run.join("eval").join(format!("{last}.json"));
+    let before = json(&eval_file)["candidates"].clone();
+    let trained = std::fs::read_to_string(run.join("sft").join(last).join("train.json")).unwrap();
+    std::fs::remove_file(run.join("eval/done.json")).unwrap();
+    std::fs::remove_file(&eval_file).unwrap();
+    let again = Pipeline::new(config.clone()).unwrap().run().unwrap();
+    assert!(matches!(again.stages[5].1, StageStatus::Skipped(_)));
+    assert!(matches!(again.stages[6].1, StageStatus::Ran(_)));
+    let after = json(&eval_file)["candidates"].clone();
+    for size in ["5", "20"] {
+        assert_eq!(after[size]["HR@1"], before[size]["HR@1"], "{size}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(run.join("sft").join(last).join("train.json")).unwrap(),
+        trained
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! cargo run --release --bin pulserec -- run --config configs/quickstart.toml
 //! pulserec tot --config my.toml --seed 2 --run-dir runs/seed2   # stages up to tot
 //! pulserec config --preset paper > paper.toml                   # print a preset
+//! pulserec summary runs/exp/games-seed1 runs/exp/games-seed2    # mean (min-max) over runs
 //! ```
 //! Each stage subcommand runs the stages it needs first (finished ones are skipped: their
 //! outputs are cached in the run directory), then writes `report.md` and prints the results.
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use pulserec::pipeline::StageStatus;
+use pulserec::pipeline::{ResultsTable, StageStatus};
 use pulserec::{Pipeline, PipelineConfig, Stage};
 
 #[derive(Parser)]
@@ -57,6 +58,12 @@ enum Command {
     Eval,
     /// The whole pipeline.
     Run,
+    /// Print the mean (min-max) results table over finished run directories (e.g. seeds).
+    Summary {
+        /// Run directories, each with its resolved `config.toml`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+    },
     /// Print a preset config as TOML (`quickstart` or `paper`) with the overrides applied.
     Config {
         /// Preset name.
@@ -105,6 +112,15 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
     let last = match &cli.command {
         Command::Config { preset } => {
             print!("{}", resolve(cli, Some(preset))?.to_toml()?);
+            return Ok(());
+        }
+        Command::Summary { runs } => {
+            let mut tables = Vec::new();
+            for dir in runs {
+                let config = PipelineConfig::from_file(&dir.join("config.toml"))?;
+                tables.push(Pipeline::new(config)?.results());
+            }
+            print!("{}", ResultsTable::summarize(&tables));
             return Ok(());
         }
         Command::Prepare => Stage::Prepare,

@@ -8,11 +8,12 @@
 //! | `rationales` | `rationales/` | hindsight rationale store |
 //! | `thought-space` | `thought_space/` | trained space (`space/`), `metrics.json` (retrieval before/after), `map.png`, `loss.png` |
 //! | `tot` | `tot/<scorer>/` | Tree-of-Thought rationale store per scorer |
-//! | `sft` | `sft/<variant>/` | LoRA adapters |
-//! | `eval` | `eval/` | the SLM recommenders' metrics |
+//! | `sft` | `sft/<variant>/` | LoRA adapter checkpoint, `train.json` (data counts, training report), `loss.png` |
+//! | `eval` | `eval/` | `<variant>.json` (HR@1, valid answers, NDCG@k per list size), `predictions-<variant>-<size>.jsonl` |
 //!
 //! Each stage runs through the stage traits where one exists (`TextGenerator`,
-//! `ThoughtScorer`, `SequentialRecommender`), so another implementation can stand in. A stage
+//! `ThoughtScorer`, `SequentialRecommender`, `CandidateSelector`), so another implementation can
+//! stand in. A stage
 //! folder holds `settings.json` (written first) and `done.json` (written last, atomically); a
 //! rerun skips finished stages, and the resumable stores (rationales, Tree-of-Thought) continue
 //! with the users that are missing. The run directory also gets the resolved `config.toml` and
@@ -279,6 +280,11 @@ impl Pipeline {
         self.config.run_dir.join(stage.folder())
     }
 
+    /// The results table from what the run directory holds now (nothing is run).
+    pub fn results(&self) -> ResultsTable {
+        report::results(self)
+    }
+
     /// Runs every stage.
     pub fn run(&self) -> Result<RunSummary> {
         self.run_until(Stage::Eval)
@@ -288,6 +294,11 @@ impl Pipeline {
     /// report.
     pub fn run_until(&self, last: Stage) -> Result<RunSummary> {
         let run_dir = &self.config.run_dir;
+        // A stage run before with other settings is refused before anything is written, so the
+        // resolved config.toml always describes the stages in the run directory.
+        for stage in Stage::ALL.into_iter().filter(|s| *s <= last) {
+            self.stage_dir_with_settings(stage).done()?;
+        }
         std::fs::create_dir_all(run_dir).map_err(|e| PipelineError::io(run_dir, e))?;
         marker::write_atomic(
             &run_dir.join("config.toml"),
@@ -340,6 +351,9 @@ impl Pipeline {
         dir.start()?;
         let started = Instant::now();
         let summary = match stage {
+            Stage::Rationales | Stage::ThoughtSpace | Stage::Tot if self.transfers_adapters() => {
+                json!({"not_needed": "sft.adapters_from is set: the adapters come from another run"})
+            }
             Stage::Prepare => prepare::run(self, &dir.dir)?,
             Stage::SasRec => sasrec::run(self, &dir.dir)?,
             Stage::Rationales => rationales::run_hindsight(self, &dir.dir)?,
@@ -373,11 +387,22 @@ impl Pipeline {
             Stage::Sft => json!({"seed": c.seed, "slm": c.assets.slm, "sft": c.sft}),
             Stage::Eval => json!({"seed": c.seed, "eval": c.eval}),
         };
+        let settings = match (&c.sft.adapters_from, stage) {
+            (Some(from), Stage::Rationales | Stage::ThoughtSpace | Stage::Tot) => {
+                json!({"not_needed": {"sft.adapters_from": from}})
+            }
+            _ => settings,
+        };
         StageDir {
             stage: stage.name(),
             dir: self.stage_dir(stage),
             settings,
         }
+    }
+
+    /// Whether this run evaluates another run's adapters (`sft.adapters_from`).
+    pub(crate) fn transfers_adapters(&self) -> bool {
+        self.config.sft.adapters_from.is_some()
     }
 
     /// A progress bar over `len` units (hidden unless progress is on).

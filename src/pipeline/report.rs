@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::marker::{DONE_FILE, DoneMarker, read_json, write_atomic};
 use super::{Pipeline, Result, Stage, rationales, sasrec};
+use crate::config::SelectorKind;
 
 /// One row of the results table.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +64,74 @@ impl ResultsTable {
                 }
                 None => s.push_str(" |\n"),
             }
+        }
+        s
+    }
+}
+
+impl ResultsTable {
+    /// Several runs' tables (e.g. one per seed) as one Markdown table: per row and column the mean
+    /// and, with more than one run, the spread `(min-max)`; `n/a` where no run has the value.
+    ///
+    /// Rows are matched by label, columns by candidate-list size; a value missing from some runs
+    /// is averaged over the runs that have it, and the number of runs is shown in the last column.
+    ///
+    /// ```
+    /// use pulserec::pipeline::{ResultRow, ResultsTable};
+    /// let table = |hr: f64| ResultsTable {
+    ///     sizes: vec![5],
+    ///     rows: vec![ResultRow { label: "PULSE".into(), hr1: vec![Some(hr)], users: Some(50) }],
+    /// };
+    /// let md = ResultsTable::summarize(&[table(0.2), table(0.4)]);
+    /// assert!(md.contains("| PULSE | 0.300 (0.200-0.400) | 2 |"), "{md}");
+    /// ```
+    pub fn summarize(tables: &[ResultsTable]) -> String {
+        let mut sizes: Vec<usize> = tables.iter().flat_map(|t| t.sizes.clone()).collect();
+        sizes.sort_unstable();
+        sizes.dedup();
+        let mut labels: Vec<&str> = Vec::new();
+        for t in tables {
+            for r in &t.rows {
+                if !labels.contains(&r.label.as_str()) {
+                    labels.push(&r.label);
+                }
+            }
+        }
+        let mut s = String::from("| method |");
+        for size in &sizes {
+            let _ = write!(s, " HR@1 ({size} candidates) |");
+        }
+        s.push_str(" runs |\n|---|");
+        for _ in &sizes {
+            s.push_str("---:|");
+        }
+        s.push_str("---:|\n");
+        for label in labels {
+            let _ = write!(s, "| {label} |");
+            let mut runs = 0;
+            for &size in &sizes {
+                let values: Vec<f64> = tables
+                    .iter()
+                    .filter_map(|t| {
+                        let col = t.sizes.iter().position(|&n| n == size)?;
+                        t.row(label)?.hr1.get(col).copied().flatten()
+                    })
+                    .collect();
+                runs = runs.max(values.len());
+                if values.is_empty() {
+                    s.push_str(" n/a |");
+                    continue;
+                }
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+                let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if values.len() > 1 {
+                    let _ = write!(s, " {mean:.3} ({min:.3}-{max:.3}) |");
+                } else {
+                    let _ = write!(s, " {mean:.3} |");
+                }
+            }
+            let _ = writeln!(s, " {runs} |");
         }
         s
     }
@@ -154,6 +223,13 @@ fn image(out: &mut String, p: &Pipeline, stage: Stage, file: &str, alt: &str) {
     }
 }
 
+fn selector_label(kind: SelectorKind) -> &'static str {
+    match kind {
+        SelectorKind::Likelihood => "likelihood (the candidate whose title is most likely)",
+        SelectorKind::Generative => "generative (the paper's title-in-answer HR@1)",
+    }
+}
+
 /// Writes `report.md`; returns the results table and the report's path.
 pub(super) fn write(p: &Pipeline) -> Result<(ResultsTable, PathBuf)> {
     let c = p.config();
@@ -237,6 +313,35 @@ pub(super) fn write(p: &Pipeline) -> Result<(ResultsTable, PathBuf)> {
                 examples(&mut s, &records, 3);
             }
         }
+    }
+    if let Some(m) = marker(p, Stage::Sft) {
+        let _ = writeln!(s, "\n## LoRA SFT\n\n`{}`\n", m.summary);
+        if let Some(from) = &c.sft.adapters_from {
+            let _ = writeln!(
+                s,
+                "Cross-domain: the adapters were trained in `{}` (another data set) and are evaluated here on this run's users.\n",
+                from.display()
+            );
+        }
+        s.push_str("Training loss per optimiser step:\n");
+        for v in &c.sft.variants {
+            let _ = writeln!(s, "\n{}:", v.label());
+            image(
+                &mut s,
+                p,
+                Stage::Sft,
+                &format!("{}/loss.png", v.name()),
+                &format!("{} training loss", v.label()),
+            );
+        }
+    }
+    if let Some(m) = marker(p, Stage::Eval) {
+        let _ = writeln!(
+            s,
+            "\n## Evaluation of the SLM recommenders\n\nSelector `{}`; per-user outcomes in `eval/predictions-<variant>-<size>.jsonl`. Metrics per variant and list size: `{}`",
+            selector_label(c.eval.selector),
+            m.summary
+        );
     }
     let path = c.run_dir.join("report.md");
     write_atomic(&path, s.as_bytes())?;
