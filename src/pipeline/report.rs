@@ -271,8 +271,9 @@ pub(super) fn write(p: &Pipeline) -> Result<(ResultsTable, PathBuf)> {
     }
     if let Some(m) = marker(p, Stage::Rationales) {
         let _ = writeln!(s, "\n## Hindsight rationales\n\n`{}`\n", m.summary);
-        if let Ok(records) =
-            RationaleStore::open(rationales::hindsight_store(p)).and_then(|st| st.load())
+        let dir = rationales::hindsight_store(p);
+        if dir.is_dir()
+            && let Ok(records) = RationaleStore::open(&dir).and_then(|st| st.load())
         {
             examples(&mut s, &records, 3);
         }
@@ -306,8 +307,11 @@ pub(super) fn write(p: &Pipeline) -> Result<(ResultsTable, PathBuf)> {
     if let Some(m) = marker(p, Stage::Tot) {
         let _ = writeln!(s, "\n## Tree-of-Thought\n\n`{}`\n", m.summary);
         for &kind in &c.tot.scorers {
-            if let Ok(records) =
-                RationaleStore::open(rationales::tot_store(p, kind)).and_then(|st| st.load())
+            // Opening a store creates its folder: look only at stores that exist.
+            let dir = rationales::tot_store(p, kind);
+            if dir.is_dir()
+                && let Ok(records) = RationaleStore::open(&dir).and_then(|st| st.load())
+                && !records.is_empty()
             {
                 let _ = writeln!(s, "\nChosen by {}:\n", kind.name());
                 examples(&mut s, &records, 3);
