@@ -13,7 +13,6 @@
 //! adapter checkpoints under `--out`; prints HR@1 and training tokens/s.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
@@ -23,10 +22,9 @@ use pulserec::device::DeviceSpec;
 use pulserec_core::UserId;
 use pulserec_data::{Target, load};
 use pulserec_sft::{
-    DataConfig, EncodedExample, Evaluation, ExampleBuilder, GenerativeConfig, GenerativeSelector,
+    DataConfig, EncodedSet, Evaluation, ExampleBuilder, GenerativeConfig, GenerativeSelector,
     LikelihoodConfig, LikelihoodSelector, PROMPT_VERSION, PromptStyle, SelectorMetrics, SftConfig,
-    SftError, SftExample, SftMetrics, SftTrainer, Variant, choose_test_users, encode_example,
-    evaluate,
+    SftExample, SftMetrics, SftTrainer, Variant, choose_test_users, encode_all, evaluate,
 };
 use pulserec_slm::{LoadOptions, Slm};
 use pulserec_tot::RationaleStore;
@@ -154,15 +152,10 @@ fn evaluate_model(
 
 fn write_predictions(dir: &Path, label: &str, evals: &[Evaluation]) -> anyhow::Result<()> {
     for e in evals {
-        let path = dir.join(format!(
+        e.write_predictions(&dir.join(format!(
             "predictions-{label}-{}-{}.jsonl",
             e.metrics.selector, e.metrics.candidates
-        ));
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        for o in &e.outcomes {
-            serde_json::to_writer(&mut f, o)?;
-            f.write_all(b"\n")?;
-        }
+        )))?;
     }
     Ok(())
 }
@@ -279,18 +272,11 @@ fn main() -> anyhow::Result<()> {
     let style = PromptStyle::Chat(base.chat_format()?);
 
     // Tokenised training examples; one that does not fit even without history is skipped.
-    let mut encoded: Vec<EncodedExample> = Vec::new();
-    let mut too_long = 0usize;
-    for ex in &training.examples {
-        match encode_example(&tokenizer, style, ex, config.max_len) {
-            Ok(e) => encoded.push(e),
-            Err(e @ SftError::TooLong { .. }) => {
-                tracing::warn!("{e}; skipped");
-                too_long += 1;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let EncodedSet {
+        examples: encoded,
+        too_long,
+    } = encode_all(&tokenizer, style, &training.examples, config.max_len)?;
+    let too_long = too_long.len();
     eprintln!(
         "{}: {} training examples ({} users without a rationale, {} without a target, {} too long), {} test users",
         args.variant,

@@ -11,15 +11,14 @@
 //! [`pulserec_core::CandidateSelector`], so another recommender can stand in.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use pulserec_core::{CandidateSelector, UserId};
 use pulserec_data::PreparedDataset;
 use pulserec_sft::{
-    DataConfig, EncodedExample, Evaluation, ExampleBuilder, GenerativeConfig, GenerativeSelector,
-    LikelihoodConfig, LikelihoodSelector, PROMPT_VERSION, PromptStyle, SftConfig, SftError,
-    SftTrainer, TrainReport, Variant, encode_example, evaluate, load_adapter,
+    DataConfig, EncodedSet, ExampleBuilder, GenerativeConfig, GenerativeSelector, LikelihoodConfig,
+    LikelihoodSelector, PROMPT_VERSION, PromptStyle, SftConfig, SftTrainer, TrainReport, Variant,
+    encode_all, evaluate, load_adapter,
 };
 use pulserec_slm::weights::ModelWeights;
 use pulserec_slm::{ChatFormat, LlamaConfig, LoadOptions, Slm, SlmTokenizer};
@@ -150,18 +149,11 @@ fn train_variant(
         .training_set(sft_variant(variant), training_users, rationales.as_ref())
         .at(Stage::Sft)?;
     let config = sft_config(p);
-    let mut encoded: Vec<EncodedExample> = Vec::new();
-    let mut too_long = 0usize;
-    for ex in &set.examples {
-        match encode_example(&base.tokenizer, base.style, ex, config.max_len) {
-            Ok(e) => encoded.push(e),
-            Err(e @ SftError::TooLong { .. }) => {
-                tracing::warn!(variant = variant.name(), "{e}; skipped");
-                too_long += 1;
-            }
-            Err(e) => return Err(e).at(Stage::Sft),
-        }
-    }
+    let EncodedSet {
+        examples: encoded,
+        too_long,
+    } = encode_all(&base.tokenizer, base.style, &set.examples, config.max_len).at(Stage::Sft)?;
+    let too_long = too_long.len();
     if encoded.is_empty() {
         return Err(PipelineError::Data {
             stage: Stage::Sft.name(),
@@ -367,7 +359,7 @@ fn eval_variant(
         let sets = prepare::slm_candidates(prepared, size)?;
         let cases = builder.test_cases(evaluation_users, sets).at(Stage::Eval)?;
         let bar = p.bar(cases.len(), &format!("{}@{size}", variant.name()));
-        let evaluation: Evaluation = evaluate(
+        let evaluation = evaluate(
             selector.as_mut(),
             selector_name(kind),
             &cases,
@@ -376,10 +368,9 @@ fn eval_variant(
         )
         .at(Stage::Eval)?;
         bar.finish_and_clear();
-        write_predictions(
-            &out.join(format!("predictions-{}-{size}.jsonl", variant.name())),
-            &evaluation,
-        )?;
+        evaluation
+            .write_predictions(&out.join(format!("predictions-{}-{size}.jsonl", variant.name())))
+            .at(Stage::Eval)?;
         let m = &evaluation.metrics;
         let mut values = json!({
             "HR@1": m.hr_at_1,
@@ -407,15 +398,6 @@ fn eval_variant(
     });
     write_json(&out.join(format!("{}.json", variant.name())), &result)?;
     Ok(result)
-}
-
-fn write_predictions(path: &Path, evaluation: &Evaluation) -> Result<()> {
-    let mut bytes = Vec::new();
-    for o in &evaluation.outcomes {
-        serde_json::to_writer(&mut bytes, o).map_err(|e| PipelineError::json(path, e))?;
-        let _ = bytes.write_all(b"\n");
-    }
-    write_atomic(path, &bytes)
 }
 
 pub(super) fn run_eval(p: &Pipeline, dir: &Path) -> Result<Value> {

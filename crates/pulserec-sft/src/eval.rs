@@ -62,6 +62,26 @@ pub struct Evaluation {
     pub outcomes: Vec<Outcome>,
 }
 
+impl Evaluation {
+    /// Writes the outcomes as JSON lines (one [`Outcome`] per line, in order) to `path`,
+    /// through a temporary file renamed into place, so a failed write leaves no partial file.
+    pub fn write_predictions(&self, path: &std::path::Path) -> Result<()> {
+        let mut bytes = Vec::new();
+        for o in &self.outcomes {
+            serde_json::to_writer(&mut bytes, o).map_err(|e| SftError::Json {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+            bytes.push(b'\n');
+        }
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        std::fs::write(&tmp, &bytes).map_err(|e| SftError::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| SftError::io(path, e))
+    }
+}
+
 /// Runs `selector` over `cases` in chunks of `chunk` prompts (one `select` call each),
 /// advancing `progress` by the users done.
 ///

@@ -19,5 +19,5 @@ pub use report::{SftMetrics, TrainReport};
 pub use select::{
     GenerativeConfig, GenerativeSelector, LikelihoodConfig, LikelihoodSelector, Reduction,
 };
-pub use tokenize::{EncodedExample, encode_example};
+pub use tokenize::{EncodedExample, EncodedSet, encode_all, encode_example};
 pub use train::{SFT_CONFIG_FILE, Schedule, SftConfig, SftTrainer, load_adapter, token_batch};

@@ -199,7 +199,11 @@ impl<S: LikelihoodScorer> CandidateSelector for LikelihoodSelector<S> {
                         .iter()
                         .enumerate()
                         .fold(None, |best: Option<(usize, f32)>, (i, &s)| match best {
-                            Some((_, b)) if !(s > b) => best,
+                            Some((_, b))
+                                if s.partial_cmp(&b) != Some(std::cmp::Ordering::Greater) =>
+                            {
+                                best
+                            }
                             _ if s.is_nan() => best,
                             _ => Some((i, s)),
                         });

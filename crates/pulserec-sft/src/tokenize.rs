@@ -95,3 +95,36 @@ pub fn encode_example(
         dropped += 1;
     }
 }
+
+/// Examples tokenised by [`encode_all`]: those that fit, and the users whose example did not
+/// fit even with no history (skipped, not an error).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncodedSet {
+    /// The examples that fit, in input order.
+    pub examples: Vec<EncodedExample>,
+    /// Users whose example was over the limit with no history left.
+    pub too_long: Vec<UserId>,
+}
+
+/// Tokenises every example with [`encode_example`]; one that does not fit even with no history
+/// is skipped with a warning and its user listed in [`EncodedSet::too_long`]. Any other error
+/// stops the run.
+pub fn encode_all(
+    tokenizer: &SlmTokenizer,
+    style: PromptStyle,
+    examples: &[SftExample],
+    max_len: usize,
+) -> Result<EncodedSet> {
+    let mut set = EncodedSet::default();
+    for example in examples {
+        match encode_example(tokenizer, style, example, max_len) {
+            Ok(e) => set.examples.push(e),
+            Err(e @ SftError::TooLong { .. }) => {
+                tracing::warn!("{e}; skipped");
+                set.too_long.push(example.prompt.user);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(set)
+}

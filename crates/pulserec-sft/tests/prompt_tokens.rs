@@ -108,3 +108,23 @@ fn truncation_drops_history_never_the_target() {
         "{none}"
     );
 }
+
+#[test]
+fn encode_all_skips_only_examples_that_cannot_fit() {
+    let Some(tok) = common::smollm2_tokenizer() else {
+        return;
+    };
+    let style = PromptStyle::Chat(ChatFormat::ChatMl);
+    let short = example(None);
+    let mut long = example(Some(&"because ".repeat(200)));
+    long.prompt.user = UserId(7);
+    let fits = encode_example(&tok, style, &short, 512).unwrap().len();
+    let set = pulserec_sft::encode_all(&tok, style, &[short.clone(), long, short], fits).unwrap();
+    assert_eq!(set.too_long, vec![UserId(7)]);
+    assert_eq!(set.examples.len(), 2);
+    assert!(
+        set.examples
+            .iter()
+            .all(|e| e.user == UserId(42) && e.len() <= fits)
+    );
+}

@@ -187,6 +187,22 @@ fn likelihood_ranking_picks_the_best_and_ranks_all() {
     let ndcg3 = (1.0 + 2.0 / 3f64.log2()) / 3.0;
     assert!((ranking["NDCG@3"] - ndcg3).abs() < 1e-9);
     assert!(!ranking.contains_key("NDCG@5"));
+
+    // The predictions file holds the outcomes, one JSON line each, in order.
+    let dir = std::env::temp_dir().join(format!("pulserec-sft-pred-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("predictions.jsonl");
+    eval.write_predictions(&path).unwrap();
+    let lines: Vec<pulserec_sft::Outcome> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, eval.outcomes);
+    let missing = dir.join("no-such-folder").join("p.jsonl");
+    let err = eval.write_predictions(&missing).unwrap_err();
+    assert!(err.to_string().contains("no-such-folder"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
