@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod fastmath;
 pub mod ids;
 pub mod interaction;
 pub mod metrics;

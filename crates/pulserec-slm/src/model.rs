@@ -24,6 +24,29 @@ pub(crate) fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f32) -> Tensor<3> 
     x * (ms + eps).sqrt().recip() * weight.clone().unsqueeze::<3>()
 }
 
+/// `silu(gate) * up`. On the plain flex (CPU) device one host pass with the vectorised exp of
+/// [`pulserec_core::fastmath`] (burn-flex's sigmoid calls libm's scalar `expf` per element,
+/// then multiplies in a second pass); elsewhere burn's ops.
+///
+/// # Shapes
+/// - `gate`, `up`: `[batch, seq, intermediate]`; returns the same
+pub(crate) fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
+    let device = gate.device();
+    if device.is_autodiff() || device != Device::flex() {
+        return silu(gate) * up;
+    }
+    // Zero-copy on flex for fresh (contiguous, unshared) linear outputs.
+    let mut g = gate.into_data();
+    let u = up.into_data();
+    match (g.as_mut_slice::<f32>(), u.as_slice::<f32>()) {
+        (Ok(gv), Ok(uv)) if gv.len() == uv.len() => {
+            pulserec_core::fastmath::silu_mul_inplace(gv, uv);
+            Tensor::from_data(g, &device)
+        }
+        _ => silu(Tensor::from_data(g, &device)) * Tensor::from_data(u, &device),
+    }
+}
+
 struct Block {
     attn_norm: Tensor<1>,
     q: Linear,
@@ -245,7 +268,7 @@ impl Llama {
             let ctx = grouped_attention(q, k, v, mask.clone());
             x = x + blk.o.forward(ctx)?;
             let xn = rms_norm(x.clone(), &blk.ffn_norm, self.cfg.rms_norm_eps);
-            let act = silu(blk.gate.forward(xn.clone())?) * blk.up.forward(xn)?;
+            let act = swiglu(blk.gate.forward(xn.clone())?, blk.up.forward(xn)?);
             x = x + blk.down.forward(act)?;
         }
         Ok(rms_norm(x, &self.norm, self.cfg.rms_norm_eps))

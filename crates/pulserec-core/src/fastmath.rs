@@ -1,0 +1,181 @@
+//! Element-wise math over `f32` slices that the compiler can vectorise: branch-free `exp`,
+//! `erf`, and the activations built on them (GELU, SiLU-gated products).
+//!
+//! The CPU backend evaluates `erf` and `exp` one element at a time through libm; in inference
+//! forwards (MiniLM's GELU, SmolLM2's SwiGLU) that was a fifth of the encode time and a tenth of
+//! the prefill time. These versions are plain loops of multiply-adds with no branches, so they
+//! compile to SIMD, and the slice functions split long slices across rayon's threads.
+//!
+//! Accuracy (checked by the tests against f64 references): [`exp`] within a relative
+//! error (`< 4e-7`) on `[-87, 88]`, [`erf`] within `5e-7` absolute everywhere (a few ulp of
+//! values near +-1).
+
+use rayon::prelude::*;
+
+/// Below this many elements the slice functions stay on the calling thread.
+const PARALLEL_MIN: usize = 1 << 15;
+/// Elements per rayon task.
+const CHUNK: usize = 1 << 13;
+
+const LOG2_E: f32 = std::f32::consts::LOG2_E;
+/// ln 2 split in a high part exact in f32 and the remainder (Cody-Waite reduction).
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+
+/// `e^x` for `f32`, branch-free. Inputs are clamped to `[-87.3, 88.3]` (the normal range of
+/// the result); NaN stays NaN.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.3);
+    // x = n ln2 + r with |r| <= ln2 / 2; n rounded to nearest by the 1.5 * 2^23 trick.
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * LOG2_E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    // Taylor series of e^r to degree 7: relative error below 1e-8 for |r| <= 0.35.
+    let p = 1.0 / 5040.0;
+    let p = p * r + 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = p * r + 1.0;
+    let p = p * r + 1.0;
+    // 2^n through the exponent bits (n is in [-126, 127] after the clamp).
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+/// `erf(x)` for `f32`, branch-free: an odd rational function of degree 13 / 8 on `[-4, 4]`
+/// (Eigen's `erf` approximation), saturating to +-1 outside. NaN stays NaN.
+#[inline(always)]
+pub fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let p = -2.726_142_3e-10_f32;
+    let p = p * x2 + 2.770_681_4e-8;
+    let p = p * x2 - 2.101_024e-6;
+    let p = p * x2 - 5.692_506_4e-5;
+    let p = p * x2 - 7.349_906_3e-4;
+    let p = p * x2 - 2.954_6e-3;
+    let p = p * x2 - 1.609_603_3e-2;
+    let q = -1.456_607_2e-5_f32;
+    let q = q * x2 - 2.133_740_6e-4;
+    let q = q * x2 - 1.682_827e-3;
+    let q = q * x2 - 7.373_329e-3;
+    let q = q * x2 - 1.426_474e-2;
+    x * p / q
+}
+
+/// Exact GELU, `x * (1 + erf(x / sqrt 2)) / 2`.
+#[inline(always)]
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// SiLU, `x / (1 + e^-x)`.
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
+/// Applies `f` to every element, in parallel chunks when the slice is long.
+fn map_inplace(values: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
+    let run = |chunk: &mut [f32]| chunk.iter_mut().for_each(|v| *v = f(*v));
+    if values.len() < PARALLEL_MIN {
+        run(values);
+    } else {
+        values.par_chunks_mut(CHUNK).for_each(run);
+    }
+}
+
+/// `values[i] = gelu(values[i])`.
+pub fn gelu_inplace(values: &mut [f32]) {
+    map_inplace(values, gelu);
+}
+
+/// `gate[i] = silu(gate[i]) * up[i]`, the SwiGLU product.
+///
+/// # Panics
+/// If the slices differ in length (a caller bug, not a data error).
+pub fn silu_mul_inplace(gate: &mut [f32], up: &[f32]) {
+    assert_eq!(gate.len(), up.len(), "silu_mul_inplace: length mismatch");
+    let run = |(g, u): (&mut [f32], &[f32])| {
+        g.iter_mut().zip(u).for_each(|(g, &u)| *g = silu(*g) * u);
+    };
+    if gate.len() < PARALLEL_MIN {
+        run((gate, up));
+    } else {
+        gate.par_chunks_mut(CHUNK)
+            .zip(up.par_chunks(CHUNK))
+            .for_each(run);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// erf by Simpson's rule on 2/sqrt(pi) e^{-t^2}, accurate far below f32 precision.
+    fn erf_ref(x: f64) -> f64 {
+        let n = 4000;
+        let h = x / n as f64;
+        let f = |t: f64| (-t * t).exp();
+        let mut s = f(0.0) + f(x);
+        for i in 1..n {
+            s += f(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+        }
+        s * h / 3.0 * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn exp_is_accurate_over_the_normal_range() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            let rel = ((exp(x) as f64 - want) / want).abs();
+            worst = worst.max(rel);
+            x += 0.013;
+        }
+        assert!(worst < 4e-7, "worst relative error {worst}");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+        assert!(exp(-1000.0) < 1e-37 && exp(-1000.0) >= 0.0);
+        assert!(exp(1000.0).is_finite());
+    }
+
+    #[test]
+    fn erf_is_accurate_everywhere() {
+        let mut worst = 0.0f64;
+        let mut x = -6.0f32;
+        while x < 6.0 {
+            let err = (erf(x) as f64 - erf_ref(x as f64)).abs();
+            worst = worst.max(err);
+            x += 0.0037;
+        }
+        assert!(worst < 5e-7, "worst absolute error {worst}");
+        assert_eq!(erf(0.0), 0.0);
+        assert!(erf(f32::NAN).is_nan());
+        assert!((erf(10.0) - 1.0).abs() < 5e-7 && (erf(-10.0) + 1.0).abs() < 5e-7);
+    }
+
+    #[test]
+    fn slice_functions_match_the_scalar_ones_in_parallel_too() {
+        for n in [7, PARALLEL_MIN + 5] {
+            let xs: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 6.0).collect();
+            let ups: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let mut g = xs.clone();
+            gelu_inplace(&mut g);
+            let mut s = xs.clone();
+            silu_mul_inplace(&mut s, &ups);
+            for i in 0..n {
+                let x = xs[i] as f64;
+                let want_gelu = 0.5 * x * (1.0 + erf_ref(x / 2f64.sqrt()));
+                let tol = 1e-6 * x.abs().max(1.0);
+                assert!((g[i] as f64 - want_gelu).abs() < tol, "gelu({x})");
+                let want_silu = x / (1.0 + (-x).exp()) * ups[i] as f64;
+                assert!((s[i] as f64 - want_silu).abs() < tol, "silu({x})");
+            }
+        }
+    }
+}
