@@ -7,7 +7,7 @@ rounds=${1:-4}
 py=${2:-/opt/pyref/bin/python}
 file=${TMPDIR:-/tmp}/pulserec_bench_1m.inter
 cd "$(dirname "$0")/../.."
-cargo build --release --quiet --example load_bench
+cargo build --release --quiet --bin pulserec --examples
 bin=target/release/examples/load_bench
 "$bin" "$file" --generate --repeat 1 >/dev/null
 for r in $(seq "$rounds"); do

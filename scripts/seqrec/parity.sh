@@ -17,7 +17,7 @@ seeds=${*:-1 2 3}
 py=${PYTHON:-/opt/pyref/bin/python}
 norm=${NORM:-pre}
 export GLIBC_TUNABLES=${GLIBC_TUNABLES-glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=536870912:glibc.malloc.top_pad=67108864}
-cargo build --release --example sasrec
+cargo build --release --bin pulserec --examples
 mkdir -p "$runs"
 for seed in $seeds; do
   out=$runs/seed$seed

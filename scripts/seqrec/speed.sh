@@ -11,7 +11,7 @@ set -euo pipefail
 data=$1; epochs=$2; rounds=$3; out=$4; norm=${5:-pre}
 py=${PYTHON:-/opt/pyref/bin/python}
 export GLIBC_TUNABLES=${GLIBC_TUNABLES-glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=536870912:glibc.malloc.top_pad=67108864}
-cargo build --release --example sasrec
+cargo build --release --bin pulserec --examples
 for r in $(seq "$rounds"); do
   for th in 1 2; do
     RAYON_NUM_THREADS=$th target/release/examples/sasrec --data "$data" --epochs "$epochs" \

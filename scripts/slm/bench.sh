@@ -7,7 +7,7 @@ gguf=$1
 rounds=${2:-3}
 py=${PYTHON:-/opt/pyref/bin/python}
 here=$(dirname "$0")
-cargo build --release --example generate >&2
+cargo build --release --bin pulserec --examples >&2
 gen=target/release/examples/generate
 long=$(python3 -c "print(' '.join(['The history of the city goes back to ancient times, when traders settled along the river.']*17))")
 for r in $(seq "$rounds"); do
