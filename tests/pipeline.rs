@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use pulserec::config::{PipelineConfig, ScorerKind};
+use pulserec::config::{PipelineConfig, ScorerKind, SelectorKind};
 use pulserec::pipeline::{PipelineError, StageStatus};
 use pulserec::{Pipeline, Stage};
 use pulserec_data::locate;
@@ -337,6 +337,57 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
         std::fs::read_to_string(run.join("sft").join(last).join("train.json")).unwrap(),
         trained
     );
+
+    // Another run evaluates these adapters (`sft.adapters_from`, as the cross-domain experiments
+    // do) with the paper's generative selector: sampled answers mapped to candidates.
+    let run2 = tmp.path().join("generative");
+    let mut generative = config.clone();
+    generative.run_dir = run2.clone();
+    generative.sft.adapters_from = Some(run.clone());
+    generative.eval.selector = SelectorKind::Generative;
+    generative.eval.users = 4;
+    let second = Pipeline::new(generative.clone()).unwrap().run().unwrap();
+    assert!(matches!(second.stages[6].1, StageStatus::Ran(_)));
+    let eval_users: Vec<u32> =
+        serde_json::from_value(json(&run2.join("prepare/users.json"))["evaluation"].clone())
+            .unwrap();
+    assert_eq!(eval_users.len(), 4);
+    for v in &generative.sft.variants {
+        let train = json(&run2.join("sft").join(v.name()).join("train.json"));
+        assert_eq!(train["copied_from"], serde_json::json!(run), "{train}");
+        let eval = json(&run2.join("eval").join(format!("{}.json", v.name())));
+        for size in [5, 20] {
+            let hr1 = eval["candidates"][size.to_string()]["HR@1"]
+                .as_f64()
+                .unwrap();
+            let lines: Vec<Value> = std::fs::read_to_string(
+                run2.join("eval")
+                    .join(format!("predictions-{}-{size}.jsonl", v.name())),
+            )
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+            let users: Vec<u32> = lines
+                .iter()
+                .map(|o| o["user"].as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(users, eval_users);
+            // Generated answers are kept (one may be empty if the model ends at once); HR@1
+            // counts the hits among them.
+            assert!(lines.iter().all(|o| o["answer"].is_string()));
+            assert!(
+                lines
+                    .iter()
+                    .any(|o| !o["answer"].as_str().unwrap().is_empty())
+            );
+            let hits = lines.iter().filter(|o| o["hit"] == true).count();
+            assert!(
+                (hr1 - hits as f64 / 4.0).abs() < 1e-9,
+                "{hr1} vs {hits} hits"
+            );
+        }
+    }
 }
 
 #[test]
