@@ -82,14 +82,117 @@ impl BertLayer {
         let context = context.swap_dims(1, 2).reshape([batch, seq, hidden]);
         let attended = self.dropout.forward(self.attn_out.forward(context));
         let x = self.attn_norm.forward(attended + x);
-        let inner = self.ffn_in.forward(x.clone());
-        let inner = match self.activation {
-            Activation::Gelu => gelu_fast(inner),
-            Activation::GeluTanh => gelu_approximate(inner),
-            Activation::Relu => relu(inner),
-        };
+        let inner = self.activate(self.ffn_in.forward(x.clone()));
         let out = self.dropout.forward(self.ffn_out.forward(inner));
         self.out_norm.forward(out + x)
+    }
+
+    /// The feed-forward activation.
+    fn activate<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self.activation {
+            Activation::Gelu => gelu_fast(x),
+            Activation::GeluTanh => gelu_approximate(x),
+            Activation::Relu => relu(x),
+        }
+    }
+
+    /// Inference forward on packed tokens (no padding rows in the linear layers); attention
+    /// runs on the padded layout gathered through `packing`. Dropout is off.
+    ///
+    /// # Shapes
+    /// - `x`: `[packing.tokens(), hidden]`
+    /// - `pad_mask`: `[batch, 1, 1, seq]`, `true` at padding positions
+    /// - output: `[packing.tokens(), hidden]`
+    pub fn forward_packed(
+        &self,
+        x: Tensor<2>,
+        packing: &Packing,
+        pad_mask: Tensor<4, Bool>,
+    ) -> Tensor<2> {
+        let (batch, seq) = (packing.batch, packing.seq);
+        let hidden = x.dims()[1];
+        let heads = self.num_heads;
+        let head_dim = hidden / heads;
+        let to_heads = |t: Tensor<2>| {
+            t.select(0, packing.padded.clone())
+                .reshape([batch, seq, heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = to_heads(self.query.forward(x.clone()));
+        let k = to_heads(self.key.forward(x.clone()));
+        let v = to_heads(self.value.forward(x.clone()));
+        let context = attention(
+            q,
+            k,
+            v,
+            Some(pad_mask),
+            None,
+            AttentionModuleOptions::default(),
+        )
+        .swap_dims(1, 2)
+        .reshape([batch * seq, hidden])
+        .select(0, packing.packed.clone());
+        let x = self.attn_norm.forward(self.attn_out.forward(context) + x);
+        let inner = self.activate(self.ffn_in.forward(x.clone()));
+        self.out_norm.forward(self.ffn_out.forward(inner) + x)
+    }
+}
+
+/// Where the real tokens of a padded `[batch, seq]` batch sit, for [`BertModel::forward_packed`].
+#[derive(Clone, Debug)]
+pub struct Packing {
+    /// For each real token, its row in the flattened `[batch * seq]` layout.
+    packed: Tensor<1, Int>,
+    /// For each padded slot, the packed row it reads: the token itself, or for a padding slot
+    /// its text's first token (a finite value the attention mask and pooling ignore).
+    padded: Tensor<1, Int>,
+    tokens: usize,
+    batch: usize,
+    seq: usize,
+}
+
+impl Packing {
+    /// From the `[batch, seq]` row-major keep mask (`true` for real tokens). Every row must
+    /// hold at least one real token.
+    pub fn new(keep: &[bool], batch: usize, seq: usize, device: &Device) -> Result<Self> {
+        if keep.len() != batch * seq {
+            return Err(crate::error::ThoughtSpaceError::InvalidInput(format!(
+                "keep mask of {} entries for a {batch} x {seq} batch",
+                keep.len()
+            )));
+        }
+        let mut packed = Vec::new();
+        let mut padded = Vec::with_capacity(batch * seq);
+        for row in 0..batch {
+            let first = packed.len() as i64;
+            let cells = &keep[row * seq..(row + 1) * seq];
+            if !cells.iter().any(|&k| k) {
+                return Err(crate::error::ThoughtSpaceError::InvalidInput(format!(
+                    "text {row} of the batch has no tokens"
+                )));
+            }
+            for (col, &k) in cells.iter().enumerate() {
+                if k {
+                    padded.push(packed.len() as i64);
+                    packed.push((row * seq + col) as i64);
+                } else {
+                    padded.push(first);
+                }
+            }
+        }
+        let tokens = packed.len();
+        Ok(Self {
+            packed: Tensor::from_data(TensorData::new(packed, [tokens]), device),
+            padded: Tensor::from_data(TensorData::new(padded, [batch * seq]), device),
+            tokens,
+            batch,
+            seq,
+        })
+    }
+
+    /// Real tokens in the batch.
+    pub fn tokens(&self) -> usize {
+        self.tokens
     }
 }
 
@@ -121,6 +224,47 @@ impl BertModel {
     /// - output: `[batch, seq, hidden]`
     pub fn forward(&self, input_ids: Tensor<2, Int>, pad_mask: Tensor<2, Bool>) -> Tensor<3> {
         let [batch, seq] = input_ids.dims();
+        let mut x = self.embed(input_ids);
+        let mask = pad_mask.reshape([batch, 1, 1, seq]);
+        for layer in &self.layers {
+            x = layer.forward(x, mask.clone());
+        }
+        x
+    }
+
+    /// Inference forward that runs the linear layers on the real tokens only (see
+    /// [`BertLayer::forward_packed`]); the result is laid out like [`Self::forward`]'s, with
+    /// padding rows holding their text's first token state. Dropout is off.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, seq]`, `pad_mask`: `[batch, seq]` (`true` at padding)
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward_packed(
+        &self,
+        input_ids: Tensor<2, Int>,
+        pad_mask: Tensor<2, Bool>,
+        packing: &Packing,
+    ) -> Tensor<3> {
+        let [batch, seq] = input_ids.dims();
+        let states = self.embed(input_ids);
+        let hidden = states.dims()[2];
+        let mut x = states
+            .reshape([batch * seq, hidden])
+            .select(0, packing.packed.clone());
+        let mask = pad_mask.reshape([batch, 1, 1, seq]);
+        for layer in &self.layers {
+            x = layer.forward_packed(x, packing, mask.clone());
+        }
+        x.select(0, packing.padded.clone())
+            .reshape([batch, seq, hidden])
+    }
+
+    /// Word + position (+ type 0) embeddings, LayerNorm and dropout.
+    ///
+    /// # Shapes
+    /// - `input_ids`: `[batch, seq]`; output `[batch, seq, hidden]`
+    fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [_, seq] = input_ids.dims();
         let words = embedding(self.word_embeddings.val(), input_ids);
         let hidden = words.dims()[2];
         let positions = self
@@ -133,14 +277,8 @@ impl BertModel {
             // Single-segment inputs: every token has type 0.
             x = x + types.val().narrow(0, 0, 1).reshape([1, 1, hidden]);
         }
-        let mut x = self
-            .embeddings_dropout
-            .forward(self.embeddings_norm.forward(x));
-        let mask = pad_mask.reshape([batch, 1, 1, seq]);
-        for layer in &self.layers {
-            x = layer.forward(x, mask.clone());
-        }
-        x
+        self.embeddings_dropout
+            .forward(self.embeddings_norm.forward(x))
     }
 
     /// Builds the model from an HF safetensors file, checking every tensor against `config`.

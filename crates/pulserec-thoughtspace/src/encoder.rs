@@ -9,7 +9,7 @@ use ndarray::Array2;
 use pulserec_core::TextEncoder;
 use serde_json::{Value, json};
 
-use crate::bert::BertModel;
+use crate::bert::{BertModel, Packing};
 use crate::config::{BertConfig, Pooling, read_json};
 use crate::error::{Result, ThoughtSpaceError};
 use crate::tokenize::{TextTokenizer, TokenBatch};
@@ -175,9 +175,18 @@ impl SentenceEncoder {
     ///
     /// # Shapes
     /// - output: `[batch.batch, hidden]`
+    ///
+    /// Without autodiff the transformer runs packed (its linear layers skip padding rows, see
+    /// [`BertModel::forward_packed`]); with it, on the padded batch.
     pub fn forward(&self, batch: &TokenBatch) -> Tensor<2> {
         let (ids, pad, keep) = batch.tensors(&self.device);
-        let states = self.model.forward(ids, pad);
+        let packing = (!self.device.is_autodiff())
+            .then(|| Packing::new(&batch.keep, batch.batch, batch.seq, &self.device).ok())
+            .flatten();
+        let states = match &packing {
+            Some(packing) => self.model.forward_packed(ids, pad, packing),
+            None => self.model.forward(ids, pad),
+        };
         let pooled = pool(states, keep, self.pooling);
         if self.normalize {
             l2_normalize(pooled)

@@ -126,3 +126,45 @@ fn cls_pooling_matches_transformers() {
     let ours = encoder.encode(&refs).unwrap();
     assert_close(&ours, &rows(&fx, "cls_raw"), "cls");
 }
+
+#[test]
+fn packed_forward_equals_the_padded_forward_on_real_tokens() {
+    let Some(encoder) = common::minilm() else {
+        return;
+    };
+    let fx = load_fixture();
+    let texts = sentences(&fx);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let batch = encoder.tokenizer().batch(&refs).unwrap();
+    assert!(
+        batch.keep.iter().any(|k| !k),
+        "the fixture has texts of different lengths"
+    );
+    let device = Device::flex();
+    let packing =
+        pulserec_thoughtspace::bert::Packing::new(&batch.keep, batch.batch, batch.seq, &device)
+            .unwrap();
+    assert_eq!(packing.tokens(), batch.keep.iter().filter(|&&k| k).count());
+    let values = |t: burn::tensor::Tensor<3>| {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+    };
+    let (ids, pad, _) = batch.tensors(&device);
+    let padded = values(encoder.model().forward(ids.clone(), pad.clone()));
+    let packed = values(encoder.model().forward_packed(ids, pad, &packing));
+    let hidden = padded.len() / batch.keep.len();
+    let mut worst = 0.0f32;
+    for (slot, _) in batch.keep.iter().enumerate().filter(|(_, k)| **k) {
+        for d in 0..hidden {
+            worst = worst.max((padded[slot * hidden + d] - packed[slot * hidden + d]).abs());
+        }
+    }
+    assert!(worst < 1e-4, "max |padded - packed| {worst}");
+    // A text with no tokens cannot be packed.
+    assert!(
+        pulserec_thoughtspace::bert::Packing::new(&[true, false, false, false], 2, 2, &device)
+            .is_err()
+    );
+}
