@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use ndarray::Array2;
+use rayon::prelude::*;
 use pulserec_core::TextEncoder;
 use serde_json::{Value, json};
 
@@ -209,7 +210,9 @@ impl SentenceEncoder {
     }
 
     /// Embeds any number of texts in length-sorted chunks of the configured batch size (less
-    /// padding); rows come back in input order.
+    /// padding); rows come back in input order. Chunks run concurrently on rayon's threads
+    /// (each forward's own ops parallelise too, but at 32 short texts a gemm is too small to
+    /// keep two cores busy: chunk-level parallelism encoded Games titles ~16 % faster).
     pub fn encode_all(&self, texts: &[&str]) -> Result<Array2<f32>> {
         let dim = self.config.hidden_size;
         let mut out = Array2::<f32>::zeros((texts.len(), dim));
@@ -220,10 +223,16 @@ impl SentenceEncoder {
         let mut order: Vec<usize> = (0..texts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let inference = self.to_inference();
-        for chunk in order.chunks(self.batch_size) {
-            let chunk_ids: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
-            let emb = inference.forward(&self.tokenizer.pad(&chunk_ids));
-            let values = tensor_to_vec(emb)?;
+        let chunks: Vec<&[usize]> = order.chunks(self.batch_size).collect();
+        let embedded: Vec<Result<Vec<f32>>> = chunks
+            .par_iter()
+            .map(|chunk| {
+                let chunk_ids: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+                tensor_to_vec(inference.forward(&self.tokenizer.pad(&chunk_ids)))
+            })
+            .collect();
+        for (chunk, values) in chunks.into_iter().zip(embedded) {
+            let values = values?;
             for (row, &i) in chunk.iter().enumerate() {
                 out.row_mut(i)
                     .iter_mut()
