@@ -3,7 +3,7 @@
 SmolLM2-135M-Instruct Q4_1 GGUF, 2 threads, the same prompts as `examples/generate.rs` runs in
 scripts/slm/bench.sh. Prints one JSON object per measurement.
 
-Usage: /opt/pyref/bin/python scripts/slm/bench_reference.py {llama_cpp|hf} GGUF
+Usage: /opt/pyref/bin/python scripts/slm/bench_reference.py {llama_cpp|hf|hf_prefill} GGUF
 """
 import json
 import os
@@ -70,5 +70,28 @@ def hf(path):
                   flush=True)
 
 
+def hf_prefill(path, repeats=3):
+    """Prefill only: the median of `repeats` timed forwards of the long prompt."""
+    import statistics
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(2)
+    d, f = os.path.split(path)
+    tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    model = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=torch.float32).eval()
+    ids = torch.tensor([tok.encode(LONG, add_special_tokens=False)])
+    rates = []
+    with torch.no_grad():
+        model(ids[:, :8])
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(ids)
+            rates.append(ids.shape[1] / (time.perf_counter() - t))
+    print(json.dumps({"runtime": "hf-f32", "prefill_tokens": ids.shape[1],
+                      "prefill_tok_s": statistics.median(rates), "per_run": rates}), flush=True)
+
+
 if __name__ == "__main__":
-    {"llama_cpp": llama_cpp, "hf": hf}[sys.argv[1]](sys.argv[2])
+    {"llama_cpp": llama_cpp, "hf": hf, "hf_prefill": hf_prefill}[sys.argv[1]](sys.argv[2])

@@ -20,6 +20,34 @@ fn vec_tensor(v: &[f32], device: &Device) -> Tensor<1> {
 /// # Shapes
 /// - `x`: `[batch, seq, hidden]`, `weight`: `[hidden]`; returns `[batch, seq, hidden]`
 pub(crate) fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f32) -> Tensor<3> {
+    let device = x.device();
+    if on_host(&device) {
+        // One pass over a copy (`x` stays shared with the residual) instead of seven.
+        let mut data = x.into_data();
+        let w = weight.clone().into_data();
+        let done = match (data.as_mut_slice::<f32>(), w.as_slice::<f32>()) {
+            (Ok(values), Ok(w)) => {
+                pulserec_core::fastmath::rms_norm_rows(values, w, eps);
+                true
+            }
+            _ => false,
+        };
+        let x = Tensor::from_data(data, &device);
+        if done {
+            return x;
+        }
+        return rms_norm_ops(x, weight, eps);
+    }
+    rms_norm_ops(x, weight, eps)
+}
+
+/// Whether element-wise steps may run on the tensor's host buffer: the plain flex device.
+fn on_host(device: &Device) -> bool {
+    !device.is_autodiff() && *device == Device::flex()
+}
+
+/// [`rms_norm`] with burn's ops (autodiff, other devices).
+fn rms_norm_ops(x: Tensor<3>, weight: &Tensor<1>, eps: f32) -> Tensor<3> {
     let ms = x.clone().powi_scalar(2).mean_dim(2);
     x * (ms + eps).sqrt().recip() * weight.clone().unsqueeze::<3>()
 }
@@ -32,7 +60,7 @@ pub(crate) fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f32) -> Tensor<3> 
 /// - `gate`, `up`: `[batch, seq, intermediate]`; returns the same
 pub(crate) fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
     let device = gate.device();
-    if device.is_autodiff() || device != Device::flex() {
+    if !on_host(&device) {
         return silu(gate) * up;
     }
     // Zero-copy on flex for fresh (contiguous, unshared) linear outputs.
@@ -242,7 +270,14 @@ impl Llama {
             })
             .collect();
         let (cos, sin) = self.rope_tables(&positions);
-        let mask = self.attention_mask(cache, start, t);
+        let mask_values = self.attention_mask(cache, start, t);
+        let host = on_host(&self.device);
+        let mask = (!host).then(|| {
+            Tensor::<4>::from_data(
+                TensorData::new(mask_values.clone(), [batch, 1, t, start + t]),
+                &self.device,
+            )
+        });
         let (h, kv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
         let mut x = self.embed(tokens, batch, t)?;
         for (li, blk) in self.blocks.iter().enumerate() {
@@ -265,7 +300,10 @@ impl Llama {
             let q = rope(q, &cos, &sin);
             let k = rope(k, &cos, &sin);
             let (k, v) = cache.append(li, k, v);
-            let ctx = grouped_attention(q, k, v, mask.clone());
+            let ctx = match &mask {
+                Some(mask) => grouped_attention(q, k, v, mask.clone()),
+                None => grouped_attention_host(q, k, v, &mask_values),
+            };
             x = x + blk.o.forward(ctx)?;
             let xn = rms_norm(x.clone(), &blk.ffn_norm, self.cfg.rms_norm_eps);
             let act = swiglu(blk.gate.forward(xn.clone())?, blk.up.forward(xn)?);
@@ -274,9 +312,9 @@ impl Llama {
         Ok(rms_norm(x, &self.norm, self.cfg.rms_norm_eps))
     }
 
-    /// Additive mask over `[batch, 1, t, start + t]`: causal, pad keys hidden (a pad query
-    /// still sees itself so its row stays finite).
-    fn attention_mask(&self, cache: &KvCache, start: usize, t: usize) -> Tensor<4> {
+    /// Additive mask over `[batch, 1, t, start + t]` (row-major): causal, pad keys hidden (a
+    /// pad query still sees itself so its row stays finite).
+    fn attention_mask(&self, cache: &KvCache, start: usize, t: usize) -> Vec<f32> {
         let b = cache.batch();
         let s = start + t;
         let mut m = vec![0.0f32; b * t * s];
@@ -291,7 +329,7 @@ impl Llama {
                 }
             }
         }
-        Tensor::<4>::from_data(TensorData::new(m, [b, 1, t, s]), &self.device)
+        m
     }
 
     /// Logits of selected hidden states.
@@ -335,6 +373,50 @@ pub(crate) fn grouped_attention(
     let scores = qg.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f32).sqrt());
     let scores = scores.reshape([batch, h, t, s]) + mask;
     let probs = softmax(scores, 3).reshape([batch, kv, g * t, s]);
+    probs
+        .matmul(v)
+        .reshape([batch, h, t, hd])
+        .swap_dims(1, 2)
+        .reshape([batch, t, h * hd])
+}
+
+/// [`grouped_attention`] with the scale, mask and softmax in one pass over the scores' host
+/// buffer (flex, no autodiff): burn's version makes five passes and calls libm's scalar `expf`.
+///
+/// # Shapes
+/// - `q`: `[batch, heads, seq, head_dim]`, `k`/`v`: `[batch, kv_heads, keys, head_dim]`,
+///   `mask`: `[batch, 1, seq, keys]` row-major
+/// - returns `[batch, seq, heads * head_dim]`
+pub(crate) fn grouped_attention_host(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    mask: &[f32],
+) -> Tensor<3> {
+    let [batch, h, t, hd] = q.dims();
+    let [_, kv, s, _] = k.dims();
+    let g = h / kv;
+    let device = q.device();
+    let qg = q.reshape([batch, kv, g * t, hd]);
+    let scores = qg.matmul(k.swap_dims(2, 3));
+    let mut data = scores.into_data();
+    let scale = 1.0 / (hd as f32).sqrt();
+    let probs = match data.as_mut_slice::<f32>() {
+        Ok(values) if mask.len() == batch * t * s => {
+            // Score row r is (b, kv head, group head, query i) with i = r % t.
+            let per_batch = kv * g * t;
+            pulserec_core::fastmath::softmax_rows_scaled_masked(values, s, scale, mask, |r| {
+                (r / per_batch) * t + r % t
+            });
+            Tensor::<4>::from_data(data, &device)
+        }
+        _ => {
+            let scores = Tensor::<4>::from_data(data, &device).reshape([batch, h, t, s]) * scale;
+            let mask =
+                Tensor::<4>::from_data(TensorData::new(mask.to_vec(), [batch, 1, t, s]), &device);
+            softmax(scores + mask, 3).reshape([batch, kv, g * t, s])
+        }
+    };
     probs
         .matmul(v)
         .reshape([batch, h, t, hd])

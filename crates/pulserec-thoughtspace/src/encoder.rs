@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use ndarray::Array2;
-use rayon::prelude::*;
 use pulserec_core::TextEncoder;
+use rayon::prelude::*;
 use serde_json::{Value, json};
 
 use crate::bert::{BertModel, Packing};
