@@ -168,3 +168,120 @@ fn packed_forward_equals_the_padded_forward_on_real_tokens() {
             .is_err()
     );
 }
+
+/// The DistilBERT layout (the paper's encoder) on real weights: MiniLM's checkpoint rewritten
+/// under DistilBERT's names and `config.json` spelling, with the token-type-0 row (which
+/// DistilBERT does not have) folded into the position table, must embed exactly like MiniLM.
+#[test]
+fn distilbert_layout_of_minilm_embeds_like_minilm() {
+    use pulserec_thoughtspace::weights::{OwnedTensor, WeightFile, write_safetensors};
+    let Some(src) = common::asset("all-minilm-l6-v2") else {
+        return;
+    };
+    let minilm = SentenceEncoder::from_dir(&src, &Device::flex()).unwrap();
+    let c = minilm.config().clone();
+    let (h, ffn) = (c.hidden_size, c.intermediate_size);
+    let weights = WeightFile::open(&src.join("model.safetensors")).unwrap();
+    let mut out = std::collections::HashMap::new();
+    let mut copy = |to: String, from: String, shape: Vec<usize>| {
+        let values = weights.f32(&from, &shape).unwrap();
+        out.insert(to, OwnedTensor::new(&values, shape));
+    };
+    copy(
+        "embeddings.word_embeddings.weight".into(),
+        "embeddings.word_embeddings.weight".into(),
+        vec![c.vocab_size, h],
+    );
+    for p in ["weight", "bias"] {
+        copy(
+            format!("embeddings.LayerNorm.{p}"),
+            format!("embeddings.LayerNorm.{p}"),
+            vec![h],
+        );
+    }
+    for i in 0..c.num_layers {
+        let (d, b) = (
+            format!("transformer.layer.{i}."),
+            format!("encoder.layer.{i}."),
+        );
+        for (to, from, rows, cols) in [
+            ("attention.q_lin", "attention.self.query", h, h),
+            ("attention.k_lin", "attention.self.key", h, h),
+            ("attention.v_lin", "attention.self.value", h, h),
+            ("attention.out_lin", "attention.output.dense", h, h),
+            ("ffn.lin1", "intermediate.dense", ffn, h),
+            ("ffn.lin2", "output.dense", h, ffn),
+        ] {
+            copy(
+                format!("{d}{to}.weight"),
+                format!("{b}{from}.weight"),
+                vec![rows, cols],
+            );
+            copy(
+                format!("{d}{to}.bias"),
+                format!("{b}{from}.bias"),
+                vec![rows],
+            );
+        }
+        for (to, from) in [
+            ("sa_layer_norm", "attention.output.LayerNorm"),
+            ("output_layer_norm", "output.LayerNorm"),
+        ] {
+            for p in ["weight", "bias"] {
+                copy(format!("{d}{to}.{p}"), format!("{b}{from}.{p}"), vec![h]);
+            }
+        }
+    }
+    let positions = c.max_position_embeddings;
+    let mut pos = weights
+        .f32("embeddings.position_embeddings.weight", &[positions, h])
+        .unwrap();
+    let types = weights
+        .f32(
+            "embeddings.token_type_embeddings.weight",
+            &[c.type_vocab_size, h],
+        )
+        .unwrap();
+    for row in pos.chunks_exact_mut(h) {
+        row.iter_mut().zip(&types[..h]).for_each(|(p, t)| *p += t);
+    }
+    out.insert(
+        "embeddings.position_embeddings.weight".into(),
+        OwnedTensor::new(&pos, vec![positions, h]),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    write_safetensors(&dir.path().join("model.safetensors"), &out).unwrap();
+    let config = serde_json::json!({
+        "model_type": "distilbert", "vocab_size": c.vocab_size, "dim": h, "n_layers": c.num_layers,
+        "n_heads": c.num_heads, "hidden_dim": ffn, "activation": "gelu",
+        "max_position_embeddings": positions, "dropout": 0.1, "attention_dropout": 0.1
+    });
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    for f in [
+        "tokenizer.json",
+        "modules.json",
+        "sentence_bert_config.json",
+    ] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::create_dir_all(dir.path().join("1_Pooling")).unwrap();
+    std::fs::copy(
+        src.join("1_Pooling/config.json"),
+        dir.path().join("1_Pooling/config.json"),
+    )
+    .unwrap();
+
+    let distil = SentenceEncoder::from_dir(dir.path(), &Device::flex()).unwrap();
+    assert_eq!(
+        distil.config().architecture,
+        pulserec_thoughtspace::Architecture::DistilBert
+    );
+    let fx = load_fixture();
+    let texts = sentences(&fx);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let want = minilm.encode(&refs).unwrap();
+    let got = distil.encode(&refs).unwrap();
+    let worst = (&got - &want).iter().fold(0.0f32, |m, d| m.max(d.abs()));
+    assert!(worst < 1e-5, "max |distilbert layout - minilm| {worst}");
+}
