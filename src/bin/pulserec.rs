@@ -5,6 +5,8 @@
 //! pulserec tot --config my.toml --seed 2 --run-dir runs/seed2   # stages up to tot
 //! pulserec config --preset paper > paper.toml                   # print a preset
 //! pulserec summary runs/exp/games-seed1 runs/exp/games-seed2    # mean (min-max) over runs
+//! pulserec run --config configs/experiments/games-to-ml100k.toml --seed 2 \
+//!     --run-dir runs/exp/games-to-ml100k-seed2 --adapters-from runs/exp/games-seed2
 //! ```
 //! Each stage subcommand runs the stages it needs first (finished ones are skipped: their
 //! outputs are cached in the run directory), then writes `report.md` and prints the results.
@@ -38,6 +40,10 @@ struct Cli {
     /// Run directory, overriding the config.
     #[arg(long, global = true)]
     run_dir: Option<PathBuf>,
+    /// Cross-domain: evaluate the adapters of this finished run instead of training
+    /// (`sft.adapters_from`, overriding the config).
+    #[arg(long, global = true)]
+    adapters_from: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -86,6 +92,9 @@ fn resolve(cli: &Cli, preset: Option<&str>) -> Result<PipelineConfig, Box<dyn st
     }
     if let Some(r) = &cli.run_dir {
         config.run_dir = r.clone();
+    }
+    if let Some(from) = &cli.adapters_from {
+        config.sft.adapters_from = Some(from.clone());
     }
     config.validate()?;
     Ok(config)
