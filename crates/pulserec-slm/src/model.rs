@@ -271,12 +271,10 @@ impl Llama {
             .collect();
         let (cos, sin) = self.rope_tables(&positions);
         let mask_values = self.attention_mask(cache, start, t);
-        let host = on_host(&self.device);
-        let mask = (!host).then(|| {
-            Tensor::<4>::from_data(
-                TensorData::new(mask_values.clone(), [batch, 1, t, start + t]),
-                &self.device,
-            )
+        // On flex the mask stays a host buffer for the one-pass softmax.
+        let mask = (!on_host(&self.device)).then(|| {
+            let data = TensorData::new(mask_values.clone(), [batch, 1, t, start + t]);
+            Tensor::<4>::from_data(data, &self.device)
         });
         let (h, kv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
         let mut x = self.embed(tokens, batch, t)?;
@@ -364,20 +362,9 @@ pub(crate) fn grouped_attention(
     v: Tensor<4>,
     mask: Tensor<4>,
 ) -> Tensor<3> {
-    let [batch, h, t, hd] = q.dims();
-    let [_, kv, s, _] = k.dims();
-    let g = h / kv;
-    // Query heads sharing a KV head are stacked along the sequence axis, so one 4-D
-    // matmul serves the whole group without repeating K/V.
-    let qg = q.reshape([batch, kv, g * t, hd]);
-    let scores = qg.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f32).sqrt());
-    let scores = scores.reshape([batch, h, t, s]) + mask;
-    let probs = softmax(scores, 3).reshape([batch, kv, g * t, s]);
-    probs
-        .matmul(v)
-        .reshape([batch, h, t, hd])
-        .swap_dims(1, 2)
-        .reshape([batch, t, h * hd])
+    attend(q, k, v, |scores, scale, [batch, h, t, s]| {
+        masked_softmax_ops(scores, scale, mask, [batch, h, t, s])
+    })
 }
 
 /// [`grouped_attention`] with the scale, mask and softmax in one pass over the scores' host
@@ -393,35 +380,66 @@ pub(crate) fn grouped_attention_host(
     v: Tensor<4>,
     mask: &[f32],
 ) -> Tensor<3> {
+    attend(q, k, v, |scores, scale, [batch, h, t, s]| {
+        let device = scores.device();
+        let mut data = scores.into_data();
+        match data.as_mut_slice::<f32>() {
+            Ok(values) if mask.len() == batch * t * s => {
+                // Score row r is (b, kv head, group head, query i) with i = r % t.
+                let per_batch = h * t;
+                pulserec_core::fastmath::softmax_rows_scaled_masked(values, s, scale, mask, |r| {
+                    (r / per_batch) * t + r % t
+                });
+                Tensor::from_data(data, &device)
+            }
+            _ => {
+                let mask = TensorData::new(mask.to_vec(), [batch, 1, t, s]);
+                let mask = Tensor::<4>::from_data(mask, &device);
+                masked_softmax_ops(
+                    Tensor::from_data(data, &device),
+                    scale,
+                    mask,
+                    [batch, h, t, s],
+                )
+            }
+        }
+    })
+}
+
+/// The attention around its softmax: `probs(scores, scale, [batch, heads, seq, keys])` turns
+/// the unscaled grouped scores `[batch, kv_heads, group * seq, keys]` into probabilities of the
+/// same shape.
+fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    probs: impl FnOnce(Tensor<4>, f32, [usize; 4]) -> Tensor<4>,
+) -> Tensor<3> {
     let [batch, h, t, hd] = q.dims();
     let [_, kv, s, _] = k.dims();
     let g = h / kv;
-    let device = q.device();
+    // Query heads sharing a KV head are stacked along the sequence axis, so one 4-D
+    // matmul serves the whole group without repeating K/V.
     let qg = q.reshape([batch, kv, g * t, hd]);
     let scores = qg.matmul(k.swap_dims(2, 3));
-    let mut data = scores.into_data();
-    let scale = 1.0 / (hd as f32).sqrt();
-    let probs = match data.as_mut_slice::<f32>() {
-        Ok(values) if mask.len() == batch * t * s => {
-            // Score row r is (b, kv head, group head, query i) with i = r % t.
-            let per_batch = kv * g * t;
-            pulserec_core::fastmath::softmax_rows_scaled_masked(values, s, scale, mask, |r| {
-                (r / per_batch) * t + r % t
-            });
-            Tensor::<4>::from_data(data, &device)
-        }
-        _ => {
-            let scores = Tensor::<4>::from_data(data, &device).reshape([batch, h, t, s]) * scale;
-            let mask =
-                Tensor::<4>::from_data(TensorData::new(mask.to_vec(), [batch, 1, t, s]), &device);
-            softmax(scores + mask, 3).reshape([batch, kv, g * t, s])
-        }
-    };
-    probs
+    probs(scores, 1.0 / (hd as f32).sqrt(), [batch, h, t, s])
         .matmul(v)
         .reshape([batch, h, t, hd])
         .swap_dims(1, 2)
         .reshape([batch, t, h * hd])
+}
+
+/// `softmax(scale * scores + mask)` with burn's ops, on grouped scores
+/// `[batch, kv_heads, group * seq, keys]`; `dims` is `[batch, heads, seq, keys]`.
+fn masked_softmax_ops(
+    scores: Tensor<4>,
+    scale: f32,
+    mask: Tensor<4>,
+    dims: [usize; 4],
+) -> Tensor<4> {
+    let grouped = scores.dims();
+    let scores = scores.reshape(dims) * scale + mask;
+    softmax(scores, 3).reshape(grouped)
 }
 
 /// Half-split rotary embedding (HF `rotate_half` convention).
