@@ -31,7 +31,8 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.3, 88.3);
     // x = n ln2 + r with |r| <= ln2 / 2; n rounded to nearest by the 1.5 * 2^23 trick.
     const ROUND: f32 = 12_582_912.0;
-    let n = (x * LOG2_E + ROUND) - ROUND;
+    let shifted = x * LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     // Taylor series of e^r to degree 7: relative error below 1e-8 for |r| <= 0.35.
     let p = 1.0 / 5040.0;
@@ -42,8 +43,11 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 0.5;
     let p = p * r + 1.0;
     let p = p * r + 1.0;
-    // 2^n through the exponent bits (n is in [-126, 127] after the clamp).
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n through the exponent bits (n is in [-126, 127] after the clamp). n is read from the
+    // low mantissa bits of `shifted` (ROUND's bits plus n), not with `n as i32`, whose
+    // saturating conversion compiles to scalar compares and keeps the loop from vectorising.
+    let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     if underflow { 0.0 } else { p * scale }
 }
 
@@ -113,6 +117,41 @@ pub fn silu_mul_inplace(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// Lanes of the reductions below: independent partial results the compiler keeps in SIMD
+/// registers (a single running `f32` accumulator is a sequential chain it may not reorder).
+const LANES: usize = 16;
+
+/// `sum(f(x))` over `values`, accumulated in [`LANES`] partial sums.
+#[inline(always)]
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
+}
+
+/// Largest value of `values` (`-inf` for an empty slice or one of `-inf`s; NaNs are skipped, as
+/// `f32::max` does).
+#[inline(always)]
+fn lane_max(values: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
 /// Row-wise RMSNorm in place: every `weight.len()`-long row `x` of `values` becomes
 /// `x / sqrt(mean(x²) + eps) * weight`.
 ///
@@ -126,7 +165,7 @@ pub fn rms_norm_rows(values: &mut [f32], weight: &[f32], eps: f32) {
         values.len()
     );
     let run = |row: &mut [f32]| {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / dim as f32;
+        let ms = lane_sum(row, |v| v * v) / dim as f32;
         let inv = 1.0 / (ms + eps).sqrt();
         row.iter_mut()
             .zip(weight)
@@ -160,21 +199,18 @@ pub fn softmax_rows_scaled_masked(
     );
     let run = |(r, row): (usize, &mut [f32])| {
         let m = &mask[mask_row(r) * cols..(mask_row(r) + 1) * cols];
-        let mut max = f32::NEG_INFINITY;
-        for (v, &a) in row.iter_mut().zip(m) {
-            *v = *v * scale + a;
-            max = max.max(*v);
-        }
+        row.iter_mut()
+            .zip(m)
+            .for_each(|(v, &a)| *v = *v * scale + a);
+        let max = lane_max(row);
         if max == f32::NEG_INFINITY {
             row.fill(0.0);
             return;
         }
-        let mut sum = 0.0;
-        for v in row.iter_mut() {
-            *v = exp(*v - max);
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
+        // Separate passes so each one vectorises: a running sum inside the exp loop would be a
+        // strict sequential f32 reduction and keep the whole loop scalar.
+        row.iter_mut().for_each(|v| *v = exp(*v - max));
+        let inv = 1.0 / lane_sum(row, |v| v);
         row.iter_mut().for_each(|v| *v *= inv);
     };
     if values.len() < PARALLEL_MIN {
@@ -255,13 +291,18 @@ mod tests {
 
     #[test]
     fn row_kernels_match_their_definitions() {
-        for rows in [3, PARALLEL_MIN / 4 + 1] {
-            let cols = 5;
+        // 5 columns: only the reductions' tail; 37: two full lanes of 16 and a tail of 5.
+        for (rows, cols) in [
+            (3, 5),
+            (PARALLEL_MIN / 4 + 1, 5),
+            (4, 37),
+            (PARALLEL_MIN / 32, 37),
+        ] {
             let xs: Vec<f32> = (0..rows * cols)
                 .map(|i| (i as f32 * 0.71).sin() * 3.0)
                 .collect();
             // RMSNorm.
-            let w = [0.5f32, 1.0, 1.5, 2.0, -1.0];
+            let w: Vec<f32> = (0..cols).map(|c| 0.5 * c as f32 - 1.0).collect();
             let mut got = xs.clone();
             rms_norm_rows(&mut got, &w, 1e-5);
             for r in 0..rows {
@@ -270,14 +311,16 @@ mod tests {
                 for c in 0..cols {
                     let want = row[c] as f64 / (ms + 1e-5).sqrt() * w[c] as f64;
                     assert!(
-                        (got[r * cols + c] as f64 - want).abs() < 1e-5,
+                        (got[r * cols + c] as f64 - want).abs() < 1e-5 * w[c].abs().max(1.0) as f64,
                         "rms {r} {c}"
                     );
                 }
             }
-            // Masked, scaled softmax; mask row = r % 2, the second hiding two positions.
+            // Masked, scaled softmax; mask row = r % 2, the second hiding every third position.
             let ninf = f32::NEG_INFINITY;
-            let mask = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ninf, 0.0, ninf, 0.0];
+            let mask: Vec<f32> = (0..2 * cols)
+                .map(|i| if i >= cols && i % 3 == 1 { ninf } else { 0.0 })
+                .collect();
             let mut got = xs.clone();
             softmax_rows_scaled_masked(&mut got, cols, 0.5, &mask, |r| r % 2);
             for r in 0..rows {
