@@ -1,6 +1,7 @@
 //! Element-wise math over `f32` slices that the compiler can vectorise: branch-free `exp`,
-//! `erf`, the activations built on them (GELU, SiLU-gated products), and two row kernels
-//! (RMSNorm, scaled + masked softmax) that replace several tensor passes with one.
+//! `erf`, the activations built on them (GELU, SiLU-gated products), two row kernels
+//! (RMSNorm, scaled + masked softmax) that replace several tensor passes with one, and a tiled
+//! transpose for weight layouts.
 //!
 //! The CPU backend evaluates `erf` and `exp` one element at a time through libm; in inference
 //! forwards (MiniLM's GELU, SmolLM2's SwiGLU) that was a fifth of the encode time and a tenth of
@@ -220,6 +221,32 @@ pub fn softmax_rows_scaled_masked(
     }
 }
 
+/// `[rows, cols]` row-major to `[cols, rows]` row-major, copied in cache-sized tiles (weight
+/// layouts: HF stores linear weights `[out, in]`, the burn models multiply by `[in, out]`).
+///
+/// # Panics
+/// If `values.len() != rows * cols` (a caller bug).
+pub fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    assert_eq!(
+        values.len(),
+        rows * cols,
+        "transpose: {} values for {rows} x {cols}",
+        values.len()
+    );
+    let mut out = vec![0.0f32; values.len()];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = values[r * cols + c];
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,6 +313,24 @@ mod tests {
                 let want_silu = x / (1.0 + (-x).exp()) * ups[i] as f64;
                 assert!((s[i] as f64 - want_silu).abs() < tol, "silu({x})");
             }
+        }
+    }
+
+    #[test]
+    fn transpose_moves_every_element() {
+        for (rows, cols) in [(1, 1), (3, 5), (33, 70)] {
+            let xs: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = transpose(&xs, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        xs[r * cols + c],
+                        "{rows}x{cols} at {r},{c}"
+                    );
+                }
+            }
+            assert_eq!(transpose(&t, cols, rows), xs);
         }
     }
 

@@ -21,24 +21,17 @@ fn vec_tensor(v: &[f32], device: &Device) -> Tensor<1> {
 /// - `x`: `[batch, seq, hidden]`, `weight`: `[hidden]`; returns `[batch, seq, hidden]`
 pub(crate) fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f32) -> Tensor<3> {
     let device = x.device();
-    if on_host(&device) {
-        // One pass over a copy (`x` stays shared with the residual) instead of seven.
-        let mut data = x.into_data();
-        let w = weight.clone().into_data();
-        let done = match (data.as_mut_slice::<f32>(), w.as_slice::<f32>()) {
-            (Ok(values), Ok(w)) => {
-                pulserec_core::fastmath::rms_norm_rows(values, w, eps);
-                true
-            }
-            _ => false,
-        };
-        let x = Tensor::from_data(data, &device);
-        if done {
-            return x;
-        }
+    if !on_host(&device) {
         return rms_norm_ops(x, weight, eps);
     }
-    rms_norm_ops(x, weight, eps)
+    // One pass over a copy (`x` stays shared with the residual) instead of seven.
+    let mut data = x.into_data();
+    let w = weight.clone().into_data();
+    if let (Ok(values), Ok(w)) = (data.as_mut_slice::<f32>(), w.as_slice::<f32>()) {
+        pulserec_core::fastmath::rms_norm_rows(values, w, eps);
+        return Tensor::from_data(data, &device);
+    }
+    rms_norm_ops(Tensor::from_data(data, &device), weight, eps)
 }
 
 /// Whether element-wise steps may run on the tensor's host buffer: the plain flex device.

@@ -17,6 +17,7 @@ use crate::config::{Activation, Architecture, BertConfig};
 use crate::encoder::tensor_to_vec;
 use crate::error::Result;
 use crate::weights::{OwnedTensor, WeightFile};
+use pulserec_core::fastmath::transpose;
 
 /// One transformer block: self-attention and feed-forward, each followed by residual + LayerNorm.
 #[derive(Module, Debug)]
@@ -499,16 +500,6 @@ fn load_norm(
     norm.gamma = param1(weights.f32(gamma, &[h])?, device);
     norm.beta = Some(param1(weights.f32(beta, &[h])?, device));
     Ok(norm)
-}
-
-fn transpose(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; values.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = values[r * cols + c];
-        }
-    }
-    out
 }
 
 /// Exports a 2-D parameter; `linear` transposes burn's `[in, out]` back to HF's `[out, in]`.
