@@ -268,6 +268,11 @@ pub struct SftStage {
     pub micro_batch: usize,
     /// LoRA rank.
     pub lora_rank: usize,
+    /// Adapt only the top N layers (PEFT's `layers_to_transform`); absent: every layer. Training
+    /// records nothing for the backward pass below the lowest adapted layer, so fewer layers
+    /// train faster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_top_layers: Option<usize>,
     /// Peak AdamW learning rate (the paper: 2e-4 over 7 epochs; the CPU configs take 1e-3 so a
     /// handful of steps move the adapters).
     pub learning_rate: f64,
@@ -288,6 +293,103 @@ pub enum SelectorKind {
     Likelihood,
 }
 
+/// Which held-out item the evaluation asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvalSplit {
+    /// The last item: final numbers, read once per final configuration.
+    #[default]
+    Test,
+    /// The item before it (the history stops before it too): where settings are chosen.
+    Valid,
+}
+
+impl EvalSplit {
+    /// `test` or `valid` (also the folder under `eval/`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Test => "test",
+            Self::Valid => "valid",
+        }
+    }
+
+    /// The leave-one-out target of this split.
+    pub fn target(self) -> pulserec_data::Target {
+        match self {
+            Self::Test => pulserec_data::Target::Test,
+            Self::Valid => pulserec_data::Target::Valid,
+        }
+    }
+}
+
+impl std::str::FromStr for EvalSplit {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "test" => Ok(Self::Test),
+            "valid" => Ok(Self::Valid),
+            other => Err(invalid("eval.split", other, "`test` or `valid`")),
+        }
+    }
+}
+
+/// A baseline row of the results table: evaluated on the same users and candidate lists as the
+/// SLM rows, and needing no SFT.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BaselineKind {
+    /// A seeded uniform choice.
+    Random,
+    /// The candidate with the most training interactions over every user of the data files
+    /// (each sequence without its valid and test items); ties go to the candidate listed first.
+    MostPopular,
+    /// Zero-shot content similarity under the untrained encoder (`assets.encoder`): cosine of the
+    /// mean history-title embedding and each candidate title.
+    Content,
+    /// The `sasrec` stage's model (trained on every user's training sequence).
+    Sasrec,
+    /// The SLM without SFT, through the configured selector.
+    BaseSlm,
+}
+
+impl BaselineKind {
+    /// Every baseline, in table order.
+    pub const ALL: [BaselineKind; 5] = [
+        Self::Random,
+        Self::MostPopular,
+        Self::Content,
+        Self::Sasrec,
+        Self::BaseSlm,
+    ];
+
+    fn all() -> Vec<BaselineKind> {
+        Self::ALL.to_vec()
+    }
+
+    /// The row's file name under `eval/<split>/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Random => "random",
+            Self::MostPopular => "most-popular",
+            Self::Content => "content",
+            Self::Sasrec => "sasrec",
+            Self::BaseSlm => "base-slm",
+        }
+    }
+
+    /// The row's label in tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Random => "random",
+            Self::MostPopular => "most popular",
+            Self::Content => "content similarity (MiniLM, zero shot)",
+            Self::Sasrec => "SASRec",
+            Self::BaseSlm => "base SLM (no SFT)",
+        }
+    }
+}
+
 /// Evaluation settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -298,6 +400,24 @@ pub struct EvalStage {
     pub candidates: Vec<usize>,
     /// How the SLM picks.
     pub selector: SelectorKind,
+    /// `test` (default) or `valid`; each split is evaluated into its own folder `eval/<split>/`.
+    #[serde(default)]
+    pub split: EvalSplit,
+    /// Baseline rows (default: all of them).
+    #[serde(default = "BaselineKind::all")]
+    pub baselines: Vec<BaselineKind>,
+    /// The list sizes the SLM rows (base SLM and variants) are evaluated on, a subset of
+    /// `candidates`; absent: all of them. An SLM row costs a forward pass over every candidate
+    /// title, so long lists on many users can be left to the cheap baselines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slm_candidates: Option<Vec<usize>>,
+}
+
+impl EvalStage {
+    /// The list sizes of the SLM rows.
+    pub fn slm_sizes(&self) -> &[usize] {
+        self.slm_candidates.as_deref().unwrap_or(&self.candidates)
+    }
 }
 
 impl PipelineConfig {
@@ -355,6 +475,7 @@ impl PipelineConfig {
                 effective_batch: 8,
                 micro_batch: 2,
                 lora_rank: 8,
+                lora_top_layers: None,
                 learning_rate: 1e-3,
                 adapters_from: None,
             },
@@ -362,6 +483,9 @@ impl PipelineConfig {
                 users: 50,
                 candidates: vec![5, 20],
                 selector: SelectorKind::Likelihood,
+                split: EvalSplit::Test,
+                baselines: BaselineKind::all(),
+                slm_candidates: None,
             },
         }
     }
@@ -411,6 +535,7 @@ impl PipelineConfig {
                 effective_batch: 64,
                 micro_batch: 8,
                 lora_rank: 8,
+                lora_top_layers: None,
                 learning_rate: 2e-4,
                 adapters_from: None,
             },
@@ -418,6 +543,9 @@ impl PipelineConfig {
                 users: 1000,
                 candidates: vec![5, 20],
                 selector: SelectorKind::Generative,
+                split: EvalSplit::Test,
+                baselines: BaselineKind::all(),
+                slm_candidates: None,
             },
             ..q
         }
@@ -627,6 +755,13 @@ impl PipelineConfig {
         if self.sft.lora_rank == 0 {
             return Err(invalid("sft.lora_rank", 0, "an integer >= 1"));
         }
+        if self.sft.lora_top_layers == Some(0) {
+            return Err(invalid(
+                "sft.lora_top_layers",
+                0,
+                "an integer >= 1, or no key",
+            ));
+        }
         if !(self.sft.learning_rate.is_finite() && self.sft.learning_rate > 0.0) {
             return Err(invalid(
                 "sft.learning_rate",
@@ -639,6 +774,27 @@ impl PipelineConfig {
                 "eval.candidates",
                 &self.eval.candidates,
                 "one or more list sizes >= 2 (e.g. [5, 20])",
+            ));
+        }
+        if let Some(slm) = &self.eval.slm_candidates
+            && (slm.is_empty()
+                || has_duplicates(slm)
+                || slm.iter().any(|n| !self.eval.candidates.contains(n)))
+        {
+            return Err(invalid(
+                "eval.slm_candidates",
+                slm,
+                &format!(
+                    "distinct sizes among eval.candidates = {:?}, or no key",
+                    self.eval.candidates
+                ),
+            ));
+        }
+        if has_duplicates(&self.eval.baselines) {
+            return Err(invalid(
+                "eval.baselines",
+                &self.eval.baselines,
+                "each baseline at most once",
             ));
         }
         if has_duplicates(&self.eval.candidates) {

@@ -5,6 +5,7 @@ pub mod device;
 pub mod malloc;
 pub mod pipeline;
 pub mod plot;
+pub mod results;
 pub mod serve;
 
 pub use config::PipelineConfig;

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use pulserec::config::{PipelineConfig, ScorerKind, SelectorKind};
+use pulserec::config::{BaselineKind, EvalSplit, PipelineConfig, ScorerKind, SelectorKind};
 use pulserec::pipeline::{PipelineError, StageStatus};
 use pulserec::{Pipeline, Stage};
 use pulserec_data::locate;
@@ -118,16 +118,9 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
         }
     }
 
-    // SASRec: checkpoint, metrics with HR@1 on the same evaluation users, similar users.
+    // SASRec: checkpoint, metrics of its own protocol, similar users.
     assert!(run.join("sasrec/checkpoint").is_dir());
     let m = json(&run.join("sasrec/metrics.json"));
-    for size in ["5", "20"] {
-        let hr1 = m["slm_candidates"][size]["values"]["HR@1"]
-            .as_f64()
-            .unwrap();
-        assert!((0.0..=1.0).contains(&hr1), "{hr1}");
-        assert_eq!(m["slm_candidates"][size]["users"], 10);
-    }
     assert_eq!(m["epochs_run"], 2);
     let similar = std::fs::read_to_string(run.join("sasrec/similar_users.tsv")).unwrap();
     let similar_users: Vec<u32> = similar
@@ -181,17 +174,8 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
         report.contains("| SASRec |") && report.contains("map.png"),
         "{report}"
     );
-    let sasrec_row = summary.results.row("SASRec").unwrap();
-    assert!(sasrec_row.hr1.iter().all(Option::is_some));
-    assert!(
-        summary
-            .results
-            .row("PULSE")
-            .unwrap()
-            .hr1
-            .iter()
-            .all(Option::is_none)
-    );
+    assert!(report.contains("| PULSE | not run |"), "{report}");
+    assert!(summary.results.cells.is_empty(), "nothing evaluated yet");
 
     // A rerun skips every finished stage and writes nothing new.
     let markers = done_markers(&run);
@@ -277,54 +261,110 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
         let losses = train["report"]["step_losses"].as_array().unwrap();
         assert!(!losses.is_empty() && losses.iter().all(|l| l.as_f64().unwrap().is_finite()));
         assert_eq!(&std::fs::read(dir.join("loss.png")).unwrap()[1..4], b"PNG");
-
-        let eval = json(&run.join("eval").join(format!("{}.json", v.name())));
-        assert_eq!(eval["users"], 10);
-        for size in [5, 20] {
-            let hr1 = eval["candidates"][size.to_string()]["HR@1"]
-                .as_f64()
-                .unwrap();
-            assert!((0.0..=1.0).contains(&hr1), "{hr1}");
-            let predictions = std::fs::read_to_string(
-                run.join("eval")
-                    .join(format!("predictions-{}-{size}.jsonl", v.name())),
-            )
-            .unwrap();
-            let predicted: Vec<u32> = predictions
-                .lines()
-                .map(|l| {
-                    serde_json::from_str::<Value>(l).unwrap()["user"]
-                        .as_u64()
-                        .unwrap() as u32
-                })
-                .collect();
-            assert_eq!(predicted, evaluation, "every evaluation user, in order");
-            let hits = predictions
-                .lines()
-                .filter(|l| l.contains("\"hit\":true"))
-                .count();
-            assert!(
-                (hr1 - hits as f64 / 10.0).abs() < 1e-9,
-                "{hr1} vs {hits} hits"
-            );
-        }
-        let row = full.results.row(v.label()).unwrap();
-        assert!(row.hr1.iter().all(Option::is_some), "{row:?}");
-        assert_eq!(row.users, Some(10));
     }
     let report = std::fs::read_to_string(&full.report).unwrap();
     assert!(
         report.contains("## LoRA SFT") && report.contains("pulse/loss.png"),
         "{report}"
     );
+    assert!(
+        report.contains("Paired differences") && report.contains("by the position"),
+        "{report}"
+    );
+
+    // Evaluation: every row (baselines, then variants) on the same users and candidate lists,
+    // with one prediction per user and list size in the data files' ids.
+    let raw_users: Vec<String> = evaluation
+        .iter()
+        .map(|&u| {
+            prepared
+                .dataset
+                .raw_user_id(pulserec_core::UserId(u))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let eval_dir = run.join("eval/test");
+    let rows: Vec<&str> = config
+        .eval
+        .baselines
+        .iter()
+        .map(|b| b.name())
+        .chain(config.sft.variants.iter().map(|v| v.name()))
+        .collect();
+    assert_eq!(rows.len(), 5 + config.sft.variants.len());
+    let mut shown: Option<Vec<Vec<String>>> = None;
+    for row in &rows {
+        let eval = json(&eval_dir.join(format!("{row}.json")));
+        assert_eq!(eval["users"], 10, "{row}");
+        let predictions =
+            pulserec::results::read_predictions(&eval_dir.join(format!("{row}.jsonl"))).unwrap();
+        assert_eq!(predictions.len(), 20, "{row}: 10 users x 2 sizes");
+        for size in [5, 20] {
+            let of_size: Vec<_> = predictions
+                .iter()
+                .filter(|p| p.candidates.len() == size)
+                .collect();
+            let users: Vec<String> = of_size.iter().map(|p| p.user.clone()).collect();
+            assert_eq!(users, raw_users, "{row}: every evaluation user, in order");
+            assert!(
+                of_size
+                    .iter()
+                    .all(|p| p.variant == *row && p.split == "test" && p.data == "ml100k")
+            );
+            assert!(of_size.iter().all(|p| p.target_position().is_some()));
+            let hits = of_size.iter().filter(|p| p.hit).count();
+            let hr1 = eval["candidates"][size.to_string()]["HR@1"]
+                .as_f64()
+                .unwrap();
+            assert!(
+                (hr1 - hits as f64 / 10.0).abs() < 1e-9,
+                "{row}: {hr1} vs {hits} hits"
+            );
+            assert_eq!(full.results.hr1(row, size), Some(hr1), "{row}");
+        }
+        // Every row sees the same candidates in the same order.
+        let lists: Vec<Vec<String>> = predictions.iter().map(|p| p.candidates.clone()).collect();
+        match &shown {
+            Some(first) => assert_eq!(&lists, first, "{row}"),
+            None => shown = Some(lists),
+        }
+    }
+    // Most popular chooses the candidate with the most training interactions over the whole
+    // data files, the first listed on ties.
+    let counts: Vec<u32> =
+        serde_json::from_value(json(&run.join("prepare/popularity.json"))).unwrap();
+    let catalog = &prepared.dataset.catalog;
+    let count_of = |raw: &str| {
+        // Index 0 of the raw ids is the padding slot.
+        let id = catalog
+            .raw_ids()
+            .iter()
+            .skip(1)
+            .position(|r| r == raw)
+            .unwrap()
+            + 1;
+        counts[id]
+    };
+    for p in pulserec::results::read_predictions(&eval_dir.join("most-popular.jsonl")).unwrap() {
+        let best = p.candidates.iter().map(|c| count_of(c)).max().unwrap();
+        let first = p.candidates.iter().find(|c| count_of(c) == best).unwrap();
+        assert_eq!(p.chosen.as_deref(), Some(first.as_str()));
+    }
+    let pooled = pulserec::pipeline::summarize(&[Pipeline::new(config.clone()).unwrap()]).unwrap();
+    assert!(
+        pooled.contains("| most popular | ")
+            && pooled.contains("| PULSE - SFT without rationale | 5 |"),
+        "{pooled}"
+    );
 
     // A run killed while evaluating the second variant redoes only that variant, with the same
     // result (the adapters are not retrained).
     let last = config.sft.variants.last().unwrap().name();
-    let eval_file = run.join("eval").join(format!("{last}.json"));
+    let eval_file = eval_dir.join(format!("{last}.json"));
     let before = json(&eval_file)["candidates"].clone();
     let trained = std::fs::read_to_string(run.join("sft").join(last).join("train.json")).unwrap();
-    std::fs::remove_file(run.join("eval/done.json")).unwrap();
+    std::fs::remove_file(eval_dir.join("done.json")).unwrap();
     std::fs::remove_file(&eval_file).unwrap();
     let again = Pipeline::new(config.clone()).unwrap().run().unwrap();
     assert!(matches!(again.stages[5].1, StageStatus::Skipped(_)));
@@ -339,12 +379,15 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
     );
 
     // Another run evaluates these adapters (`sft.adapters_from`, as the cross-domain experiments
-    // do) with the paper's generative selector: sampled answers mapped to candidates.
+    // do) with the paper's generative selector, on the validation split: sampled answers mapped
+    // to candidates, for the item before each user's test item.
     let run2 = tmp.path().join("generative");
     let mut generative = config.clone();
     generative.run_dir = run2.clone();
     generative.sft.adapters_from = Some(run.clone());
     generative.eval.selector = SelectorKind::Generative;
+    generative.eval.split = EvalSplit::Valid;
+    generative.eval.baselines = vec![BaselineKind::MostPopular];
     generative.eval.users = 4;
     let second = Pipeline::new(generative.clone()).unwrap().run().unwrap();
     assert!(matches!(second.stages[6].1, StageStatus::Ran(_)));
@@ -352,36 +395,34 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
         serde_json::from_value(json(&run2.join("prepare/users.json"))["evaluation"].clone())
             .unwrap();
     assert_eq!(eval_users.len(), 4);
+    let split = pulserec_data::LeaveOneOut::new(&prepared.dataset.sequences);
     for v in &generative.sft.variants {
         let train = json(&run2.join("sft").join(v.name()).join("train.json"));
         assert_eq!(train["copied_from"], serde_json::json!(run), "{train}");
-        let eval = json(&run2.join("eval").join(format!("{}.json", v.name())));
+        let dir = run2.join("eval/valid");
+        let eval = json(&dir.join(format!("{}.json", v.name())));
+        let lines =
+            pulserec::results::read_predictions(&dir.join(format!("{}.jsonl", v.name()))).unwrap();
         for size in [5, 20] {
             let hr1 = eval["candidates"][size.to_string()]["HR@1"]
                 .as_f64()
                 .unwrap();
-            let lines: Vec<Value> = std::fs::read_to_string(
-                run2.join("eval")
-                    .join(format!("predictions-{}-{size}.jsonl", v.name())),
-            )
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-            let users: Vec<u32> = lines
+            let lines: Vec<_> = lines
                 .iter()
-                .map(|o| o["user"].as_u64().unwrap() as u32)
+                .filter(|p| p.candidates.len() == size)
                 .collect();
-            assert_eq!(users, eval_users);
+            assert_eq!(lines.len(), 4);
+            for (p, &u) in lines.iter().zip(&eval_users) {
+                let valid = split
+                    .target(pulserec_core::UserId(u), pulserec_data::Target::Valid)
+                    .unwrap();
+                assert_eq!(p.target, prepared.dataset.catalog.raw_id(valid).unwrap());
+                assert_eq!(p.split, "valid");
+            }
             // Generated answers are kept (one may be empty if the model ends at once); HR@1
             // counts the hits among them.
-            assert!(lines.iter().all(|o| o["answer"].is_string()));
-            assert!(
-                lines
-                    .iter()
-                    .any(|o| !o["answer"].as_str().unwrap().is_empty())
-            );
-            let hits = lines.iter().filter(|o| o["hit"] == true).count();
+            assert!(lines.iter().any(|p| !p.answer.is_empty()));
+            let hits = lines.iter().filter(|p| p.hit).count();
             assert!(
                 (hr1 - hits as f64 / 4.0).abs() < 1e-9,
                 "{hr1} vs {hits} hits"

@@ -4,7 +4,7 @@
 //! cargo run --release --bin pulserec -- run --config configs/quickstart.toml
 //! pulserec tot --config my.toml --seed 2 --run-dir runs/seed2   # stages up to tot
 //! pulserec config --preset paper > paper.toml                   # print a preset
-//! pulserec summary runs/exp/games-seed1 runs/exp/games-seed2    # mean (min-max) over runs
+//! pulserec summary runs/exp/games-seed1 runs/exp/games-seed2    # pooled over runs, with intervals
 //! pulserec run --config configs/experiments/games-to-ml100k.toml --seed 2 \
 //!     --run-dir runs/exp/games-to-ml100k-seed2 --adapters-from runs/exp/games-seed2
 //! ```
@@ -16,7 +16,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use pulserec::pipeline::{ResultsTable, StageStatus};
+use pulserec::config::EvalSplit;
+use pulserec::pipeline::StageStatus;
 use pulserec::{Pipeline, PipelineConfig, Stage};
 
 #[derive(Parser)]
@@ -40,6 +41,10 @@ struct Cli {
     /// Run directory, overriding the config.
     #[arg(long, global = true)]
     run_dir: Option<PathBuf>,
+    /// Which held-out item to evaluate (`eval.split`, overriding the config): `valid` to choose
+    /// settings, `test` once per final configuration.
+    #[arg(long, global = true)]
+    split: Option<EvalSplit>,
     /// Cross-domain: evaluate the adapters of this finished run instead of training
     /// (`sft.adapters_from`, overriding the config).
     #[arg(long, global = true)]
@@ -64,7 +69,8 @@ enum Command {
     Eval,
     /// The whole pipeline.
     Run,
-    /// Print the mean (min-max) results table over finished run directories (e.g. seeds).
+    /// Print the results tables pooled over finished run directories (e.g. seeds): each row
+    /// with a 95 % interval, paired differences, HR@1 by position.
     Summary {
         /// Run directories, each with its resolved `config.toml`.
         #[arg(required = true)]
@@ -92,6 +98,9 @@ fn resolve(cli: &Cli, preset: Option<&str>) -> Result<PipelineConfig, Box<dyn st
     }
     if let Some(r) = &cli.run_dir {
         config.run_dir = r.clone();
+    }
+    if let Some(split) = cli.split {
+        config.eval.split = split;
     }
     if let Some(from) = &cli.adapters_from {
         config.sft.adapters_from = Some(from.clone());
@@ -124,12 +133,15 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             return Ok(());
         }
         Command::Summary { runs } => {
-            let mut tables = Vec::new();
+            let mut pipelines = Vec::new();
             for dir in runs {
-                let config = PipelineConfig::from_file(&dir.join("config.toml"))?;
-                tables.push(Pipeline::new(config)?.results());
+                let mut config = PipelineConfig::from_file(&dir.join("config.toml"))?;
+                if let Some(split) = cli.split {
+                    config.eval.split = split;
+                }
+                pipelines.push(Pipeline::new(config)?);
             }
-            print!("{}", ResultsTable::summarize(&tables));
+            print!("{}", pulserec::pipeline::summarize(&pipelines)?);
             return Ok(());
         }
         Command::Prepare => Stage::Prepare,
@@ -157,7 +169,7 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         };
         eprintln!("{:>14}: {what} ({:.1} s)", stage.name(), m.seconds);
     }
-    println!("{}", summary.results.to_markdown());
+    println!("{}", pipeline.results_markdown(&summary.results));
     eprintln!(
         "wall time {:.1} s; report {}",
         started.elapsed().as_secs_f64(),

@@ -9,7 +9,7 @@
 //! | `thought-space` | `thought_space/` | trained space (`space/`), `metrics.json` (retrieval before/after), `map.png`, `loss.png` |
 //! | `tot` | `tot/<scorer>/` | Tree-of-Thought rationale store per scorer |
 //! | `sft` | `sft/<variant>/` | LoRA adapter checkpoint, `train.json` (data counts, training report), `loss.png` |
-//! | `eval` | `eval/` | `<variant>.json` (HR@1, valid answers, NDCG@k per list size), `predictions-<variant>-<size>.jsonl` |
+//! | `eval` | `eval/<split>/` | per row (baselines, then SFT variants): `<row>.jsonl` (one prediction per user and list size, data-file ids) and `<row>.json` (HR@1, NDCG@k per list size) |
 //!
 //! Each stage runs through the stage traits where one exists (`TextGenerator`,
 //! `ThoughtScorer`, `SequentialRecommender`, `CandidateSelector`), so another implementation can
@@ -19,6 +19,7 @@
 //! with the users that are missing. The run directory also gets the resolved `config.toml` and
 //! `report.md`.
 
+mod eval;
 mod marker;
 mod prepare;
 mod rationales;
@@ -34,11 +35,11 @@ use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
-use crate::config::{ConfigError, PipelineConfig};
+use crate::config::{BaselineKind, ConfigError, PipelineConfig, SftVariantKind};
 use crate::device::DeviceSpec;
+use crate::results::Results;
 
 pub use marker::DoneMarker;
-pub use report::{ResultRow, ResultsTable};
 
 use marker::StageDir;
 
@@ -57,7 +58,7 @@ pub enum Stage {
     Tot,
     /// Stage 4: LoRA SFT of the SLM.
     Sft,
-    /// Evaluation of the fine-tuned SLM recommenders.
+    /// Evaluation of the baselines and the fine-tuned SLM recommenders.
     Eval,
 }
 
@@ -220,8 +221,8 @@ impl StageStatus {
 pub struct RunSummary {
     /// Every stage that was asked for, in order.
     pub stages: Vec<(Stage, StageStatus)>,
-    /// HR@1 per candidate-list size of every row available so far.
-    pub results: ResultsTable,
+    /// HR@1 with intervals of every row evaluated so far.
+    pub results: Results,
     /// The Markdown report written to the run directory.
     pub report: PathBuf,
 }
@@ -275,14 +276,24 @@ impl Pipeline {
         &self.config.run_dir
     }
 
-    /// The folder of `stage`.
+    /// The folder of `stage` (`eval/<split>` for the evaluation, one folder per split).
     pub fn stage_dir(&self, stage: Stage) -> PathBuf {
-        self.config.run_dir.join(stage.folder())
+        let dir = self.config.run_dir.join(stage.folder());
+        match stage {
+            Stage::Eval => dir.join(self.config.eval.split.name()),
+            _ => dir,
+        }
     }
 
-    /// The results table from what the run directory holds now (nothing is run).
-    pub fn results(&self) -> ResultsTable {
-        report::results(self)
+    /// The results tables from the predictions the run directory holds now (nothing is run).
+    pub fn results(&self) -> Result<Results> {
+        report::pooled(std::slice::from_ref(self))
+    }
+
+    /// The results tables of this run as Markdown: rows with intervals, paired differences,
+    /// HR@1 by the positive's position.
+    pub fn results_markdown(&self, results: &Results) -> String {
+        report::tables_markdown(self, results)
     }
 
     /// Runs every stage.
@@ -351,8 +362,8 @@ impl Pipeline {
         dir.start()?;
         let started = Instant::now();
         let summary = match stage {
-            Stage::Rationales | Stage::ThoughtSpace | Stage::Tot if self.transfers_adapters() => {
-                json!({"not_needed": "sft.adapters_from is set: the adapters come from another run"})
+            _ if self.not_needed(stage).is_some() => {
+                json!({"not_needed": self.not_needed(stage)})
             }
             Stage::Prepare => prepare::run(self, &dir.dir)?,
             Stage::SasRec => sasrec::run(self, &dir.dir)?,
@@ -360,7 +371,7 @@ impl Pipeline {
             Stage::ThoughtSpace => thought_space::run(self, &dir.dir)?,
             Stage::Tot => rationales::run_tot(self, &dir.dir)?,
             Stage::Sft => sft::run_sft(self, &dir.dir)?,
-            Stage::Eval => sft::run_eval(self, &dir.dir)?,
+            Stage::Eval => eval::run(self, &dir.dir)?,
         };
         Ok(StageStatus::Ran(
             dir.finish(started.elapsed().as_secs_f64(), summary)?,
@@ -385,13 +396,11 @@ impl Pipeline {
             }),
             Stage::Tot => json!({"seed": c.seed, "slm": c.assets.slm, "tot": c.tot}),
             Stage::Sft => json!({"seed": c.seed, "slm": c.assets.slm, "sft": c.sft}),
-            Stage::Eval => json!({"seed": c.seed, "eval": c.eval}),
+            Stage::Eval => json!({"seed": c.seed, "eval": c.eval, "variants": c.sft.variants}),
         };
-        let settings = match (&c.sft.adapters_from, stage) {
-            (Some(from), Stage::Rationales | Stage::ThoughtSpace | Stage::Tot) => {
-                json!({"not_needed": {"sft.adapters_from": from}})
-            }
-            _ => settings,
+        let settings = match self.not_needed(stage) {
+            Some(why) => json!({"not_needed": why}),
+            None => settings,
         };
         StageDir {
             stage: stage.name(),
@@ -400,9 +409,43 @@ impl Pipeline {
         }
     }
 
-    /// Whether this run evaluates another run's adapters (`sft.adapters_from`).
-    pub(crate) fn transfers_adapters(&self) -> bool {
-        self.config.sft.adapters_from.is_some()
+    /// Why `stage` has nothing to do in this run, if it has not: the adapters come from another
+    /// run (`sft.adapters_from`), or no configured variant reads its output (no rationale
+    /// variant: no rationales; no Tree-of-Thought variant: no Thought Space and no search; no
+    /// SASRec row and no search: no SASRec; no variant at all: no SFT, only the baselines are
+    /// evaluated).
+    pub(crate) fn not_needed(&self, stage: Stage) -> Option<String> {
+        let sft = &self.config.sft;
+        let uses = |f: fn(SftVariantKind) -> bool| sft.variants.iter().any(|&v| f(v));
+        let generation = matches!(stage, Stage::Rationales | Stage::ThoughtSpace | Stage::Tot);
+        match stage {
+            _ if generation && sft.adapters_from.is_some() => Some(format!(
+                "sft.adapters_from = {}: the adapters come from another run",
+                sft.adapters_from
+                    .as_deref()
+                    .unwrap_or(Path::new(""))
+                    .display()
+            )),
+            Stage::Rationales if !uses(|v| v != SftVariantKind::NoRationale) => {
+                Some("no variant in sft.variants uses a rationale".into())
+            }
+            Stage::ThoughtSpace | Stage::Tot if !uses(|v| v.tot_scorer().is_some()) => {
+                Some("no variant in sft.variants uses Tree-of-Thought rationales".into())
+            }
+            Stage::SasRec
+                if !self.config.eval.baselines.contains(&BaselineKind::Sasrec)
+                    && self.not_needed(Stage::Tot).is_some() =>
+            {
+                Some(
+                    "neither the SASRec row nor Tree-of-Thought (its similar users) is configured"
+                        .into(),
+                )
+            }
+            Stage::Sft if sft.variants.is_empty() => {
+                Some("sft.variants is empty: only the baselines are evaluated".into())
+            }
+            _ => None,
+        }
     }
 
     /// A progress bar over `len` units (hidden unless progress is on).
@@ -426,6 +469,16 @@ impl Pipeline {
     pub(crate) fn device_name(&self) -> &str {
         &self.device_name
     }
+}
+
+/// The results of several runs (e.g. one per seed, same users) pooled into one set of tables, as
+/// Markdown: each user's hits are averaged over the runs before the intervals.
+pub fn summarize(runs: &[Pipeline]) -> Result<String> {
+    let results = report::pooled(runs)?;
+    Ok(match runs.first() {
+        Some(p) => report::tables_markdown(p, &results),
+        None => String::new(),
+    })
 }
 
 /// A stage summary value for `done.json`.

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use pulserec_core::baselines::Popularity;
 use pulserec_core::{Sequences, UserId};
 use pulserec_data::{
     CandidateConfig, CandidateSets, Dataset, LeaveOneOut, PreparedDataset, Target,
@@ -26,6 +27,7 @@ pub struct Users {
 }
 
 const USERS_FILE: &str = "users.json";
+const POPULARITY_FILE: &str = "popularity.json";
 const DATA_DIR: &str = "data";
 
 /// The first `n` users of `dataset` (the whole catalogue is kept, so item ids do not change).
@@ -63,6 +65,16 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     let path = c.data_path();
     tracing::info!(data = %path.display(), "loading");
     let full = pulserec_data::load(path).at(Stage::Prepare)?;
+    // The most-popular baseline counts every user's training interactions in the data files
+    // (each sequence without its valid and test items), whatever slice the SLM stages use.
+    let popularity = {
+        let split = LeaveOneOut::new(&full.sequences);
+        Popularity::from_items(
+            (0..full.n_users() as u32).flat_map(|u| split.train(UserId(u)).iter().copied()),
+            full.n_items(),
+        )
+    };
+    write_json(&dir.join(POPULARITY_FILE), &popularity.counts())?;
     let dataset = match c.data.max_users {
         Some(n) => first_users(&full, n)?,
         None => full,
@@ -88,28 +100,32 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     }
     for &n in &slm {
         draw(Target::Test, n)?;
+        draw(Target::Valid, n)?;
     }
 
-    // Training users: the first with a chosen item and a titled history; evaluation users: the
-    // next ones with a test item in every SLM candidate set.
+    // Evaluation users: the first with a valid and a test item in every SLM candidate set (so
+    // they stay the same whatever the number of training users); training users: the next ones
+    // with a chosen item and a titled history.
     let builder = ContextBuilder::default();
     let mut users = Users {
         training: Vec::new(),
         evaluation: Vec::new(),
     };
     for u in (0..dataset.n_users() as u32).map(UserId) {
-        if users.training.len() < c.rationales.users {
-            if builder.context(&dataset, &split, u, &[]).is_some() {
-                users.training.push(u);
-            }
-        } else if users.evaluation.len() < c.eval.users {
+        if users.evaluation.len() < c.eval.users {
             let has_all = slm.iter().all(|&n| {
-                candidates.iter().any(|s| {
-                    s.target == Target::Test && s.config.n_negatives == n && s.get(u).is_some()
+                [Target::Valid, Target::Test].into_iter().all(|target| {
+                    candidates.iter().any(|s| {
+                        s.target == target && s.config.n_negatives == n && s.get(u).is_some()
+                    })
                 })
             });
             if has_all {
                 users.evaluation.push(u);
+            }
+        } else if users.training.len() < c.rationales.users {
+            if builder.context(&dataset, &split, u, &[]).is_some() {
+                users.training.push(u);
             }
         } else {
             break;
@@ -154,14 +170,24 @@ pub(super) fn load(p: &Pipeline) -> Result<(PreparedDataset, Users)> {
     Ok((prepared, users))
 }
 
-/// The stored test candidate set with `size` candidates (positive first).
-pub(super) fn slm_candidates(prepared: &PreparedDataset, size: usize) -> Result<&CandidateSets> {
+/// The stored candidate set of `target` with `size` candidates (positive first).
+pub(super) fn slm_candidates(
+    prepared: &PreparedDataset,
+    target: Target,
+    size: usize,
+) -> Result<&CandidateSets> {
     prepared
-        .candidates_for(Target::Test, size - 1)
+        .candidates_for(target, size - 1)
         .ok_or_else(|| PipelineError::Data {
             stage: Stage::Prepare.name(),
-            message: format!("no stored test candidate set of size {size}"),
+            message: format!("no stored {} candidate set of size {size}", target.name()),
         })
+}
+
+/// The training-interaction counts of every item over the whole data files.
+pub(super) fn popularity(p: &Pipeline) -> Result<Popularity> {
+    let counts: Vec<u32> = read_json(&p.stage_dir(Stage::Prepare).join(POPULARITY_FILE))?;
+    Ok(Popularity::new(counts))
 }
 
 /// The stored candidate sets of SASRec's own sampled protocol (valid, test), if sampled.

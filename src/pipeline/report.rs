@@ -8,134 +8,9 @@ use pulserec_tot::{RationaleStore, StoredRationale};
 use serde_json::Value;
 
 use super::marker::{DONE_FILE, DoneMarker, read_json, write_atomic};
-use super::{Pipeline, Result, Stage, rationales, sasrec};
+use super::{Pipeline, Result, Stage, StageResult, eval, rationales, sasrec};
 use crate::config::SelectorKind;
-
-/// One row of the results table.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResultRow {
-    /// The method (`SASRec`, `PULSE`, ...).
-    pub label: String,
-    /// HR@1 per candidate-list size (same order as [`ResultsTable::sizes`]); `None`: not run.
-    pub hr1: Vec<Option<f64>>,
-    /// Users evaluated, when known.
-    pub users: Option<usize>,
-}
-
-/// HR@1 of every method on the same held-out users and candidate lists.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResultsTable {
-    /// Candidate-list sizes (positive included).
-    pub sizes: Vec<usize>,
-    /// Rows in the paper's order; the random baseline first.
-    pub rows: Vec<ResultRow>,
-}
-
-impl ResultsTable {
-    /// A row by label.
-    pub fn row(&self, label: &str) -> Option<&ResultRow> {
-        self.rows.iter().find(|r| r.label == label)
-    }
-
-    /// The table as Markdown.
-    pub fn to_markdown(&self) -> String {
-        let mut s = String::from("| method |");
-        for size in &self.sizes {
-            let _ = write!(s, " HR@1 ({size} candidates) |");
-        }
-        s.push_str(" users |\n|---|");
-        for _ in &self.sizes {
-            s.push_str("---:|");
-        }
-        s.push_str("---:|\n");
-        for row in &self.rows {
-            let _ = write!(s, "| {} |", row.label);
-            for v in &row.hr1 {
-                match v {
-                    Some(v) => {
-                        let _ = write!(s, " {v:.4} |");
-                    }
-                    None => s.push_str(" not run |"),
-                }
-            }
-            match row.users {
-                Some(n) => {
-                    let _ = writeln!(s, " {n} |");
-                }
-                None => s.push_str(" |\n"),
-            }
-        }
-        s
-    }
-}
-
-impl ResultsTable {
-    /// Several runs' tables (e.g. one per seed) as one Markdown table: per row and column the mean
-    /// and, with more than one run, the spread `(min-max)`; `n/a` where no run has the value.
-    ///
-    /// Rows are matched by label, columns by candidate-list size; a value missing from some runs
-    /// is averaged over the runs that have it, and the number of runs is shown in the last column.
-    ///
-    /// ```
-    /// use pulserec::pipeline::{ResultRow, ResultsTable};
-    /// let table = |hr: f64| ResultsTable {
-    ///     sizes: vec![5],
-    ///     rows: vec![ResultRow { label: "PULSE".into(), hr1: vec![Some(hr)], users: Some(50) }],
-    /// };
-    /// let md = ResultsTable::summarize(&[table(0.2), table(0.4)]);
-    /// assert!(md.contains("| PULSE | 0.300 (0.200-0.400) | 2 |"), "{md}");
-    /// ```
-    pub fn summarize(tables: &[ResultsTable]) -> String {
-        let mut sizes: Vec<usize> = tables.iter().flat_map(|t| t.sizes.clone()).collect();
-        sizes.sort_unstable();
-        sizes.dedup();
-        let mut labels: Vec<&str> = Vec::new();
-        for t in tables {
-            for r in &t.rows {
-                if !labels.contains(&r.label.as_str()) {
-                    labels.push(&r.label);
-                }
-            }
-        }
-        let mut s = String::from("| method |");
-        for size in &sizes {
-            let _ = write!(s, " HR@1 ({size} candidates) |");
-        }
-        s.push_str(" runs |\n|---|");
-        for _ in &sizes {
-            s.push_str("---:|");
-        }
-        s.push_str("---:|\n");
-        for label in labels {
-            let _ = write!(s, "| {label} |");
-            let mut runs = 0;
-            for &size in &sizes {
-                let values: Vec<f64> = tables
-                    .iter()
-                    .filter_map(|t| {
-                        let col = t.sizes.iter().position(|&n| n == size)?;
-                        t.row(label)?.hr1.get(col).copied().flatten()
-                    })
-                    .collect();
-                runs = runs.max(values.len());
-                if values.is_empty() {
-                    s.push_str(" n/a |");
-                    continue;
-                }
-                let mean = values.iter().sum::<f64>() / values.len() as f64;
-                let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-                let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                if values.len() > 1 {
-                    let _ = write!(s, " {mean:.3} ({min:.3}-{max:.3}) |");
-                } else {
-                    let _ = write!(s, " {mean:.3} |");
-                }
-            }
-            let _ = writeln!(s, " {runs} |");
-        }
-        s
-    }
-}
+use crate::results::{Prediction, Results, read_predictions};
 
 fn read_opt(path: &Path) -> Option<Value> {
     if path.exists() {
@@ -154,51 +29,61 @@ fn marker(p: &Pipeline, stage: Stage) -> Option<DoneMarker> {
     }
 }
 
-/// The results table from the metrics files present.
-pub(super) fn results(p: &Pipeline) -> ResultsTable {
-    let c = p.config();
-    let sizes = c.eval.candidates.clone();
-    let mut rows = vec![ResultRow {
-        label: "random".into(),
-        hr1: sizes.iter().map(|&n| Some(1.0 / n as f64)).collect(),
-        users: None,
-    }];
-    let sas = read_opt(&p.stage_dir(Stage::SasRec).join(sasrec::METRICS_FILE));
-    let on = |size: usize, key: &str| -> Option<f64> {
-        sas.as_ref()?
-            .get("slm_candidates")?
-            .get(size.to_string())?
-            .get("values")?
-            .get(key)?
-            .as_f64()
-    };
-    rows.push(ResultRow {
-        label: "SASRec".into(),
-        hr1: sizes.iter().map(|&n| on(n, "HR@1")).collect(),
-        users: sas
-            .as_ref()
-            .and_then(|m| m.get("evaluation_users")?.as_u64())
-            .map(|n| n as usize),
-    });
-    for v in &c.sft.variants {
-        let m = read_opt(&p.stage_dir(Stage::Eval).join(format!("{}.json", v.name())));
-        let get = |size: usize| -> Option<f64> {
-            m.as_ref()?
-                .get("candidates")?
-                .get(size.to_string())?
-                .get("HR@1")?
-                .as_f64()
-        };
-        rows.push(ResultRow {
-            label: v.label().into(),
-            hr1: sizes.iter().map(|&n| get(n)).collect(),
-            users: m
-                .as_ref()
-                .and_then(|m| m.get("users")?.as_u64())
-                .map(|n| n as usize),
-        });
+/// Every prediction the run's evaluation folder (`eval/<split>/`) holds, for the configured rows.
+pub(super) fn predictions(p: &Pipeline) -> Result<Vec<Prediction>> {
+    let dir = p.stage_dir(Stage::Eval);
+    let mut out = Vec::new();
+    for row in eval::rows(p) {
+        let path = dir.join(format!("{}.jsonl", row.name()));
+        if path.exists() {
+            out.extend(read_predictions(&path).at(Stage::Eval)?);
+        }
     }
-    ResultsTable { sizes, rows }
+    Ok(out)
+}
+
+/// The results tables of several runs (e.g. one per seed) pooled: rows and pairs of the first.
+pub(super) fn pooled(runs: &[Pipeline]) -> Result<Results> {
+    let mut all = Vec::new();
+    for p in runs {
+        all.extend(predictions(p)?);
+    }
+    let (rows, pairs) = match runs.first() {
+        Some(p) => (eval::table_rows(p), eval::table_pairs(p)),
+        None => (Vec::new(), Vec::new()),
+    };
+    let mut results = Results::from_predictions(&all, &rows, &pairs);
+    // Columns for every configured size, so rows not evaluated yet print as such.
+    for p in runs {
+        results.sizes.extend(&p.config().eval.candidates);
+    }
+    results.sizes.sort_unstable();
+    results.sizes.dedup();
+    Ok(results)
+}
+
+/// The three tables (rows, paired differences, HR@1 by position) as Markdown.
+pub(crate) fn tables_markdown(p: &Pipeline, results: &Results) -> String {
+    let mut s = results.to_markdown();
+    if !results.pairs.is_empty() {
+        s.push_str("\nPaired differences on the same users (bootstrap over users; seeds averaged per user first):\n\n");
+        s.push_str(&results.pairs_markdown());
+    }
+    let slm: Vec<&str> = eval::rows(p)
+        .into_iter()
+        .filter(|r| r.is_slm())
+        .map(|r| r.name())
+        .collect();
+    if slm.iter().any(|v| {
+        results
+            .sizes
+            .iter()
+            .any(|&n| results.cells.contains_key(&(v.to_string(), n)))
+    }) {
+        s.push_str("\nHR@1 of the SLM rows by the position at which the prompt listed the positive (candidate order is a seeded shuffle per user):\n\n");
+        s.push_str(&results.positions_markdown(&slm));
+    }
+    s
 }
 
 fn examples(out: &mut String, records: &[StoredRationale], n: usize) {
@@ -231,9 +116,9 @@ fn selector_label(kind: SelectorKind) -> &'static str {
 }
 
 /// Writes `report.md`; returns the results table and the report's path.
-pub(super) fn write(p: &Pipeline) -> Result<(ResultsTable, PathBuf)> {
+pub(super) fn write(p: &Pipeline) -> Result<(Results, PathBuf)> {
     let c = p.config();
-    let table = results(p);
+    let table = pooled(std::slice::from_ref(p))?;
     let mut s = String::from("# PULSE run report\n\n");
     let _ = writeln!(
         s,
@@ -242,8 +127,14 @@ pub(super) fn write(p: &Pipeline) -> Result<(ResultsTable, PathBuf)> {
         c.seed,
         p.device_name()
     );
-    s.push_str("## Results\n\nHR@1 on the same held-out users and stored candidate lists (positive + uniform negatives); SASRec ranks the same candidates.\n\n");
-    s.push_str(&table.to_markdown());
+    let _ = writeln!(
+        s,
+        "## Results\n\nHR@1 on the `{}` split: the same held-out users and stored candidate lists (positive + uniform negatives) for every row, 95 % bootstrap intervals over users. SLM rows use the {} selector; per-user predictions are in `eval/{}/<row>.jsonl`.\n",
+        c.eval.split.name(),
+        selector_label(c.eval.selector),
+        c.eval.split.name()
+    );
+    s.push_str(&tables_markdown(p, &table));
     s.push_str("\n## Stages\n\n| stage | status | seconds |\n|---|---|---:|\n");
     for stage in Stage::ALL {
         match marker(p, stage) {
@@ -338,14 +229,6 @@ pub(super) fn write(p: &Pipeline) -> Result<(ResultsTable, PathBuf)> {
                 &format!("{} training loss", v.label()),
             );
         }
-    }
-    if let Some(m) = marker(p, Stage::Eval) {
-        let _ = writeln!(
-            s,
-            "\n## Evaluation of the SLM recommenders\n\nSelector `{}`; per-user outcomes in `eval/predictions-<variant>-<size>.jsonl`. Metrics per variant and list size: `{}`",
-            selector_label(c.eval.selector),
-            m.summary
-        );
     }
     let path = c.run_dir.join("report.md");
     write_atomic(&path, s.as_bytes())?;

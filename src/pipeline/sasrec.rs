@@ -1,13 +1,12 @@
-//! Stage 0b: the SASRec baseline (trained on every user of the slice), its evaluation on the
-//! SLM's candidate lists, and each training user's most similar users for Tree-of-Thought
-//! prompts.
+//! Stage 0b: the SASRec baseline (trained on every user of the prepared data) with its own
+//! protocol, and each training user's most similar users for Tree-of-Thought prompts. The
+//! `eval` stage scores the SLM's candidate lists with its checkpoint.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use pulserec_core::metrics::{RankingAccumulator, TiePolicy, rank_of_positive};
-use pulserec_core::{ItemId, SequentialRecommender, UserId};
+use pulserec_core::{ItemId, UserId};
 use pulserec_data::{CandidateSets, LeaveOneOut, Target};
 use pulserec_seqrec::eval::report;
 use pulserec_seqrec::{
@@ -34,35 +33,6 @@ fn lists<'c>(sets: &'c CandidateSets, cases: &[EvalCase<'_>]) -> Result<Vec<&'c 
             })
         })
         .collect()
-}
-
-/// HR@1 (and HR@k, NDCG@k, MRR) of any recommender on the stored SLM candidate lists of the
-/// evaluation users: what the SLM rows of the results table are compared with.
-pub(super) fn evaluate_on_candidates(
-    recommender: &dyn SequentialRecommender,
-    split: &LeaveOneOut<'_>,
-    users: &[UserId],
-    candidates: &CandidateSets,
-) -> Result<pulserec_core::metrics::RankingMetrics> {
-    let mut histories: Vec<&[ItemId]> = Vec::with_capacity(users.len());
-    let mut lists: Vec<&[ItemId]> = Vec::with_capacity(users.len());
-    for &u in users {
-        let list = candidates.get(u).ok_or_else(|| PipelineError::Data {
-            stage: Stage::SasRec.name(),
-            message: format!("evaluation user {} has no candidate list", u.0),
-        })?;
-        histories.push(split.history_before(u, Target::Test));
-        lists.push(list);
-    }
-    let scores = recommender
-        .score_candidates(&histories, &lists)
-        .at(Stage::SasRec)?;
-    let mut acc = RankingAccumulator::new(&[1, 5, 10]);
-    for row in &scores {
-        // The positive is stored first.
-        acc.push(rank_of_positive(row[0], &row[1..], TiePolicy::Pessimistic));
-    }
-    Ok(acc.finish())
 }
 
 pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
@@ -126,16 +96,7 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
         ),
     };
 
-    // The SLM's candidate lists, through the recommender trait.
     let recommender = SasRecRecommender::new(&outcome.model, p.device());
-    let boxed: Box<dyn SequentialRecommender> = Box::new(recommender.clone());
-    let mut on_candidates = BTreeMap::new();
-    for &size in &c.eval.candidates {
-        let sets = prepare::slm_candidates(&prepared, size)?;
-        let m = evaluate_on_candidates(boxed.as_ref(), &split, &users.evaluation, sets)?;
-        on_candidates.insert(size.to_string(), m);
-    }
-
     write_similar_users(p, &recommender, &split, &users, dataset.n_users(), dir)?;
     let losses: Vec<f64> = outcome.epochs.iter().map(|e| e.loss).collect();
     crate::plot::write_curve_png(&dir.join("loss.png"), &losses).at(Stage::SasRec)?;
@@ -145,8 +106,6 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
         "items": dataset.n_items(),
         "formulation": "one sequence per user, loss at every position",
         "test": own_report,
-        "slm_candidates": on_candidates,
-        "evaluation_users": users.evaluation.len(),
         "epochs_run": outcome.epochs.len(),
         "median_seconds_per_epoch": outcome.median_epoch_seconds(),
         "model_config": serde_json::to_value(&model_config).map_err(|e| PipelineError::json(dir, e))?,
@@ -156,7 +115,6 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     Ok(summary(&[
         ("epochs", json!(outcome.epochs.len())),
         ("test", json!(own_report.metrics)),
-        ("slm_candidates", json!(on_candidates)),
     ]))
 }
 

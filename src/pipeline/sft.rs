@@ -1,41 +1,36 @@
-//! Stage 4 (LoRA SFT of the SLM, one adapter per variant) and the evaluation of the fine-tuned
-//! SLM recommenders on the held-out users' stored candidate lists.
+//! Stage 4: LoRA SFT of the SLM, one adapter per variant.
 //!
-//! Both stages work variant by variant and write each variant's result last and atomically
-//! (`sft/<variant>/train.json`, `eval/<variant>.json`), so a killed run redoes only the variant
-//! it was in. A variant's training is seeded from the run seed alone, so a redone variant ends
+//! The stage works variant by variant and writes each variant's result last and atomically
+//! (`sft/<variant>/train.json`), so a killed run redoes only the variant it was in. A variant's training is seeded from the run seed alone, so a redone variant ends
 //! with the same adapter as an uninterrupted run.
 //!
 //! Every variant trains on the same training users with the same budget; the rationale variants
-//! skip (and count) users whose stored rationale is empty. Evaluation uses
-//! [`pulserec_core::CandidateSelector`], so another recommender can stand in.
+//! skip (and count) users whose stored rationale is empty.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use pulserec_core::{CandidateSelector, UserId};
-use pulserec_data::PreparedDataset;
+use pulserec_core::UserId;
 use pulserec_sft::{
-    DataConfig, EncodedSet, ExampleBuilder, GenerativeConfig, GenerativeSelector, LikelihoodConfig,
-    LikelihoodSelector, PROMPT_VERSION, PromptStyle, SftConfig, SftTrainer, TrainReport, Variant,
-    encode_all, evaluate, load_adapter,
+    DataConfig, EncodedSet, ExampleBuilder, PROMPT_VERSION, PromptStyle, SftConfig, SftTrainer,
+    TrainReport, Variant, encode_all,
 };
 use pulserec_slm::weights::ModelWeights;
-use pulserec_slm::{ChatFormat, LlamaConfig, LoadOptions, Slm, SlmTokenizer};
+use pulserec_slm::{ChatFormat, LlamaConfig, Slm, SlmTokenizer};
 use pulserec_tot::RationaleStore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::marker::{read_json, write_atomic, write_json};
 use super::{Pipeline, PipelineError, Result, Stage, StageResult, prepare, rationales};
-use crate::config::{SelectorKind, SftVariantKind};
+use crate::config::SftVariantKind;
 
 /// The file that marks a variant's training as finished.
 const TRAIN_FILE: &str = "train.json";
 
 /// What the SFT stage records per variant (`sft/<variant>/train.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-struct TrainRecord {
+pub(super) struct TrainRecord {
     variant: String,
     prompt_version: String,
     model: String,
@@ -44,10 +39,10 @@ struct TrainRecord {
     skipped_no_rationale: usize,
     skipped_no_target: usize,
     skipped_too_long: usize,
-    config: SftConfig,
+    pub(super) config: SftConfig,
     report: TrainReport,
     /// The adapter, relative to the variant's folder.
-    adapter: PathBuf,
+    pub(super) adapter: PathBuf,
     /// Cross-domain: the run directory the adapter was trained in (and copied from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     copied_from: Option<PathBuf>,
@@ -64,15 +59,15 @@ fn sft_variant(v: SftVariantKind) -> Variant {
 }
 
 /// The base model: its parts, name and prompt style.
-struct Base {
-    config: LlamaConfig,
-    weights: ModelWeights,
-    tokenizer: SlmTokenizer,
-    name: String,
-    style: PromptStyle,
+pub(super) struct Base {
+    pub(super) config: LlamaConfig,
+    pub(super) weights: ModelWeights,
+    pub(super) tokenizer: SlmTokenizer,
+    pub(super) name: String,
+    pub(super) style: PromptStyle,
 }
 
-fn base(p: &Pipeline, stage: Stage) -> Result<Base> {
+pub(super) fn base(p: &Pipeline, stage: Stage) -> Result<Base> {
     let path = &p.config().assets.slm;
     let (config, weights, tokenizer) = Slm::load_parts(path).at(stage)?;
     let template = tokenizer
@@ -98,7 +93,7 @@ fn base(p: &Pipeline, stage: Stage) -> Result<Base> {
 /// The training settings of the run: the paper's (dropout 0.05 on q/k/v/o, warmup 3 % and
 /// linear decay, max length 512, gradient norm 1) with the configured epochs, batch, rank and
 /// learning rate (alpha stays at twice the rank, as in the paper's r8 / a16).
-fn sft_config(p: &Pipeline) -> SftConfig {
+fn sft_config(p: &Pipeline, num_layers: usize) -> SftConfig {
     let s = &p.config().sft;
     let mut config = SftConfig::paper(p.config().seed);
     config.epochs = s.epochs;
@@ -107,6 +102,9 @@ fn sft_config(p: &Pipeline) -> SftConfig {
     config.learning_rate = s.learning_rate;
     config.lora.rank = s.lora_rank;
     config.lora.alpha = 2.0 * s.lora_rank as f32;
+    if let Some(k) = s.lora_top_layers {
+        config.lora = config.lora.top_layers(k, num_layers);
+    }
     config
 }
 
@@ -128,11 +126,11 @@ fn rationales_for(
     ))
 }
 
-fn variant_dir(p: &Pipeline, v: SftVariantKind) -> PathBuf {
+pub(super) fn variant_dir(p: &Pipeline, v: SftVariantKind) -> PathBuf {
     p.stage_dir(Stage::Sft).join(v.name())
 }
 
-fn read_record(p: &Pipeline, v: SftVariantKind) -> Result<TrainRecord> {
+pub(super) fn read_record(p: &Pipeline, v: SftVariantKind) -> Result<TrainRecord> {
     read_json(&variant_dir(p, v).join(TRAIN_FILE))
 }
 
@@ -148,7 +146,7 @@ fn train_variant(
     let set = builder
         .training_set(sft_variant(variant), training_users, rationales.as_ref())
         .at(Stage::Sft)?;
-    let config = sft_config(p);
+    let config = sft_config(p, base.config.num_layers);
     let EncodedSet {
         examples: encoded,
         too_long,
@@ -290,139 +288,6 @@ pub(super) fn run_sft(p: &Pipeline, _dir: &Path) -> Result<Value> {
             train_variant(p, &base, &builder, &users.training, variant)?
         };
         out.insert(variant.name().into(), train_summary(&record));
-    }
-    Ok(Value::Object(out))
-}
-
-/// The selector the config asks for, over `slm`.
-fn selector(p: &Pipeline, slm: Slm, style: PromptStyle) -> Box<dyn CandidateSelector> {
-    match p.config().eval.selector {
-        SelectorKind::Likelihood => Box::new(LikelihoodSelector::new(
-            slm,
-            style,
-            LikelihoodConfig::default(),
-        )),
-        SelectorKind::Generative => Box::new(GenerativeSelector::new(
-            slm,
-            style,
-            GenerativeConfig::paper(p.config().seed),
-        )),
-    }
-}
-
-fn selector_name(kind: SelectorKind) -> &'static str {
-    match kind {
-        SelectorKind::Likelihood => "likelihood",
-        SelectorKind::Generative => "generative",
-    }
-}
-
-/// Prompts per selector call.
-const EVAL_BATCH: usize = 8;
-
-fn eval_variant(
-    p: &Pipeline,
-    base: &Base,
-    prepared: &PreparedDataset,
-    builder: &ExampleBuilder<'_>,
-    evaluation_users: &[UserId],
-    variant: SftVariantKind,
-    out: &Path,
-) -> Result<Value> {
-    let record = read_record(p, variant)?;
-    let adapter_dir = variant_dir(p, variant).join(&record.adapter);
-    let model = load_adapter(
-        &adapter_dir,
-        &base.config,
-        &base.weights,
-        &record.config.lora,
-        &base.name,
-        p.device(),
-    )
-    .at(Stage::Eval)?;
-    let merged = model.merged_weights(&base.weights).at(Stage::Eval)?;
-    drop(model);
-    let slm = Slm::from_parts(
-        base.config.clone(),
-        &merged,
-        base.tokenizer.clone(),
-        p.device(),
-        &LoadOptions::default(),
-    )
-    .at(Stage::Eval)?;
-    drop(merged);
-    let kind = p.config().eval.selector;
-    let mut selector = selector(p, slm, base.style);
-    let mut per_size = BTreeMap::new();
-    let mut metrics = Vec::new();
-    for &size in &p.config().eval.candidates {
-        let sets = prepare::slm_candidates(prepared, size)?;
-        let cases = builder.test_cases(evaluation_users, sets).at(Stage::Eval)?;
-        let bar = p.bar(cases.len(), &format!("{}@{size}", variant.name()));
-        let evaluation = evaluate(
-            selector.as_mut(),
-            selector_name(kind),
-            &cases,
-            EVAL_BATCH,
-            &bar,
-        )
-        .at(Stage::Eval)?;
-        bar.finish_and_clear();
-        evaluation
-            .write_predictions(&out.join(format!("predictions-{}-{size}.jsonl", variant.name())))
-            .at(Stage::Eval)?;
-        let m = &evaluation.metrics;
-        let mut values = json!({
-            "HR@1": m.hr_at_1,
-            "valid_answer": m.valid_answer,
-            "choice_accuracy": m.choice_accuracy,
-            "random": m.random_baseline,
-            "seconds": m.seconds,
-        });
-        if let Some(ranking) = &m.ranking {
-            for (k, v) in ranking {
-                values[k] = json!(v);
-            }
-        }
-        per_size.insert(size.to_string(), values);
-        metrics.push(m.clone());
-    }
-    let result = json!({
-        "variant": variant.name(),
-        "label": variant.label(),
-        "selector": selector_name(kind),
-        "users": evaluation_users.len(),
-        "adapter": adapter_dir,
-        "candidates": per_size,
-        "metrics": metrics,
-    });
-    write_json(&out.join(format!("{}.json", variant.name())), &result)?;
-    Ok(result)
-}
-
-pub(super) fn run_eval(p: &Pipeline, dir: &Path) -> Result<Value> {
-    let (prepared, users) = prepare::load(p)?;
-    let builder = ExampleBuilder::new(&prepared.dataset, DataConfig::paper(p.config().seed))
-        .at(Stage::Eval)?;
-    let base = base(p, Stage::Eval)?;
-    let mut out = serde_json::Map::new();
-    for &variant in &p.config().sft.variants {
-        let path = dir.join(format!("{}.json", variant.name()));
-        let result: Value = if path.exists() {
-            tracing::info!(variant = variant.name(), "already evaluated, skipped");
-            read_json(&path)?
-        } else {
-            eval_variant(
-                p,
-                &base,
-                &prepared,
-                &builder,
-                &users.evaluation,
-                variant,
-                dir,
-            )?
-        };
-        out.insert(variant.name().into(), result["candidates"].clone());
     }
     Ok(Value::Object(out))
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod baselines;
 pub mod catalog;
 pub mod error;
 pub mod fastmath;
@@ -7,6 +8,7 @@ pub mod ids;
 pub mod interaction;
 pub mod metrics;
 pub mod sequences;
+pub mod stats;
 pub mod text;
 pub mod traits;
 

@@ -208,8 +208,12 @@ pub trait SequentialRecommender {
 pub struct CandidatePrompt {
     /// The user.
     pub user: UserId,
-    /// Recent history titles, oldest first.
+    /// Recent history titles, oldest first (what a language model is shown).
     pub history: Vec<String>,
+    /// The whole history before the target as item ids, oldest first (what an ID recommender
+    /// such as SASRec or popularity reads); empty when the caller has no ids.
+    #[serde(default)]
+    pub history_items: Vec<ItemId>,
     /// Candidate items with titles, in the order shown.
     pub candidates: Vec<(ItemId, String)>,
     /// A rationale to include ("let me think: ..."), if the variant uses one.

@@ -260,6 +260,7 @@ impl<'a> ExampleBuilder<'a> {
                 .iter()
                 .map(|&it| self.title(user, it))
                 .collect::<Result<_>>()?,
+            history_items: history.to_vec(),
             candidates: candidates
                 .into_iter()
                 .map(|it| Ok((it, self.title(user, it)?)))

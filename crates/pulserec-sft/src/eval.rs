@@ -45,6 +45,9 @@ pub struct Outcome {
     pub user: UserId,
     /// The correct item.
     pub target: ItemId,
+    /// The candidates in the order the prompt showed them.
+    #[serde(default)]
+    pub candidates: Vec<ItemId>,
     /// The chosen item.
     pub chosen: Option<ItemId>,
     /// Whether this counted as a hit for HR@1.
@@ -155,6 +158,7 @@ pub fn evaluate(
             outcomes.push(Outcome {
                 user: case.prompt.user,
                 target: case.target,
+                candidates: case.prompt.candidates.iter().map(|(id, _)| *id).collect(),
                 chosen: sel.chosen,
                 hit,
                 answer: sel.answer,

@@ -37,6 +37,7 @@ fn examples() -> Vec<SftExample> {
                 prompt: CandidatePrompt {
                     user: UserId(user),
                     history: history.iter().map(|s| s.to_string()).collect(),
+                    history_items: Vec::new(),
                     candidates: candidates
                         .iter()
                         .enumerate()

@@ -11,6 +11,7 @@ fn example(rationale: Option<&str>) -> SftExample {
         prompt: CandidatePrompt {
             user: UserId(42),
             history: vec!["Halo 3".into(), "Portal 2".into(), "Fable II".into()],
+            history_items: Vec::new(),
             candidates: vec![
                 (ItemId(5), "Mario Kart 8".into()),
                 (ItemId(9), "Gears of War 2".into()),

@@ -50,6 +50,7 @@ fn case(user: u32, titles: &[&str], target: usize) -> SftExample {
         prompt: CandidatePrompt {
             user: UserId(user),
             history: vec!["Something".into()],
+            history_items: Vec::new(),
             candidates: titles
                 .iter()
                 .enumerate()

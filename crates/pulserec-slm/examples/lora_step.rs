@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! cargo run --release -p pulserec-slm --example lora_step -- GGUF [--batch 4] [--seq 128]
-//!     [--steps 3] [--save DIR]
+//!     [--steps 3] [--top-layers K] [--save DIR]
 //! ```
+//! `--top-layers K` puts the adapters on the top K layers only (PEFT's `layers_to_transform`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -24,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let gguf = PathBuf::from(args.next().ok_or("usage: lora_step GGUF [options]")?);
     let (mut batch, mut seq, mut steps, mut save) = (4usize, 128usize, 3usize, None);
+    let mut top_layers = None;
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -31,13 +33,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--seq" => seq = value.parse()?,
             "--steps" => steps = value.parse()?,
             "--save" => save = Some(PathBuf::from(value)),
+            "--top-layers" => top_layers = Some(value.parse::<usize>()?),
             other => return Err(format!("unknown option {other}").into()),
         }
     }
     let (cfg, base, tok) = Slm::load_parts(&gguf)?;
     let device = Device::flex().autodiff();
     device.seed(0);
-    let mut model = LoraModel::new(&cfg, &base, &LoraConfig::paper(), 0, &device)?;
+    let lora = match top_layers {
+        Some(k) => LoraConfig::paper().top_layers(k, cfg.num_layers),
+        None => LoraConfig::paper(),
+    };
+    let mut model = LoraModel::new(&cfg, &base, &lora, 0, &device)?;
 
     // Rows of `seq` tokens cut from the repeated text at different offsets; loss on the second half.
     let stream: Vec<u32> = tok.encode(&TEXT.repeat(1 + (batch + 1) * seq / 64))?;

@@ -128,8 +128,13 @@ pub struct LoraConfig {
     pub alpha: f32,
     /// Dropout on the adapter's input (training only), as PEFT's `lora_dropout`.
     pub dropout: f32,
-    /// Projections that carry an adapter, in every layer.
+    /// Projections that carry an adapter, in every adapted layer.
     pub targets: Vec<LoraTarget>,
+    /// The layers that carry adapters (PEFT's `layers_to_transform`); `None`: every layer.
+    /// Adapting only the top layers makes training cheaper: nothing below the lowest adapted
+    /// layer is recorded for the backward pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layers: Option<Vec<usize>>,
 }
 
 impl Default for LoraConfig {
@@ -146,7 +151,34 @@ impl LoraConfig {
             alpha: 16.0,
             dropout: 0.05,
             targets: vec![LoraTarget::Q, LoraTarget::K, LoraTarget::V, LoraTarget::O],
+            layers: None,
         }
+    }
+
+    /// The same adapter on the top `k` of `num_layers` layers only (all of them when `k` is
+    /// at least `num_layers`).
+    pub fn top_layers(mut self, k: usize, num_layers: usize) -> Self {
+        self.layers = (k < num_layers).then(|| (num_layers - k..num_layers).collect());
+        self
+    }
+
+    /// Whether `layer` carries adapters.
+    pub fn adapts_layer(&self, layer: usize) -> bool {
+        self.layers.as_ref().is_none_or(|l| l.contains(&layer))
+    }
+
+    /// Checks [`LoraConfig::layers`] against a model of `num_layers` layers.
+    pub fn validate_layers(&self, num_layers: usize) -> Result<()> {
+        if let Some(bad) = self
+            .layers
+            .as_ref()
+            .and_then(|l| l.iter().find(|&&i| i >= num_layers))
+        {
+            return Err(SlmError::InvalidLoraConfig(format!(
+                "layer {bad} in `layers` is outside the model's {num_layers} layers"
+            )));
+        }
+        Ok(())
     }
 
     /// The update's scale, `alpha / rank`.
@@ -176,12 +208,25 @@ impl LoraConfig {
         if seen.len() != self.targets.len() {
             return bad(format!("repeated target modules in {:?}", self.targets));
         }
+        if let Some(layers) = &self.layers {
+            let mut seen = layers.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            if layers.is_empty() || seen.len() != layers.len() {
+                return bad(format!("`layers` {layers:?} is empty or repeats a layer"));
+            }
+        }
         Ok(())
     }
 
-    /// Whether `target` carries an adapter.
+    /// Whether `target` carries an adapter (in the adapted layers).
     pub fn has_target(&self, target: LoraTarget) -> bool {
         self.targets.contains(&target)
+    }
+
+    /// Whether `target` of `layer` carries an adapter.
+    pub fn adapts(&self, layer: usize, target: LoraTarget) -> bool {
+        self.has_target(target) && self.adapts_layer(layer)
     }
 
     /// Reads the configuration of a PEFT adapter directory (`adapter_config.json`).
@@ -248,7 +293,7 @@ impl AdapterConfigFile {
             use_rslora: false,
             use_dora: false,
             inference_mode: true,
-            layers_to_transform: None,
+            layers_to_transform: cfg.layers.as_ref().map(|l| serde_json::json!(l)),
             path: PathBuf::new(),
         }
     }
@@ -260,8 +305,8 @@ impl AdapterConfigFile {
         }
     }
 
-    /// Reads and checks `dir/adapter_config.json`: a plain LoRA (no DoRA / rsLoRA / bias /
-    /// layer subset) over known target names.
+    /// Reads and checks `dir/adapter_config.json`: a plain LoRA (no DoRA / rsLoRA / bias) over
+    /// known target names, on every layer or the listed `layers_to_transform`.
     pub(crate) fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(ADAPTER_CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| SlmError::Io {
@@ -281,13 +326,7 @@ impl AdapterConfigFile {
                 "only plain LoRA is supported (no DoRA, rsLoRA, fan_in_fan_out or bias)".into(),
             ));
         }
-        if file
-            .layers_to_transform
-            .as_ref()
-            .is_some_and(|v| !v.is_null())
-        {
-            return Err(file.bad("layers_to_transform is not supported".into()));
-        }
+        file.layers()?;
         file.targets()?;
         file.lora_config()
             .validate()
@@ -310,13 +349,32 @@ impl AdapterConfigFile {
         }
     }
 
+    /// `layers_to_transform`: absent or null (every layer), one index, or a list of indices.
+    pub(crate) fn layers(&self) -> Result<Option<Vec<usize>>> {
+        let index = |v: &serde_json::Value| {
+            v.as_u64()
+                .map(|i| i as usize)
+                .ok_or_else(|| self.bad(format!("layers_to_transform: `{v}` is not a layer index")))
+        };
+        match &self.layers_to_transform {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .map(index)
+                .collect::<Result<Vec<_>>>()
+                .map(Some),
+            Some(v) => Ok(Some(vec![index(v)?])),
+        }
+    }
+
     pub(crate) fn lora_config(&self) -> LoraConfig {
         LoraConfig {
             rank: self.r,
             alpha: self.lora_alpha,
             dropout: self.lora_dropout,
-            // `read` has checked the names.
+            // `read` has checked the names and the layers.
             targets: self.targets().unwrap_or_default(),
+            layers: self.layers().unwrap_or_default(),
         }
     }
 
@@ -463,6 +521,17 @@ mod tests {
     }
 
     #[test]
+    fn top_layers_adapt_only_the_last_k() {
+        let top = LoraConfig::paper().top_layers(2, 5);
+        assert_eq!(top.layers, Some(vec![3, 4]));
+        assert!(top.adapts(4, LoraTarget::Q) && !top.adapts(2, LoraTarget::Q));
+        assert!(!top.adapts(4, LoraTarget::Gate));
+        assert_eq!(LoraConfig::paper().top_layers(5, 5).layers, None);
+        assert!(top.validate_layers(5).is_ok());
+        assert!(top.validate_layers(4).is_err());
+    }
+
+    #[test]
     fn paper_config_is_valid_and_bad_ones_are_refused() {
         let p = LoraConfig::paper();
         p.validate().unwrap();
@@ -482,6 +551,14 @@ mod tests {
             },
             LoraConfig {
                 targets: vec![LoraTarget::Q, LoraTarget::Q],
+                ..p.clone()
+            },
+            LoraConfig {
+                layers: Some(vec![]),
+                ..p.clone()
+            },
+            LoraConfig {
+                layers: Some(vec![3, 3]),
                 ..p.clone()
             },
         ] {

@@ -298,6 +298,7 @@ impl LoraModel {
         device: &Device,
     ) -> Result<Self> {
         lora.validate()?;
+        lora.validate_layers(cfg.num_layers)?;
         if base.layers.len() != cfg.num_layers {
             return Err(SlmError::BadTensor {
                 tensor: "layers".into(),
@@ -310,7 +311,7 @@ impl LoraModel {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut blocks = Vec::with_capacity(base.layers.len());
-        for l in &base.layers {
+        for (layer, l) in base.layers.iter().enumerate() {
             let bias = |i: usize| l.qkv_bias.as_ref().map(|b| b[i].as_slice());
             let mut lin = |t: LoraTarget, b: Option<&[f32]>| {
                 let m = base_matrix(l, t);
@@ -325,7 +326,7 @@ impl LoraModel {
                         ),
                     });
                 }
-                let adapter = lora.has_target(t).then_some((lora, &mut rng));
+                let adapter = lora.adapts(layer, t).then_some((lora, &mut rng));
                 LoraLinear::new(m, b, adapter, device)
             };
             blocks.push(LoraBlock {
@@ -616,6 +617,19 @@ impl LoraModel {
                 format!("{b:?}"),
             ));
         }
+        let sorted = |l: &Option<Vec<usize>>| {
+            l.clone().map(|mut l| {
+                l.sort_unstable();
+                l
+            })
+        };
+        if sorted(&theirs.layers) != sorted(&self.lora.layers) {
+            return Err(mismatch(
+                "layers_to_transform",
+                format!("{:?}", theirs.layers),
+                format!("{:?}", self.lora.layers),
+            ));
+        }
         let tensors = AdapterTensors::open(dir)?;
         let layers = self.blocks.len();
         for name in tensors.names()? {
@@ -625,7 +639,7 @@ impl LoraModel {
                     reason: format!("unexpected tensor `{name}`"),
                 });
             };
-            if layer >= layers || !self.lora.has_target(target) {
+            if layer >= layers || !self.lora.adapts(layer, target) {
                 return Err(SlmError::Adapter {
                     path: dir.join(ADAPTER_WEIGHTS_FILE),
                     reason: format!(
@@ -637,7 +651,7 @@ impl LoraModel {
         }
         let r = self.lora.rank;
         let mut values = Vec::with_capacity(layers * self.lora.targets.len());
-        for layer in 0..layers {
+        for layer in (0..layers).filter(|&l| self.lora.adapts_layer(l)) {
             for &t in &self.lora.targets {
                 let (out, inp) = t.shape(&self.cfg);
                 let a = tensors.matrix(&t.tensor_name(layer, true), [r, inp])?;
@@ -668,6 +682,9 @@ impl LoraModel {
         let mut merged = base.clone();
         let (r, scale) = (self.lora.rank, self.lora.scale());
         for (layer, lw) in merged.layers.iter_mut().enumerate() {
+            if !self.lora.adapts_layer(layer) {
+                continue;
+            }
             for &t in &self.lora.targets {
                 let (a, b) = self.adapter_weights(layer, t)?;
                 let m = base_matrix_mut(lw, t);

@@ -47,6 +47,7 @@ fn reference_config() -> LoraConfig {
         alpha: 12.0,
         dropout: 0.0,
         targets: LoraTarget::ALL.to_vec(),
+        layers: None,
     }
 }
 

@@ -27,13 +27,15 @@ fn all_targets() -> LoraConfig {
         alpha: 5.0,
         dropout: 0.0,
         targets: LoraTarget::ALL.to_vec(),
+        layers: None,
     }
 }
 
 /// Gives every adapter deterministic non-zero values (the fresh `B` is zero).
 fn perturb(m: &mut LoraModel) {
-    let (cfg, r) = (m.config().clone(), m.lora_config().rank);
-    for layer in 0..cfg.num_layers {
+    let (cfg, lora) = (m.config().clone(), m.lora_config().clone());
+    let r = lora.rank;
+    for layer in (0..cfg.num_layers).filter(|&l| lora.adapts_layer(l)) {
         for t in m.lora_config().targets.clone() {
             let (out, inp) = t.shape(&cfg);
             let wave = |n: usize, s: f32| {
@@ -313,4 +315,49 @@ fn dropout_acts_only_on_an_autodiff_device() {
     // The inference copy of the trained model is deterministic again and equals the original.
     let valid = train.valid();
     assert_eq!(valid.loss(&batch).unwrap().into_scalar::<f32>(), plain[0]);
+}
+
+#[test]
+fn adapters_on_the_top_layers_only_merge_save_and_load() {
+    let (cfg, w) = tiny("llama");
+    let top = all_targets().top_layers(1, cfg.num_layers);
+    let last = cfg.num_layers - 1;
+    assert_eq!(top.layers, Some(vec![last]));
+    let mut m = LoraModel::new(&cfg, &w, &top, 1, &Device::flex()).unwrap();
+    perturb(&mut m);
+    assert!(
+        m.adapter_weights(0, LoraTarget::Q).is_err(),
+        "no adapter below the top"
+    );
+    let names: Vec<String> = m.lora_parameters().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.iter().all(|n| n.contains(&format!("layers.{last}."))),
+        "{names:?}"
+    );
+
+    // Merging changes only the adapted layer, and equals the unmerged forward.
+    let merged = m.merged_weights(&w).unwrap();
+    assert_eq!(
+        merged.layers[0].q.to_f32().unwrap(),
+        w.layers[0].q.to_f32().unwrap()
+    );
+    let adapted = common::tensor_values(m.logits(&row(&TOKENS)).unwrap());
+    let diff = common::max_abs_diff(&adapted, &llama_logits(&cfg, &merged, &TOKENS));
+    assert!(diff < 1e-5, "merged differs from unmerged by {diff}");
+
+    // PEFT's `layers_to_transform` round-trips; a model adapting other layers refuses the file.
+    let dir = tempfile::tempdir().unwrap();
+    m.save_adapter(dir.path(), "tiny").unwrap();
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config["layers_to_transform"], serde_json::json!([last]));
+    let mut again = LoraModel::new(&cfg, &w, &top, 7, &Device::flex()).unwrap();
+    again.load_adapter(dir.path()).unwrap();
+    let loaded = common::tensor_values(again.logits(&row(&TOKENS)).unwrap());
+    assert!(common::max_abs_diff(&adapted, &loaded) < 1e-6);
+    let mut every = LoraModel::new(&cfg, &w, &all_targets(), 7, &Device::flex()).unwrap();
+    let e = every.load_adapter(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("layers_to_transform"), "{e}");
 }
