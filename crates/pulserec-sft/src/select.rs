@@ -7,6 +7,7 @@
 //!   mean (or summed) token log-probability is chosen, and the scores rank all candidates (for
 //!   NDCG@k).
 
+use pulserec_core::baselines::select_by_scores;
 use pulserec_core::{
     CandidatePrompt, CandidateSelector, GenerationRequest, LikelihoodRequest, LikelihoodScorer,
     SamplingParams, Selection, TextGenerator,
@@ -194,24 +195,7 @@ impl<S: LikelihoodScorer> CandidateSelector for LikelihoodSelector<S> {
                     .take(p.candidates.len())
                     .map(|lp| reduce(&lp, self.config.reduction))
                     .collect();
-                let best =
-                    scores
-                        .iter()
-                        .enumerate()
-                        .fold(None, |best: Option<(usize, f32)>, (i, &s)| match best {
-                            Some((_, b))
-                                if s.partial_cmp(&b) != Some(std::cmp::Ordering::Greater) =>
-                            {
-                                best
-                            }
-                            _ if s.is_nan() => best,
-                            _ => Some((i, s)),
-                        });
-                Selection {
-                    chosen: best.map(|(i, _)| p.candidates[i].0),
-                    answer: String::new(),
-                    scores: Some(scores),
-                }
+                select_by_scores(p, scores)
             })
             .collect())
     }
