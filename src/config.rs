@@ -276,11 +276,38 @@ pub struct SftStage {
     /// Peak AdamW learning rate (the paper: 2e-4 over 7 epochs; the CPU configs take 1e-3 so a
     /// handful of steps move the adapters).
     pub learning_rate: f64,
+    /// The prompt shape of training and evaluation: `chat` (default: the paper's instructions
+    /// and candidate list in the chat template) or `sequence` (the history as a list of titles,
+    /// continued with the next one; no candidate list, so the likelihood selector's ranking
+    /// cannot depend on the listed order).
+    #[serde(default)]
+    pub prompt: PromptKind,
+    /// History titles shown in evaluation prompts (default: the paper's 3); with
+    /// `every_position`, also the most titles of context in a training row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<usize>,
+    /// `sequence` prompts only: the no-rationale variant learns every item of each training
+    /// user's sequence after the first (one packed row per user and window), not only the last
+    /// training item. The rationale variants keep one example per user (their rationale
+    /// explains the last training item).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub every_position: bool,
     /// Cross-domain: a finished run directory (trained on another data set) whose adapters
     /// this run evaluates instead of training its own. Stages 1-3 are then not needed and
     /// finish at once; SASRec still trains on this run's data (an ID model cannot transfer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapters_from: Option<PathBuf>,
+}
+
+/// The prompt shape of the SLM rows (see [`SftStage::prompt`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptKind {
+    /// The paper's instructions and candidate list in the model's chat template.
+    #[default]
+    Chat,
+    /// The history as a list of titles, continued with the next one.
+    Sequence,
 }
 
 /// How an SLM recommender picks a candidate.
@@ -411,6 +438,10 @@ pub struct EvalStage {
     /// title, so long lists on many users can be left to the cheap baselines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slm_candidates: Option<Vec<usize>>,
+    /// The likelihood selector's score of a candidate: `mean` (default) token log-probability of
+    /// its title, or `sum` (the title's log-probability, which favours short titles).
+    #[serde(default)]
+    pub reduction: pulserec_sft::Reduction,
 }
 
 impl EvalStage {
@@ -477,6 +508,9 @@ impl PipelineConfig {
                 lora_rank: 8,
                 lora_top_layers: None,
                 learning_rate: 1e-3,
+                prompt: PromptKind::Chat,
+                history: None,
+                every_position: false,
                 adapters_from: None,
             },
             eval: EvalStage {
@@ -486,6 +520,7 @@ impl PipelineConfig {
                 split: EvalSplit::Test,
                 baselines: BaselineKind::all(),
                 slm_candidates: None,
+                reduction: pulserec_sft::Reduction::Mean,
             },
         }
     }
@@ -537,6 +572,9 @@ impl PipelineConfig {
                 lora_rank: 8,
                 lora_top_layers: None,
                 learning_rate: 2e-4,
+                prompt: PromptKind::Chat,
+                history: None,
+                every_position: false,
                 adapters_from: None,
             },
             eval: EvalStage {
@@ -546,6 +584,7 @@ impl PipelineConfig {
                 split: EvalSplit::Test,
                 baselines: BaselineKind::all(),
                 slm_candidates: None,
+                reduction: pulserec_sft::Reduction::Mean,
             },
             ..q
         }
@@ -762,6 +801,16 @@ impl PipelineConfig {
                 "an integer >= 1, or no key",
             ));
         }
+        if self.sft.history == Some(0) {
+            return Err(invalid("sft.history", 0, "an integer >= 1, or no key"));
+        }
+        if self.sft.every_position && self.sft.prompt != PromptKind::Sequence {
+            return Err(invalid(
+                "sft.every_position",
+                true,
+                "false unless sft.prompt = \"sequence\"",
+            ));
+        }
         if !(self.sft.learning_rate.is_finite() && self.sft.learning_rate > 0.0) {
             return Err(invalid(
                 "sft.learning_rate",
@@ -916,6 +965,28 @@ mod tests {
         let mut c = PipelineConfig::quickstart();
         c.thought_space.held_out = 30;
         assert_eq!(key_of(c.validate().unwrap_err()), "thought_space.held_out");
+
+        let mut c = PipelineConfig::quickstart();
+        c.sft.every_position = true;
+        assert_eq!(key_of(c.validate().unwrap_err()), "sft.every_position");
+        c.sft.prompt = PromptKind::Sequence;
+        c.validate().unwrap();
+        c.sft.history = Some(0);
+        assert_eq!(key_of(c.validate().unwrap_err()), "sft.history");
+    }
+
+    #[test]
+    fn the_sequence_experiment_file_parses_with_its_prompt_keys() {
+        let c = PipelineConfig::from_toml(include_str!("../configs/experiments/seq-games.toml"))
+            .unwrap();
+        assert_eq!(c.sft.prompt, PromptKind::Sequence);
+        assert_eq!(c.sft.history, Some(10));
+        assert!(c.sft.every_position);
+        assert_eq!(c.eval.reduction, pulserec_sft::Reduction::Mean);
+        let text = include_str!("../configs/experiments/seq-games.toml")
+            .replace("[eval]\n", "[eval]\nreduction = \"sum\"\n");
+        let c = PipelineConfig::from_toml(&text).unwrap();
+        assert_eq!(c.eval.reduction, pulserec_sft::Reduction::Sum);
     }
 
     #[test]

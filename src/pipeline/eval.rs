@@ -15,7 +15,7 @@ use pulserec_core::baselines::{ContentSelector, RandomSelector, RankingSelector}
 use pulserec_core::{CandidateSelector, ItemId};
 use pulserec_data::PreparedDataset;
 use pulserec_sft::{
-    DataConfig, Evaluation, ExampleBuilder, GenerativeConfig, GenerativeSelector, LikelihoodConfig,
+    Evaluation, ExampleBuilder, GenerativeConfig, GenerativeSelector, LikelihoodConfig,
     LikelihoodSelector, PromptStyle, SftExample, evaluate, load_adapter,
 };
 use pulserec_slm::{LoadOptions, Slm};
@@ -27,8 +27,9 @@ use super::{Pipeline, PipelineError, Result, Stage, StageResult, prepare};
 use crate::config::{BaselineKind, SelectorKind, SftVariantKind};
 use crate::results::{Prediction, Row, write_predictions};
 
-/// Prompts per selector call for the SLM rows.
-const SLM_BATCH: usize = 8;
+/// Prompts per selector call for the SLM rows (the likelihood scorer prefills them shortest
+/// first, so a larger call pads less).
+const SLM_BATCH: usize = 32;
 /// Prompts per selector call for the baselines (cheap per prompt).
 const BASELINE_BATCH: usize = 256;
 
@@ -127,7 +128,10 @@ fn slm_selector(p: &Pipeline, slm: Slm, style: PromptStyle) -> Box<dyn Candidate
         SelectorKind::Likelihood => Box::new(LikelihoodSelector::new(
             slm,
             style,
-            LikelihoodConfig::default(),
+            LikelihoodConfig {
+                reduction: p.config().eval.reduction,
+                ..LikelihoodConfig::default()
+            },
         )),
         SelectorKind::Generative => Box::new(GenerativeSelector::new(
             slm,
@@ -326,8 +330,8 @@ fn eval_row(
 
 pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     let (prepared, users) = prepare::load(p)?;
-    let builder = ExampleBuilder::new(&prepared.dataset, DataConfig::paper(p.config().seed))
-        .at(Stage::Eval)?;
+    let builder =
+        ExampleBuilder::new(&prepared.dataset, super::sft::data_config(p)).at(Stage::Eval)?;
     let target = p.config().eval.split.target();
     let mut cases = Vec::new();
     for &size in &p.config().eval.candidates {

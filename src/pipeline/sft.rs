@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use pulserec_core::UserId;
 use pulserec_sft::{
-    DataConfig, EncodedSet, ExampleBuilder, PROMPT_VERSION, PromptStyle, SftConfig, SftTrainer,
-    TrainReport, Variant, encode_all,
+    DataConfig, EncodedExample, EncodedSet, ExampleBuilder, PROMPT_VERSION, PromptStyle, SftConfig,
+    SftTrainer, TrainReport, Variant, encode_all, encode_sequence,
 };
 use pulserec_slm::weights::ModelWeights;
 use pulserec_slm::{ChatFormat, LlamaConfig, Slm, SlmTokenizer};
@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use super::marker::{read_json, write_atomic, write_json};
 use super::{Pipeline, PipelineError, Result, Stage, StageResult, prepare, rationales};
-use crate::config::SftVariantKind;
+use crate::config::{PromptKind, SftVariantKind};
 
 /// The file that marks a variant's training as finished.
 const TRAIN_FILE: &str = "train.json";
@@ -76,7 +76,10 @@ pub(super) fn base(p: &Pipeline, stage: Stage) -> Result<Base> {
             stage: stage.name(),
             message: format!("{} has no chat template", path.display()),
         })?;
-    let style = PromptStyle::Chat(ChatFormat::detect(template).at(stage)?);
+    let style = match p.config().sft.prompt {
+        PromptKind::Chat => PromptStyle::Chat(ChatFormat::detect(template).at(stage)?),
+        PromptKind::Sequence => PromptStyle::Sequence,
+    };
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
@@ -88,6 +91,46 @@ pub(super) fn base(p: &Pipeline, stage: Stage) -> Result<Base> {
         name,
         style,
     })
+}
+
+/// What the prompts show: the paper's shapes with the run seed, and `sft.history` titles in
+/// evaluation prompts when set.
+pub(super) fn data_config(p: &Pipeline) -> DataConfig {
+    let mut config = DataConfig::paper(p.config().seed);
+    if let Some(history) = p.config().sft.history {
+        config.test_history = history;
+    }
+    config
+}
+
+/// Packed rows of every training user's sequence (`sft.every_position`): each title after the
+/// first is a target, with up to the evaluation history's length of titles before it in its row.
+fn packed_rows(
+    base: &Base,
+    builder: &ExampleBuilder<'_>,
+    training_users: &[UserId],
+    max_len: usize,
+) -> Result<EncodedSet> {
+    let window = builder.config().test_history + 1;
+    let mut set = EncodedSet::default();
+    for &user in training_users {
+        let titles = builder.training_titles(user).at(Stage::Sft)?;
+        match encode_sequence(&base.tokenizer, user, &titles, 1, window, max_len) {
+            Ok(rows) => set.examples.extend(rows),
+            Err(e @ pulserec_sft::SftError::TooLong { .. }) => {
+                tracing::warn!("{e}; skipped");
+                set.too_long.push(user);
+            }
+            Err(e) => return Err(e).at(Stage::Sft),
+        }
+    }
+    tracing::info!(
+        rows = set.examples.len(),
+        targets = set.examples.iter().map(|e| e.targets.len()).sum::<usize>(),
+        users = training_users.len(),
+        "packed training rows built"
+    );
+    Ok(set)
 }
 
 /// The training settings of the run: the paper's (dropout 0.05 on q/k/v/o, warmup 3 % and
@@ -150,7 +193,11 @@ fn train_variant(
     let EncodedSet {
         examples: encoded,
         too_long,
-    } = encode_all(&base.tokenizer, base.style, &set.examples, config.max_len).at(Stage::Sft)?;
+    } = if p.config().sft.every_position && !sft_variant(variant).uses_rationale() {
+        packed_rows(base, builder, training_users, config.max_len)?
+    } else {
+        encode_all(&base.tokenizer, base.style, &set.examples, config.max_len).at(Stage::Sft)?
+    };
     let too_long = too_long.len();
     if encoded.is_empty() {
         return Err(PipelineError::Data {
@@ -192,7 +239,10 @@ fn train_variant(
         prompt_version: PROMPT_VERSION.into(),
         model: base.name.clone(),
         training_users: training_users.len(),
-        examples: encoded.len(),
+        examples: encoded
+            .iter()
+            .map(|e: &EncodedExample| e.targets.len())
+            .sum(),
         skipped_no_rationale: set.skipped_no_rationale.len(),
         skipped_no_target: set.skipped_no_target.len(),
         skipped_too_long: too_long,
@@ -275,8 +325,7 @@ pub(super) fn run_sft(p: &Pipeline, _dir: &Path) -> Result<Value> {
         return Ok(Value::Object(out));
     }
     let (prepared, users) = prepare::load(p)?;
-    let builder = ExampleBuilder::new(&prepared.dataset, DataConfig::paper(p.config().seed))
-        .at(Stage::Sft)?;
+    let builder = ExampleBuilder::new(&prepared.dataset, data_config(p)).at(Stage::Sft)?;
     let base = base(p, Stage::Sft)?;
     let mut out = serde_json::Map::new();
     for &variant in &p.config().sft.variants {

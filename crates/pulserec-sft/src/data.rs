@@ -353,6 +353,23 @@ impl<'a> ExampleBuilder<'a> {
         Ok(set)
     }
 
+    /// The titles of `user`'s training items (everything before the valid item, or the whole
+    /// sequence for a user without one), oldest first, as prompts show them: the input of
+    /// [`crate::tokenize::encode_sequence`].
+    pub fn training_titles(&self, user: UserId) -> Result<Vec<String>> {
+        if user.index() >= self.dataset.n_users() {
+            return Err(SftError::Data {
+                user,
+                message: format!("not in the data set ({} users)", self.dataset.n_users()),
+            });
+        }
+        self.split
+            .train(user)
+            .iter()
+            .map(|&item| self.title(user, item))
+            .collect()
+    }
+
     /// Draws the stored-style candidate sets for the test item: `n_candidates - 1` uniform
     /// negatives per evaluation user, seeded by the builder's seed (the same sets
     /// `pulserec_data::PreparedDataset` stores for these settings).

@@ -165,6 +165,19 @@ pub fn evaluate(
             });
         }
         progress.inc(batch.len() as u64);
+        // Progress bars stay silent when stderr is not a terminal: log every 10 %.
+        let done = outcomes.len();
+        let step = cases.len().div_ceil(10).max(1);
+        if done % step < batch.len() && done < cases.len() {
+            tracing::info!(
+                selector = name,
+                users = done,
+                of = cases.len(),
+                hr_at_1 = hits as f64 / done as f64,
+                seconds_per_user = start.elapsed().as_secs_f64() / done as f64,
+                "evaluation progress"
+            );
+        }
     }
     let n = cases.len().max(1) as f64;
     let metrics = SelectorMetrics {

@@ -14,10 +14,10 @@ pub use answer::{AnswerMatch, match_answer, title_in_answer};
 pub use data::{DataConfig, ExampleBuilder, SftExample, TrainingSet, Variant, choose_test_users};
 pub use error::{Result, SftError};
 pub use eval::{Evaluation, Outcome, SelectorMetrics, evaluate};
-pub use prompt::{ANSWER_CUE, PROMPT_VERSION, PromptStyle, RATIONALE_CUE};
+pub use prompt::{ANSWER_CUE, PROMPT_VERSION, PromptStyle, RATIONALE_CUE, SEQUENCE_HEADER};
 pub use report::{SftMetrics, TrainReport};
 pub use select::{
     GenerativeConfig, GenerativeSelector, LikelihoodConfig, LikelihoodSelector, Reduction,
 };
-pub use tokenize::{EncodedExample, EncodedSet, encode_all, encode_example};
+pub use tokenize::{EncodedExample, EncodedSet, encode_all, encode_example, encode_sequence};
 pub use train::{SFT_CONFIG_FILE, Schedule, SftConfig, SftTrainer, load_adapter, token_batch};

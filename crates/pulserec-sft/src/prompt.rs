@@ -1,10 +1,19 @@
 //! The candidate-selection prompt, in training and at test time.
 //!
-//! One wording serves both (PAPER.md stage 4): a short system text, then a user turn with the
-//! customer, their recent purchases (oldest first) and the candidate titles, then the assistant
-//! turn. In training the assistant turn starts with `Let me think: <rationale>` when the variant
-//! has one; every prompt ends with the answer cue `Answer:`. The target the model learns (and
-//! the text the likelihood selector scores) is ` <title>` followed by the end-of-turn marker.
+//! One wording serves both (PAPER.md stage 4) in [`PromptStyle::Chat`] and
+//! [`PromptStyle::Plain`]: a short system text, then a user turn with the customer, their recent
+//! purchases (oldest first) and the candidate titles, then the assistant turn. In training the
+//! assistant turn starts with `Let me think: <rationale>` when the variant has one; every such
+//! prompt ends with the answer cue `Answer:`. The target the model learns (and the text the
+//! likelihood selector scores) is ` <title>` followed by the end-of-turn marker.
+//!
+//! [`PromptStyle::Sequence`] is the other shape: no instructions and no candidate list, only the
+//! customer's titles one per line (`- <title>`), the rationale when the variant has one, and an
+//! open line `-`; the model continues the list with ` <title>` and a newline. It is a next-item
+//! language model over titles: the likelihood selector ranks candidates by how likely the model
+//! finds each as the next line, so their listed order cannot matter, and one training row (a
+//! user's whole training sequence, [`crate::tokenize::encode_sequence`]) teaches every position
+//! of it in one pass.
 //!
 //! The wording is ours; any change to it bumps [`PROMPT_VERSION`], which is stored with every
 //! metrics file.
@@ -22,6 +31,16 @@ pub const ANSWER_CUE: &str = "Answer:";
 /// What opens a rationale in the assistant turn.
 pub const RATIONALE_CUE: &str = "Let me think:";
 
+/// The first line of a [`PromptStyle::Sequence`] prompt.
+pub const SEQUENCE_HEADER: &str = "A customer's purchases, oldest first:\n";
+
+/// What opens each title's line in a [`PromptStyle::Sequence`] prompt; the title follows after
+/// a space.
+pub const SEQUENCE_MARKER: &str = "-";
+
+/// What opens a rationale's line in a [`PromptStyle::Sequence`] prompt.
+pub const SEQUENCE_RATIONALE_CUE: &str = "Why the next one:";
+
 const SYSTEM: &str = "You recommend products. From what a customer bought recently, pick the \
                       one candidate they are most likely to buy next.";
 
@@ -33,6 +52,9 @@ pub enum PromptStyle {
     /// No template: the system text, a blank line, the user text, a newline; the end of turn is
     /// a newline. For raw completion models and scripted test generators.
     Plain,
+    /// The history as a list, one `- <title>` line each, and an open `-` line to continue: no
+    /// instructions, no candidates (see the module docs). The end of turn is a newline.
+    Sequence,
 }
 
 impl PromptStyle {
@@ -42,7 +64,7 @@ impl PromptStyle {
             Self::Chat(ChatFormat::ChatMl) => "<|im_end|>",
             Self::Chat(ChatFormat::Phi3) => "<|end|>",
             Self::Chat(ChatFormat::Llama3) => "<|eot_id|>",
-            Self::Plain => "\n",
+            Self::Plain | Self::Sequence => "\n",
         }
     }
 
@@ -54,20 +76,16 @@ impl PromptStyle {
     /// [`PromptStyle::render`] with the `drop_oldest` oldest history titles left out (used to
     /// fit a token budget).
     pub fn render_with_history(self, prompt: &CandidatePrompt, drop_oldest: usize) -> String {
+        if self == Self::Sequence {
+            return sequence_prompt(prompt, drop_oldest);
+        }
         let user = user_message(prompt, drop_oldest);
         let mut text = match self {
             Self::Chat(format) => format.prompt(Some(SYSTEM), &user),
-            Self::Plain => format!("{SYSTEM}\n\n{user}\n"),
+            // `Sequence` returned above.
+            Self::Plain | Self::Sequence => format!("{SYSTEM}\n\n{user}\n"),
         };
-        if let Some(rationale) = prompt.rationale.as_deref() {
-            let rationale = normalize_whitespace(rationale);
-            if !rationale.is_empty() {
-                text.push_str(RATIONALE_CUE);
-                text.push(' ');
-                text.push_str(&rationale);
-                text.push('\n');
-            }
-        }
+        push_rationale(&mut text, RATIONALE_CUE, prompt);
         text.push_str(ANSWER_CUE);
         text
     }
@@ -83,6 +101,34 @@ impl PromptStyle {
         t.push_str(self.end_of_turn());
         t
     }
+}
+
+/// A [`PromptStyle::Sequence`] prompt: header, history lines, rationale line, open marker.
+fn sequence_prompt(prompt: &CandidatePrompt, drop_oldest: usize) -> String {
+    let mut s = String::from(SEQUENCE_HEADER);
+    for title in &prompt.history[drop_oldest.min(prompt.history.len())..] {
+        s.push_str(&sequence_line(title));
+    }
+    push_rationale(&mut s, SEQUENCE_RATIONALE_CUE, prompt);
+    s.push_str(SEQUENCE_MARKER);
+    s
+}
+
+/// Appends `<cue> <rationale>` and a newline when the prompt has a non-blank rationale
+/// (whitespace collapsed to single spaces).
+fn push_rationale(text: &mut String, cue: &str, prompt: &CandidatePrompt) {
+    let rationale = normalize_whitespace(prompt.rationale.as_deref().unwrap_or(""));
+    if !rationale.is_empty() {
+        text.push_str(cue);
+        text.push(' ');
+        text.push_str(&rationale);
+        text.push('\n');
+    }
+}
+
+/// One history line of a [`PromptStyle::Sequence`] prompt: marker, space, title, newline.
+pub(crate) fn sequence_line(title: &str) -> String {
+    format!("{SEQUENCE_MARKER} {}\n", title.trim())
 }
 
 /// The user turn: customer, recent purchases, candidates and the question.

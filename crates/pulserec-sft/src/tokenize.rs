@@ -5,6 +5,11 @@
 //! target token mask 1. An example longer than the limit loses its oldest history titles one at
 //! a time; the candidates, rationale and target are never cut, and an example that does not fit
 //! even with no history is an error ([`SftError::TooLong`]).
+//!
+//! [`encode_sequence`] packs a user's whole training sequence in [`PromptStyle::Sequence`] form:
+//! every title after the first `min_history` is a target, so one row teaches every position.
+
+use std::ops::Range;
 
 use pulserec_core::UserId;
 use pulserec_slm::SlmTokenizer;
@@ -12,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::SftExample;
 use crate::error::{Result, SftError};
-use crate::prompt::PromptStyle;
+use crate::prompt::{PromptStyle, SEQUENCE_HEADER, SEQUENCE_MARKER};
 
 /// One tokenised training example.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,8 +26,9 @@ pub struct EncodedExample {
     pub user: UserId,
     /// Prompt tokens followed by target tokens.
     pub tokens: Vec<u32>,
-    /// Index of the first target token (`tokens[target_start..]` is the target).
-    pub target_start: usize,
+    /// Target token ranges, in order (one for a prompt and its answer; one per predicted title
+    /// for a packed sequence). Every other token is context.
+    pub targets: Vec<Range<usize>>,
     /// Oldest history titles left out to fit the limit.
     pub history_dropped: usize,
 }
@@ -38,16 +44,23 @@ impl EncodedExample {
         self.tokens.is_empty()
     }
 
-    /// Target tokens.
-    pub fn target_len(&self) -> usize {
-        self.tokens.len() - self.target_start
+    /// Index of the first target token.
+    pub fn target_start(&self) -> usize {
+        self.targets.first().map_or(self.tokens.len(), |r| r.start)
     }
 
-    /// Per-token loss weights: 1.0 where the token is part of the target, else 0.0.
+    /// Target tokens.
+    pub fn target_len(&self) -> usize {
+        self.targets.iter().map(|r| r.len()).sum()
+    }
+
+    /// Per-token loss weights: 1.0 where the token is part of a target, else 0.0.
     pub fn loss_mask(&self) -> Vec<f32> {
-        (0..self.tokens.len())
-            .map(|t| if t >= self.target_start { 1.0 } else { 0.0 })
-            .collect()
+        let mut mask = vec![0.0; self.tokens.len()];
+        for r in &self.targets {
+            mask[r.clone()].fill(1.0);
+        }
+        mask
     }
 }
 
@@ -75,13 +88,13 @@ pub fn encode_example(
             if dropped > 0 {
                 tracing::debug!(%user, dropped, "history shortened to fit the length limit");
             }
-            let target_start = prompt.len();
+            let targets = vec![prompt.len()..total];
             let mut tokens = prompt;
             tokens.extend_from_slice(&target);
             return Ok(EncodedExample {
                 user,
                 tokens,
-                target_start,
+                targets,
                 history_dropped: dropped,
             });
         }
@@ -127,4 +140,72 @@ pub fn encode_all(
         }
     }
     Ok(set)
+}
+
+/// Packs `titles` (a user's training sequence, oldest first) as [`PromptStyle::Sequence`] rows.
+///
+/// Each row is the header followed by `- <title>` lines; each title's ` <title>` + newline is a
+/// target once at least `min_history` titles precede it in its row, so one row teaches the next
+/// item at every position. A row ends at `max_items` titles or `max_len` tokens; the next row
+/// starts with the last `min_history` titles of the previous one as context, so every title
+/// after the user's first `min_history` is a target exactly once. The pieces are tokenised one
+/// by one (header, then marker and title per line); at the line boundaries this matches
+/// tokenising the rendered prompt whole (the `prompt_tokens` tests check it on real titles), so
+/// training rows and the likelihood selector's contexts agree. A row that cannot hold one target
+/// after its context within `max_len` is [`SftError::TooLong`].
+pub fn encode_sequence(
+    tokenizer: &SlmTokenizer,
+    user: UserId,
+    titles: &[String],
+    min_history: usize,
+    max_items: usize,
+    max_len: usize,
+) -> Result<Vec<EncodedExample>> {
+    if max_items <= min_history {
+        return Err(SftError::config(
+            "max_items",
+            format!("{max_items} must exceed min_history {min_history}"),
+        ));
+    }
+    let header = tokenizer.encode(SEQUENCE_HEADER)?;
+    let marker = tokenizer.encode_continuation(SEQUENCE_MARKER)?;
+    let style = PromptStyle::Sequence;
+    let lines: Vec<Vec<u32>> = titles
+        .iter()
+        .map(|t| tokenizer.encode_continuation(&style.target(t)))
+        .collect::<std::result::Result<_, _>>()?;
+    let mut rows = Vec::new();
+    let mut start = 0;
+    while start + min_history < lines.len() {
+        let mut tokens = header.clone();
+        let mut targets = Vec::new();
+        let mut end = start;
+        while end < lines.len() && end - start < max_items {
+            let len = marker.len() + lines[end].len();
+            if tokens.len() + len > max_len {
+                break;
+            }
+            tokens.extend_from_slice(&marker);
+            if end - start >= min_history {
+                targets.push(tokens.len()..tokens.len() + lines[end].len());
+            }
+            tokens.extend_from_slice(&lines[end]);
+            end += 1;
+        }
+        if end - start <= min_history {
+            return Err(SftError::TooLong {
+                user,
+                tokens: tokens.len() + marker.len() + lines[end].len(),
+                max_len,
+            });
+        }
+        rows.push(EncodedExample {
+            user,
+            tokens,
+            targets,
+            history_dropped: 0,
+        });
+        start = end - min_history;
+    }
+    Ok(rows)
 }

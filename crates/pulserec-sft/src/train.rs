@@ -326,7 +326,20 @@ impl SftTrainer {
                     "epoch {epoch} loss {loss:.4} lr {lr:.2e} {:.0} tok/s",
                     report.tokens as f64 / secs.max(1e-9)
                 ));
-                tracing::debug!(epoch, step = self.steps, loss, lr, "sft step");
+                // Progress bars stay silent when stderr is not a terminal: log every 5 %.
+                if self.steps % total.div_ceil(20) == 0 {
+                    tracing::info!(
+                        epoch,
+                        step = self.steps,
+                        of = total,
+                        loss,
+                        lr,
+                        tokens_per_s = report.tokens as f64 / secs.max(1e-9),
+                        "sft progress"
+                    );
+                } else {
+                    tracing::debug!(epoch, step = self.steps, loss, lr, "sft step");
+                }
             }
             let mean = (epoch_sum / epoch_targets.max(1) as f64) as f32;
             report.epoch_losses.push(mean);

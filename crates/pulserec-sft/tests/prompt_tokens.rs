@@ -3,7 +3,9 @@
 mod common;
 
 use pulserec_core::{CandidatePrompt, ItemId, UserId};
-use pulserec_sft::{PROMPT_VERSION, PromptStyle, SftError, SftExample, encode_example};
+use pulserec_sft::{
+    PROMPT_VERSION, PromptStyle, SftError, SftExample, encode_example, encode_sequence,
+};
 use pulserec_slm::ChatFormat;
 
 fn example(rationale: Option<&str>) -> SftExample {
@@ -66,12 +68,16 @@ fn loss_mask_covers_exactly_the_target_tokens() {
     let mask = enc.loss_mask();
     assert_eq!(mask.len(), enc.len());
     assert_eq!(mask.iter().sum::<f32>() as usize, enc.target_len());
-    assert!(mask[..enc.target_start].iter().all(|&m| m == 0.0));
-    assert!(mask[enc.target_start..].iter().all(|&m| m == 1.0));
+    assert!(mask[..enc.target_start()].iter().all(|&m| m == 0.0));
+    assert!(mask[enc.target_start()..].iter().all(|&m| m == 1.0));
     // The masked tokens are the target, the unmasked ones the whole prompt.
-    let target = tok.decode(&enc.tokens[enc.target_start..], false).unwrap();
+    let target = tok
+        .decode(&enc.tokens[enc.target_start()..], false)
+        .unwrap();
     assert_eq!(target, " Gears of War 2<|im_end|>");
-    let prompt = tok.decode(&enc.tokens[..enc.target_start], false).unwrap();
+    let prompt = tok
+        .decode(&enc.tokens[..enc.target_start()], false)
+        .unwrap();
     assert_eq!(prompt, style.render(&ex.prompt));
     // `<|im_end|>` is one special token, the last one.
     assert_eq!(
@@ -93,7 +99,8 @@ fn truncation_drops_history_never_the_target() {
     assert!(cut.history_dropped >= 1);
     assert!(cut.len() < full.len());
     assert_eq!(
-        tok.decode(&cut.tokens[cut.target_start..], false).unwrap(),
+        tok.decode(&cut.tokens[cut.target_start()..], false)
+            .unwrap(),
         " Gears of War 2<|im_end|>"
     );
     let none = encode_example(&tok, style, &ex, 0).unwrap_err();
@@ -127,5 +134,123 @@ fn encode_all_skips_only_examples_that_cannot_fit() {
         set.examples
             .iter()
             .all(|e| e.user == UserId(42) && e.len() <= fits)
+    );
+}
+
+#[test]
+fn sequence_prompt_golden() {
+    let mut ex = example(None);
+    let style = PromptStyle::Sequence;
+    assert_eq!(
+        style.render(&ex.prompt),
+        "A customer's purchases, oldest first:\n- Halo 3\n- Portal 2\n- Fable II\n-"
+    );
+    assert_eq!(style.target("Gears of War 2"), " Gears of War 2\n");
+    ex.prompt.rationale = Some("They play  Xbox\nshooters.".into());
+    assert!(
+        style
+            .render_with_history(&ex.prompt, 2)
+            .ends_with("first:\n- Fable II\nWhy the next one: They play Xbox shooters.\n-")
+    );
+}
+
+/// Titles of the first `n` catalogue items of a real data set, as prompts show them.
+fn real_titles(dataset: &pulserec_data::Dataset, n: usize) -> Vec<String> {
+    (1..=n.min(dataset.n_items()) as u32)
+        .filter_map(|i| dataset.catalog.title(ItemId(i)))
+        .map(|t| {
+            pulserec_core::text::truncate_chars(&pulserec_core::text::normalize_whitespace(t), 160)
+        })
+        .collect()
+}
+
+/// Every target of a packed row is the title's line, and the tokens before it are exactly what
+/// the likelihood selector's context tokenises to: packed training and scoring agree.
+fn check_packed_rows(tok: &pulserec_slm::SlmTokenizer, titles: &[String]) {
+    let style = PromptStyle::Sequence;
+    for chunk in titles.chunks(7) {
+        let rows = encode_sequence(tok, UserId(1), chunk, 1, 5, 512).unwrap();
+        let mut targets = 0;
+        let mut first = 1;
+        for row in &rows {
+            let history_start = first - 1;
+            for (k, span) in row.targets.iter().enumerate() {
+                let i = first + k;
+                let prompt = CandidatePrompt {
+                    user: UserId(1),
+                    history: chunk[history_start..i].to_vec(),
+                    history_items: Vec::new(),
+                    candidates: Vec::new(),
+                    rationale: None,
+                };
+                let context = tok.encode(&style.render(&prompt)).unwrap();
+                assert_eq!(
+                    row.tokens[..span.start],
+                    context[..],
+                    "context of `{}` after {:?}",
+                    chunk[i],
+                    &chunk[history_start..i]
+                );
+                assert_eq!(
+                    row.tokens[span.clone()],
+                    tok.encode_continuation(&style.target(&chunk[i])).unwrap()[..]
+                );
+            }
+            targets += row.targets.len();
+            first += row.targets.len();
+        }
+        // Every title after the first is a target exactly once.
+        assert_eq!(targets, chunk.len() - 1);
+    }
+}
+
+#[test]
+fn packed_sequences_tokenise_like_the_scored_prompts_on_real_titles() {
+    let Some(tok) = common::smollm2_tokenizer() else {
+        return;
+    };
+    if let Some(dir) = pulserec_data::locate::asset("ml-100k") {
+        let ds = pulserec_data::load(&dir).unwrap();
+        check_packed_rows(&tok, &real_titles(&ds, 300));
+    }
+    if let Some(dir) = pulserec_data::locate::shared("amazon-games-2018") {
+        let ds = pulserec_data::load(&dir).unwrap();
+        check_packed_rows(&tok, &real_titles(&ds, 300));
+    }
+}
+
+#[test]
+fn packed_rows_split_at_the_item_and_token_limits() {
+    let Some(tok) = common::smollm2_tokenizer() else {
+        return;
+    };
+    let titles: Vec<String> = (0..12).map(|i| format!("Game number {i}")).collect();
+    let rows = encode_sequence(&tok, UserId(3), &titles, 2, 5, 512).unwrap();
+    // Rows of at most 5 titles, each starting with the previous row's last 2 as context.
+    assert_eq!(
+        rows.iter().map(|r| r.targets.len()).collect::<Vec<_>>(),
+        vec![3, 3, 3, 1]
+    );
+    assert_eq!(rows.iter().map(|r| r.target_len()).sum::<usize>() > 0, true);
+    let one = rows[0].len();
+    let tight = encode_sequence(&tok, UserId(3), &titles, 2, 12, one).unwrap();
+    assert!(tight.iter().all(|r| r.len() <= one));
+    assert_eq!(tight.iter().map(|r| r.targets.len()).sum::<usize>(), 10);
+    // Too short for one target after its context: an error naming the user.
+    let err = encode_sequence(&tok, UserId(3), &titles, 2, 5, 10).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SftError::TooLong {
+                user: UserId(3),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        encode_sequence(&tok, UserId(3), &titles[..2], 2, 5, 512)
+            .unwrap()
+            .is_empty()
     );
 }

@@ -38,8 +38,9 @@ impl Slm {
         }
         let vocab = self.model.config().vocab_size;
         let mut out = vec![Vec::new(); contexts.len()];
-        // Requests grouped by context (first appearance order): each distinct context is
-        // prefilled exactly once, up to `max_batch` contexts at a time.
+        // Requests grouped by context: each distinct context is prefilled exactly once, up to
+        // `max_batch` contexts at a time, shortest first, so contexts padded together have
+        // similar lengths (every request's result goes to its own slot; the order is free).
         let mut groups: Vec<(&[u32], Vec<usize>)> = Vec::new();
         let mut index: std::collections::HashMap<&[u32], usize> = Default::default();
         for (req, c) in contexts.iter().enumerate() {
@@ -49,6 +50,7 @@ impl Slm {
             });
             groups[g].1.push(req);
         }
+        groups.sort_by_key(|(c, _)| c.len());
         for chunk in groups.chunks(self.max_batch) {
             let uniques: Vec<Vec<u32>> = chunk.iter().map(|(c, _)| c.to_vec()).collect();
             let (cache, first) = self.prefill(&uniques)?;
