@@ -13,6 +13,10 @@
 //! `ours likelihood users/s ... s/user ...`. `--dump` writes one JSON line per user
 //! (`user`, `context`, `continuations`) for the HF peer (`scripts/sft/likelihood_bench.py`), and
 //! `--scores` our per-token log-probabilities in the peer's output format for a parity check.
+//! It also prints HR@1 under both reductions (mean and summed token log-probability, ties to the
+//! first listed candidate), so `--adapter` (a LoRA checkpoint written by the SFT stage, with its
+//! `sft_config.json`) and `--split valid` make it a quick way to compare scoring choices on
+//! validation users without a pipeline run.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,7 +27,9 @@ use clap::Parser;
 use pulserec::device::DeviceSpec;
 use pulserec_core::{LikelihoodRequest, LikelihoodScorer, UserId};
 use pulserec_data::{CandidateConfig, CandidateSets, Target, load};
-use pulserec_sft::{DataConfig, ExampleBuilder, PromptStyle};
+use pulserec_sft::{
+    DataConfig, ExampleBuilder, PromptStyle, SFT_CONFIG_FILE, SftConfig, load_adapter,
+};
 use pulserec_slm::{LoadOptions, Slm};
 use serde_json::json;
 
@@ -51,8 +57,8 @@ struct Args {
     /// History titles shown.
     #[arg(long, default_value_t = 3)]
     history: usize,
-    /// Prompts per scorer call.
-    #[arg(long, default_value_t = 32)]
+    /// Prompts per scorer call (the pipeline's likelihood rows use 1).
+    #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Candidate-list seed (the pipeline's `data.candidate_seed`).
     #[arg(long, default_value_t = 2024)]
@@ -63,6 +69,15 @@ struct Args {
     /// Write our per-token log-probabilities as JSON lines (the peer's `--out` format).
     #[arg(long)]
     scores: Option<PathBuf>,
+    /// A LoRA adapter checkpoint (`sft/<variant>/checkpoints/epoch-NNN`) merged into the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// Held-out item asked for: test or valid.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Skip this many evaluation users first (to score another slice of them).
+    #[arg(long, default_value_t = 0)]
+    skip: usize,
     /// Device: flex, tch, tch-cuda:N or cuda:N.
     #[arg(long, default_value = "flex")]
     device: DeviceSpec,
@@ -77,16 +92,52 @@ fn main() -> anyhow::Result<()> {
     let mut data_config = DataConfig::paper(1);
     data_config.test_history = args.history;
     let builder = ExampleBuilder::new(&dataset, data_config)?;
+    let target = match args.split.as_str() {
+        "test" => Target::Test,
+        "valid" => Target::Valid,
+        other => anyhow::bail!("--split must be test or valid, got {other}"),
+    };
     let sets = CandidateSets::generate(
         &dataset,
         builder.split(),
-        Target::Test,
+        target,
         &CandidateConfig::uniform(args.candidates - 1, args.candidate_seed),
     )?;
-    let users: Vec<UserId> = builder.split().eval_users().take(args.users).collect();
+    let users: Vec<UserId> = builder
+        .split()
+        .eval_users()
+        .skip(args.skip)
+        .take(args.users)
+        .collect();
     let cases = builder.test_cases(&users, &sets)?;
-    let slm = Slm::load_with(&args.model, &args.device.device()?, &LoadOptions::default())
+    let device = args.device.device()?;
+    let (config, weights, tokenizer) = Slm::load_parts(&args.model)
         .with_context(|| format!("loading {}", args.model.display()))?;
+    let weights = match &args.adapter {
+        None => weights,
+        Some(dir) => {
+            let path = dir.join(SFT_CONFIG_FILE);
+            let sft: SftConfig = serde_json::from_str(
+                &std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?,
+            )
+            .with_context(|| format!("parsing {}", path.display()))?;
+            let name = args
+                .model
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            load_adapter(dir, &config, &weights, &sft.lora, &name, &device)?
+                .merged_weights(&weights)?
+        }
+    };
+    let slm = Slm::from_parts(
+        config,
+        &weights,
+        tokenizer,
+        &device,
+        &LoadOptions::default(),
+    )?;
     let style = match args.style.as_str() {
         "chat" => PromptStyle::Chat(slm.chat_format()?),
         "sequence" => PromptStyle::Sequence,
@@ -134,6 +185,32 @@ fn main() -> anyhow::Result<()> {
         all.extend(score(chunk)?);
     }
     let secs = start.elapsed().as_secs_f64();
+    // HR@1 under both reductions (the positive's index in the shown order is known per case).
+    let mut hits = [0usize; 2];
+    let mut rows = all.iter();
+    for case in &cases {
+        let lps: Vec<&Vec<f32>> = rows.by_ref().take(case.prompt.candidates.len()).collect();
+        let sum: Vec<f32> = lps.iter().map(|l| l.iter().sum()).collect();
+        let mean: Vec<f32> = lps
+            .iter()
+            .zip(&sum)
+            .map(|(l, s)| s / l.len().max(1) as f32)
+            .collect();
+        for (k, scores) in [mean, sum].into_iter().enumerate() {
+            let best = pulserec_core::baselines::argmax_first(&scores);
+            hits[k] += usize::from(best == Some(case.target_index()));
+        }
+    }
+    println!(
+        "HR@1 mean {:.3} sum {:.3} (users {}, split {}, adapter {})",
+        hits[0] as f64 / cases.len() as f64,
+        hits[1] as f64 / cases.len() as f64,
+        cases.len(),
+        args.split,
+        args.adapter
+            .as_ref()
+            .map_or("none".into(), |a| a.display().to_string())
+    );
     if let Some(path) = &args.scores {
         let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
         let mut rows = all.into_iter();

@@ -84,7 +84,7 @@ def main():
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     n_train = sum(p.numel() for p in params)
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)  # as SftConfig::paper()
     print(f"loaded in {time.perf_counter() - t0:.1f} s: {n_layers} layers, vocab {vocab}, "
           f"trainable {n_train} params, attention {model.config._attn_implementation}, "
           f"threads {torch.get_num_threads()}, torch {torch.__version__}")

@@ -27,9 +27,16 @@ use super::{Pipeline, PipelineError, Result, Stage, StageResult, prepare};
 use crate::config::{BaselineKind, SelectorKind, SftVariantKind};
 use crate::results::{Prediction, Row, write_predictions};
 
-/// Prompts per selector call for the SLM rows (the likelihood scorer prefills them shortest
-/// first, so a larger call pads less).
-const SLM_BATCH: usize = 32;
+/// Prompts per selector call for the SLM rows: one user at a time for the likelihood selector
+/// (its context is prefilled once and the candidates scored as one batch on it; several users'
+/// contexts per call only add padding: 0.73-0.75 s per user alone against 0.87-0.97 s in calls
+/// of 32, docs/benchmarks.md), several for the generative one (decoding rows together pays).
+fn slm_batch(kind: SelectorKind) -> usize {
+    match kind {
+        SelectorKind::Likelihood => 1,
+        SelectorKind::Generative => 8,
+    }
+}
 /// Prompts per selector call for the baselines (cheap per prompt).
 const BASELINE_BATCH: usize = 256;
 
@@ -234,13 +241,21 @@ fn row_selector(
             )
             .at(Stage::Eval)?;
             let style = b.style;
-            (slm_selector(p, slm, style), SLM_BATCH, kind)
+            (
+                slm_selector(p, slm, style),
+                slm_batch(p.config().eval.selector),
+                kind,
+            )
         }
         EvalRow::Variant(v) => {
             let b = slm_base()?;
             let slm = tuned_slm(p, b, v)?;
             let style = b.style;
-            (slm_selector(p, slm, style), SLM_BATCH, kind)
+            (
+                slm_selector(p, slm, style),
+                slm_batch(p.config().eval.selector),
+                kind,
+            )
         }
     })
 }

@@ -231,7 +231,7 @@ fn packed_rows_split_at_the_item_and_token_limits() {
         rows.iter().map(|r| r.targets.len()).collect::<Vec<_>>(),
         vec![3, 3, 3, 1]
     );
-    assert_eq!(rows.iter().map(|r| r.target_len()).sum::<usize>() > 0, true);
+    assert!(rows.iter().all(|r| r.target_len() > 0));
     let one = rows[0].len();
     let tight = encode_sequence(&tok, UserId(3), &titles, 2, 12, one).unwrap();
     assert!(tight.iter().all(|r| r.len() <= one));
