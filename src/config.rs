@@ -987,6 +987,10 @@ mod tests {
             .replace("[eval]\n", "[eval]\nreduction = \"sum\"\n");
         let c = PipelineConfig::from_toml(&text).unwrap();
         assert_eq!(c.eval.reduction, pulserec_sft::Reduction::Sum);
+        let c =
+            PipelineConfig::from_toml(include_str!("../configs/experiments/seq-games-250.toml"))
+                .unwrap();
+        assert_eq!((c.rationales.users, c.sft.history), (250, Some(10)));
     }
 
     #[test]
