@@ -70,14 +70,17 @@ pub(super) struct Base {
 pub(super) fn base(p: &Pipeline, stage: Stage) -> Result<Base> {
     let path = &p.config().assets.slm;
     let (config, weights, tokenizer) = Slm::load_parts(path).at(stage)?;
-    let template = tokenizer
-        .chat_template()
-        .ok_or_else(|| PipelineError::Data {
-            stage: stage.name(),
-            message: format!("{} has no chat template", path.display()),
-        })?;
+    // Only the chat shape needs the model's template; the sequence shape is plain text.
     let style = match p.config().sft.prompt {
-        PromptKind::Chat => PromptStyle::Chat(ChatFormat::detect(template).at(stage)?),
+        PromptKind::Chat => {
+            let template = tokenizer
+                .chat_template()
+                .ok_or_else(|| PipelineError::Data {
+                    stage: stage.name(),
+                    message: format!("{} has no chat template", path.display()),
+                })?;
+            PromptStyle::Chat(ChatFormat::detect(template).at(stage)?)
+        }
         PromptKind::Sequence => PromptStyle::Sequence,
     };
     let name = path
