@@ -991,6 +991,10 @@ mod tests {
             PipelineConfig::from_toml(include_str!("../configs/experiments/seq-games-250.toml"))
                 .unwrap();
         assert_eq!((c.rationales.users, c.sft.history), (250, Some(10)));
+        let c =
+            PipelineConfig::from_toml(include_str!("../configs/experiments/seq-games-250-e3.toml"))
+                .unwrap();
+        assert_eq!((c.rationales.users, c.sft.epochs), (250, 3));
     }
 
     #[test]
