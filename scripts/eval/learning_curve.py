@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Learning curve of an SLM row: HR@1 against training examples, with baselines as lines.
 
-    python3 scripts/eval/learning_curve.py --out docs/results/curve.png --title "Games, valid" \
+    /opt/pyref/bin/python scripts/eval/learning_curve.py --out docs/results/curve.png --title "Games, valid" \
         --size 5 \
         --point 2713=runs/a/eval/valid/no-rationale.jsonl \
         --point 10814=runs/b/eval/valid/no-rationale.jsonl \
@@ -12,7 +12,8 @@ Each `--point X=FILE` is one prediction file (`eval/<split>/<row>.jsonl`, plain 
 model trained on X examples; several files with the same X (seeds) are pooled as
 `scripts/eval/recompute.py` pools seeds: each user's hits are averaged over seeds first. Every
 point and baseline is HR@1 on the `--size`-candidate lists with the 95 % percentile bootstrap
-over users of recompute.py (same resamples and seed). Writes the PNG (matplotlib: log x axis,
+over users of recompute.py (same resamples and seed). Needs matplotlib (scripts/setup_python.sh
+installs it into /opt/pyref). Writes the PNG (log x axis,
 labelled axes, legend, interval bars and bands) and prints a Markdown table of the same numbers.
 """
 import argparse
