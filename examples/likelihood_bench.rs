@@ -141,16 +141,14 @@ fn main() -> anyhow::Result<()> {
     let style = match args.style.as_str() {
         "chat" => PromptStyle::Chat(slm.chat_format()?),
         "sequence" => PromptStyle::Sequence,
-        other => anyhow::bail!("--style must be chat or sequence, got {other}"),
+        "choice" => PromptStyle::Choice,
+        other => anyhow::bail!("--style must be chat, sequence or choice, got {other}"),
     };
     let per_user: Vec<(UserId, String, Vec<String>)> = cases
         .iter()
         .map(|c| {
-            let conts = c
-                .prompt
-                .candidates
-                .iter()
-                .map(|(_, t)| style.target(t))
+            let conts = (0..c.prompt.candidates.len())
+                .map(|i| style.target(&c.prompt, i).unwrap_or_default())
                 .collect();
             (c.prompt.user, style.render(&c.prompt), conts)
         })

@@ -292,6 +292,18 @@ pub struct SftStage {
     /// explains the last training item).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub every_position: bool,
+    /// `chat` and `choice` prompts: training examples per user, the last this many training
+    /// items each with its own history and negatives (default 1: the last training item only;
+    /// only that one carries a rationale).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub positions: usize,
+    /// Candidates in a training prompt, the target included (default: the paper's 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_candidates: Option<usize>,
+    /// `choice` prompts only: each candidate is shown with its training-interaction count (the
+    /// most-popular baseline's counts), so the model can weigh popularity against content.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub show_popularity: bool,
     /// Cross-domain: a finished run directory (trained on another data set) whose adapters
     /// this run evaluates instead of training its own. Stages 1-3 are then not needed and
     /// finish at once; SASRec still trains on this run's data (an ID model cannot transfer).
@@ -308,6 +320,16 @@ pub enum PromptKind {
     Chat,
     /// The history as a list of titles, continued with the next one.
     Sequence,
+    /// The history as a list, then lettered candidates; the model answers with a letter.
+    Choice,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// How an SLM recommender picks a candidate.
@@ -511,6 +533,9 @@ impl PipelineConfig {
                 prompt: PromptKind::Chat,
                 history: None,
                 every_position: false,
+                positions: 1,
+                train_candidates: None,
+                show_popularity: false,
                 adapters_from: None,
             },
             eval: EvalStage {
@@ -575,6 +600,9 @@ impl PipelineConfig {
                 prompt: PromptKind::Chat,
                 history: None,
                 every_position: false,
+                positions: 1,
+                train_candidates: None,
+                show_popularity: false,
                 adapters_from: None,
             },
             eval: EvalStage {
@@ -811,6 +839,42 @@ impl PipelineConfig {
                 "false unless sft.prompt = \"sequence\"",
             ));
         }
+        if self.sft.positions == 0 {
+            return Err(invalid("sft.positions", 0, "an integer >= 1"));
+        }
+        if self.sft.positions > 1 && self.sft.every_position {
+            return Err(invalid(
+                "sft.positions",
+                self.sft.positions,
+                "1 with sft.every_position (a packed row already teaches every position)",
+            ));
+        }
+        let letters = pulserec_sft::CHOICE_LETTERS.len();
+        if let Some(n) = self.sft.train_candidates
+            && (n < 2 || (self.sft.prompt == PromptKind::Choice && n > letters))
+        {
+            return Err(invalid(
+                "sft.train_candidates",
+                n,
+                &format!("an integer from 2 to {letters}"),
+            ));
+        }
+        if self.sft.prompt == PromptKind::Choice
+            && let Some(&n) = self.eval.slm_sizes().iter().find(|&&n| n > letters)
+        {
+            return Err(invalid(
+                "eval.slm_candidates",
+                n,
+                &format!("at most {letters} with sft.prompt = \"choice\" (one letter each)"),
+            ));
+        }
+        if self.sft.show_popularity && self.sft.prompt != PromptKind::Choice {
+            return Err(invalid(
+                "sft.show_popularity",
+                true,
+                "false unless sft.prompt = \"choice\"",
+            ));
+        }
         if !(self.sft.learning_rate.is_finite() && self.sft.learning_rate > 0.0) {
             return Err(invalid(
                 "sft.learning_rate",
@@ -973,6 +1037,41 @@ mod tests {
         c.validate().unwrap();
         c.sft.history = Some(0);
         assert_eq!(key_of(c.validate().unwrap_err()), "sft.history");
+
+        let mut c = PipelineConfig::quickstart();
+        c.sft.show_popularity = true;
+        assert_eq!(key_of(c.validate().unwrap_err()), "sft.show_popularity");
+        c.sft.prompt = PromptKind::Choice;
+        c.validate().unwrap();
+        c.sft.positions = 0;
+        assert_eq!(key_of(c.validate().unwrap_err()), "sft.positions");
+        c.sft.positions = 3;
+        c.sft.train_candidates = Some(27);
+        assert_eq!(key_of(c.validate().unwrap_err()), "sft.train_candidates");
+        c.sft.train_candidates = Some(5);
+        c.eval.candidates = vec![5, 30];
+        assert_eq!(key_of(c.validate().unwrap_err()), "eval.slm_candidates");
+        c.eval.slm_candidates = Some(vec![5]);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn the_choice_experiment_files_parse_with_their_keys() {
+        for text in [
+            include_str!("../configs/experiments/choice-games.toml"),
+            include_str!("../configs/experiments/choice-ml100k.toml"),
+        ] {
+            let c = PipelineConfig::from_toml(text).unwrap();
+            assert_eq!(c.sft.prompt, PromptKind::Choice);
+            assert!(c.sft.show_popularity);
+            assert!(c.sft.positions > 1);
+            assert_eq!(c.sft.train_candidates, Some(5));
+        }
+        // The keys a config leaves out keep their defaults and are not written back.
+        let c = PipelineConfig::quickstart();
+        assert_eq!((c.sft.positions, c.sft.train_candidates), (1, None));
+        let text = toml::to_string(&c).unwrap();
+        assert!(!text.contains("positions") && !text.contains("show_popularity"));
     }
 
     #[test]

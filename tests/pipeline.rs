@@ -431,6 +431,61 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
     }
 }
 
+/// The `choice` prompt: lettered candidates with their popularity counts, two training
+/// positions per user, scored on one letter per candidate.
+#[test]
+fn choice_prompt_trains_on_two_positions_and_scores_letters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("choice");
+    let Some(mut config) = tiny_config(&run) else {
+        return;
+    };
+    config.sft.variants = vec![pulserec::config::SftVariantKind::NoRationale];
+    config.sft.prompt = pulserec::config::PromptKind::Choice;
+    config.sft.positions = 2;
+    config.sft.train_candidates = Some(5);
+    config.sft.show_popularity = true;
+    config.eval.baselines = vec![BaselineKind::MostPopular, BaselineKind::BaseSlm];
+    config.eval.candidates = vec![5, 20];
+    let summary = Pipeline::new(config.clone()).unwrap().run().unwrap();
+    assert!(matches!(summary.stages[6].1, StageStatus::Ran(_)));
+
+    // Two examples per training user whose training sequence has a second-to-last item.
+    let prepared = pulserec_data::PreparedDataset::load(run.join("prepare/data")).unwrap();
+    let split = pulserec_data::LeaveOneOut::new(&prepared.dataset.sequences);
+    let training: Vec<u32> =
+        serde_json::from_value(json(&run.join("prepare/users.json"))["training"].clone()).unwrap();
+    let want: usize = training
+        .iter()
+        .map(|&u| {
+            split
+                .train(pulserec_core::UserId(u))
+                .len()
+                .saturating_sub(1)
+                .min(2)
+        })
+        .sum();
+    let train = json(&run.join("sft/no-rationale/train.json"));
+    assert_eq!(train["examples"], serde_json::json!(want), "{train}");
+    assert!(want > training.len());
+
+    // Every SLM row ranks all candidates of both sizes (20 letters fit).
+    for row in ["base-slm", "no-rationale"] {
+        let lines =
+            pulserec::results::read_predictions(&run.join(format!("eval/test/{row}.jsonl")))
+                .unwrap();
+        for size in [5, 20] {
+            let n = lines.iter().filter(|p| p.candidates.len() == size).count();
+            assert_eq!(n, 10, "{row} at {size}");
+        }
+        assert!(
+            lines
+                .iter()
+                .all(|p| p.chosen.is_some() && p.answer.is_empty())
+        );
+    }
+}
+
 #[test]
 fn config_errors_name_the_key_before_any_work() {
     let tmp = tempfile::tempdir().unwrap();

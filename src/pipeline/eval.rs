@@ -15,8 +15,8 @@ use pulserec_core::baselines::{ContentSelector, RandomSelector, RankingSelector}
 use pulserec_core::{CandidateSelector, ItemId};
 use pulserec_data::PreparedDataset;
 use pulserec_sft::{
-    Evaluation, ExampleBuilder, GenerativeConfig, GenerativeSelector, LikelihoodConfig,
-    LikelihoodSelector, PromptStyle, SftExample, evaluate, load_adapter,
+    Evaluation, GenerativeConfig, GenerativeSelector, LikelihoodConfig, LikelihoodSelector,
+    PromptStyle, SftExample, evaluate, load_adapter,
 };
 use pulserec_slm::{LoadOptions, Slm};
 use serde_json::{Value, json};
@@ -345,8 +345,7 @@ fn eval_row(
 
 pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     let (prepared, users) = prepare::load(p)?;
-    let builder =
-        ExampleBuilder::new(&prepared.dataset, super::sft::data_config(p)).at(Stage::Eval)?;
+    let builder = super::sft::example_builder(p, &prepared.dataset, Stage::Eval)?;
     let target = p.config().eval.split.target();
     let mut cases = Vec::new();
     for &size in &p.config().eval.candidates {

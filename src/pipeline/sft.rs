@@ -82,6 +82,7 @@ pub(super) fn base(p: &Pipeline, stage: Stage) -> Result<Base> {
             PromptStyle::Chat(ChatFormat::detect(template).at(stage)?)
         }
         PromptKind::Sequence => PromptStyle::Sequence,
+        PromptKind::Choice => PromptStyle::Choice,
     };
     let name = path
         .file_stem()
@@ -96,14 +97,38 @@ pub(super) fn base(p: &Pipeline, stage: Stage) -> Result<Base> {
     })
 }
 
-/// What the prompts show: the paper's shapes with the run seed, and `sft.history` titles in
-/// evaluation prompts when set.
+/// What the prompts show: the paper's shapes with the run seed, `sft.history` titles in
+/// evaluation prompts when set (and in `choice` training prompts, which have the evaluation's
+/// shape), `sft.positions` examples per user and `sft.train_candidates`.
 pub(super) fn data_config(p: &Pipeline) -> DataConfig {
+    let s = &p.config().sft;
     let mut config = DataConfig::paper(p.config().seed);
-    if let Some(history) = p.config().sft.history {
+    if let Some(history) = s.history {
         config.test_history = history;
+        if s.prompt == PromptKind::Choice {
+            config.train_history = history;
+        }
     }
+    if let Some(n) = s.train_candidates {
+        config.train_candidates = n;
+    }
+    config.train_positions = s.positions;
     config
+}
+
+/// The example builder of the SFT and evaluation stages: [`data_config`], and the most-popular
+/// counts in every prompt when `sft.show_popularity` is set.
+pub(super) fn example_builder<'a>(
+    p: &Pipeline,
+    dataset: &'a pulserec_data::Dataset,
+    stage: Stage,
+) -> Result<ExampleBuilder<'a>> {
+    let builder = ExampleBuilder::new(dataset, data_config(p)).at(stage)?;
+    Ok(if p.config().sft.show_popularity {
+        builder.with_popularity(prepare::popularity(p)?.counts().to_vec())
+    } else {
+        builder
+    })
 }
 
 /// Packed rows of every training user's sequence (`sft.every_position`): each title after the
@@ -328,7 +353,7 @@ pub(super) fn run_sft(p: &Pipeline, _dir: &Path) -> Result<Value> {
         return Ok(Value::Object(out));
     }
     let (prepared, users) = prepare::load(p)?;
-    let builder = ExampleBuilder::new(&prepared.dataset, data_config(p)).at(Stage::Sft)?;
+    let builder = example_builder(p, &prepared.dataset, Stage::Sft)?;
     let base = base(p, Stage::Sft)?;
     let mut out = serde_json::Map::new();
     for &variant in &p.config().sft.variants {

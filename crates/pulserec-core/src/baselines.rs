@@ -308,6 +308,7 @@ mod tests {
                 .map(|&(id, t)| (ItemId(id), t.to_string()))
                 .collect(),
             rationale: None,
+            popularity: None,
         }
     }
 

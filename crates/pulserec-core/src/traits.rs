@@ -218,6 +218,10 @@ pub struct CandidatePrompt {
     pub candidates: Vec<(ItemId, String)>,
     /// A rationale to include ("let me think: ..."), if the variant uses one.
     pub rationale: Option<String>,
+    /// How many training interactions each candidate has, in the order shown, when the prompt
+    /// should show them (a prompt style may print them beside the titles); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub popularity: Option<Vec<u32>>,
 }
 
 /// What a candidate selector chose.

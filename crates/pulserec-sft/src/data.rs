@@ -20,8 +20,8 @@ use std::str::FromStr;
 use pulserec_core::text::{normalize_whitespace, truncate_chars};
 use pulserec_core::{CandidatePrompt, ItemId, UserId};
 use pulserec_data::{CandidateConfig, CandidateSets, Dataset, LeaveOneOut, Target};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -110,6 +110,15 @@ pub struct DataConfig {
     pub max_title_chars: usize,
     /// Seed of negatives, candidate order and test-user choice.
     pub seed: u64,
+    /// Training examples per user: the last this many training items are targets, each with the
+    /// items before it as history and its own uniform negatives (paper: 1, the last training
+    /// item only).
+    #[serde(default = "one")]
+    pub train_positions: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl DataConfig {
@@ -121,6 +130,7 @@ impl DataConfig {
             test_history: 3,
             max_title_chars: 160,
             seed,
+            train_positions: 1,
         }
     }
 
@@ -130,6 +140,12 @@ impl DataConfig {
             return Err(SftError::config(
                 "train_candidates",
                 format!("{} < 2: a choice needs a negative", self.train_candidates),
+            ));
+        }
+        if self.train_positions == 0 {
+            return Err(SftError::config(
+                "train_positions",
+                "0: every user needs at least one training example".to_string(),
             ));
         }
         if self.max_title_chars < 8 {
@@ -169,11 +185,15 @@ impl SftExample {
 }
 
 /// Training examples of one variant, with the users that could not get one.
+///
+/// A user contributes up to [`DataConfig::train_positions`] examples (fewer when their training
+/// sequence is shorter); only the last carries a rationale, so the rationale variants use one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainingSet {
     /// The variant.
     pub variant: Variant,
-    /// One example per usable user, in the order the users were given.
+    /// The usable users' examples, in the order the users were given (a user's latest target
+    /// first).
     pub examples: Vec<SftExample>,
     /// Users skipped because the variant needs a rationale and theirs is missing or empty.
     pub skipped_no_rationale: Vec<UserId>,
@@ -187,6 +207,7 @@ pub struct ExampleBuilder<'a> {
     dataset: &'a Dataset,
     split: LeaveOneOut<'a>,
     config: DataConfig,
+    popularity: Option<Vec<u32>>,
 }
 
 /// Independent random streams of the crate.
@@ -197,6 +218,7 @@ pub(crate) enum Stream {
     TestUsers = 3,
     Generation = 4,
     Epochs = 5,
+    EarlierNegatives = 6,
 }
 
 /// A ChaCha stream for (`purpose`, `user`) under `seed`.
@@ -214,7 +236,18 @@ impl<'a> ExampleBuilder<'a> {
             dataset,
             split: LeaveOneOut::new(&dataset.sequences),
             config,
+            popularity: None,
         })
+    }
+
+    /// Prompts carry each candidate's count in `counts` (indexed by [`ItemId::index`], the
+    /// training interactions of the data files, as the most-popular baseline counts them). A
+    /// training example's own target interaction is in those counts, so its target is shown
+    /// one lower: what the count would be had the example been held out, as evaluation targets
+    /// are.
+    pub fn with_popularity(mut self, counts: Vec<u32>) -> Self {
+        self.popularity = Some(counts);
+        self
     }
 
     /// The configuration.
@@ -251,9 +284,23 @@ impl<'a> ExampleBuilder<'a> {
         mut candidates: Vec<ItemId>,
         mut rng: ChaCha8Rng,
         rationale: Option<String>,
+        held_out: Option<ItemId>,
     ) -> Result<CandidatePrompt> {
         let recent = &history[history.len().saturating_sub(n_history)..];
         candidates.shuffle(&mut rng);
+        let popularity = self.popularity.as_ref().map(|counts| {
+            candidates
+                .iter()
+                .map(|&it| {
+                    let n = counts.get(it.index()).copied().unwrap_or(0);
+                    if Some(it) == held_out {
+                        n.saturating_sub(1)
+                    } else {
+                        n
+                    }
+                })
+                .collect()
+        });
         Ok(CandidatePrompt {
             user,
             history: recent
@@ -266,7 +313,42 @@ impl<'a> ExampleBuilder<'a> {
                 .map(|it| Ok((it, self.title(user, it)?)))
                 .collect::<Result<_>>()?,
             rationale,
+            popularity,
         })
+    }
+
+    /// `n` distinct items drawn uniformly from the items `user` never interacted with.
+    fn uniform_negatives(
+        &self,
+        user: UserId,
+        n: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Vec<ItemId>> {
+        let seen: HashSet<ItemId> = self
+            .dataset
+            .sequences
+            .items_of(user)
+            .iter()
+            .copied()
+            .collect();
+        let n_items = self.dataset.n_items();
+        if n_items < seen.len() + n {
+            return Err(SftError::Data {
+                user,
+                message: format!(
+                    "{n} negatives requested but only {} items were never bought",
+                    n_items.saturating_sub(seen.len())
+                ),
+            });
+        }
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let item = ItemId(rng.random_range(1..=n_items as u32));
+            if !seen.contains(&item) && !out.contains(&item) {
+                out.push(item);
+            }
+        }
+        Ok(out)
     }
 
     /// Training examples for `users` (in that order).
@@ -335,8 +417,36 @@ impl<'a> ExampleBuilder<'a> {
                 candidates.to_vec(),
                 rng_for(self.config.seed, Stream::TrainOrder, user),
                 rationale,
+                Some(target),
             )?;
             set.examples.push(SftExample { prompt, target });
+            // Earlier positions: the k-th training item from the end, with the items before it
+            // and fresh negatives from one stream per user (drawn in order of k).
+            let train = self.split.train(user);
+            let mut rng = rng_for(self.config.seed, Stream::EarlierNegatives, user);
+            for k in 1..self.config.train_positions {
+                let Some(end) = train.len().checked_sub(1 + k).filter(|&e| e >= 1) else {
+                    break;
+                };
+                let target = train[end];
+                let mut candidates = vec![target];
+                candidates.extend(self.uniform_negatives(
+                    user,
+                    self.config.train_candidates - 1,
+                    &mut rng,
+                )?);
+                let order = ChaCha8Rng::seed_from_u64(rng.next_u64());
+                let prompt = self.prompt(
+                    user,
+                    &train[..end],
+                    self.config.train_history,
+                    candidates,
+                    order,
+                    None,
+                    Some(target),
+                )?;
+                set.examples.push(SftExample { prompt, target });
+            }
         }
         if !set.skipped_no_rationale.is_empty() {
             tracing::warn!(
@@ -405,6 +515,7 @@ impl<'a> ExampleBuilder<'a> {
                     self.config.test_history,
                     candidates.to_vec(),
                     rng_for(self.config.seed, Stream::TestOrder, user),
+                    None,
                     None,
                 )?;
                 Ok(SftExample {

@@ -14,7 +14,10 @@ pub use answer::{AnswerMatch, match_answer, title_in_answer};
 pub use data::{DataConfig, ExampleBuilder, SftExample, TrainingSet, Variant, choose_test_users};
 pub use error::{Result, SftError};
 pub use eval::{Evaluation, Outcome, SelectorMetrics, evaluate};
-pub use prompt::{ANSWER_CUE, PROMPT_VERSION, PromptStyle, RATIONALE_CUE, SEQUENCE_HEADER};
+pub use prompt::{
+    ANSWER_CUE, CHOICE_LETTERS, PROMPT_VERSION, PromptStyle, RATIONALE_CUE, SEQUENCE_HEADER,
+    choice_letter,
+};
 pub use report::{SftMetrics, TrainReport};
 pub use select::{
     GenerativeConfig, GenerativeSelector, LikelihoodConfig, LikelihoodSelector, Reduction,

@@ -15,6 +15,13 @@
 //! user's whole training sequence, [`crate::tokenize::encode_sequence`]) teaches every position
 //! of it in one pass.
 //!
+//! [`PromptStyle::Choice`] is a multiple choice: the titles one per line as in the sequence
+//! shape, then the candidates lettered `A.`, `B.`, ... (each with its training-interaction count
+//! when the prompt carries [`CandidatePrompt::popularity`]), and the cue `Answer:`; the model
+//! answers with the letter (` B` and a newline). Training on it is a classification over the
+//! shown candidates, LlamaRec's verbalizer idea; scoring reads one token per candidate on one
+//! shared context.
+//!
 //! The wording is ours; any change to it bumps [`PROMPT_VERSION`], which is stored with every
 //! metrics file.
 
@@ -41,6 +48,13 @@ pub const SEQUENCE_MARKER: &str = "-";
 /// What opens a rationale's line in a [`PromptStyle::Sequence`] prompt.
 pub const SEQUENCE_RATIONALE_CUE: &str = "Why the next one:";
 
+/// The line before the lettered candidates of a [`PromptStyle::Choice`] prompt.
+pub const CHOICE_HEADER: &str = "Which one do they buy next?\n";
+
+/// The letters that name [`PromptStyle::Choice`] candidates, in the order shown: at most this
+/// many candidates fit one prompt.
+pub const CHOICE_LETTERS: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+
 const SYSTEM: &str = "You recommend products. From what a customer bought recently, pick the \
                       one candidate they are most likely to buy next.";
 
@@ -55,6 +69,9 @@ pub enum PromptStyle {
     /// The history as a list, one `- <title>` line each, and an open `-` line to continue: no
     /// instructions, no candidates (see the module docs). The end of turn is a newline.
     Sequence,
+    /// The history as in [`PromptStyle::Sequence`], then lettered candidates and `Answer:`; the
+    /// answer is the letter (see the module docs). The end of turn is a newline.
+    Choice,
 }
 
 impl PromptStyle {
@@ -64,7 +81,7 @@ impl PromptStyle {
             Self::Chat(ChatFormat::ChatMl) => "<|im_end|>",
             Self::Chat(ChatFormat::Phi3) => "<|end|>",
             Self::Chat(ChatFormat::Llama3) => "<|eot_id|>",
-            Self::Plain | Self::Sequence => "\n",
+            Self::Plain | Self::Sequence | Self::Choice => "\n",
         }
     }
 
@@ -76,41 +93,113 @@ impl PromptStyle {
     /// [`PromptStyle::render`] with the `drop_oldest` oldest history titles left out (used to
     /// fit a token budget).
     pub fn render_with_history(self, prompt: &CandidatePrompt, drop_oldest: usize) -> String {
-        if self == Self::Sequence {
-            return sequence_prompt(prompt, drop_oldest);
+        match self {
+            Self::Sequence => return sequence_prompt(prompt, drop_oldest),
+            Self::Choice => return choice_prompt(prompt, drop_oldest),
+            Self::Chat(_) | Self::Plain => {}
         }
         let user = user_message(prompt, drop_oldest);
         let mut text = match self {
             Self::Chat(format) => format.prompt(Some(SYSTEM), &user),
-            // `Sequence` returned above.
-            Self::Plain | Self::Sequence => format!("{SYSTEM}\n\n{user}\n"),
+            // `Sequence` and `Choice` returned above.
+            Self::Plain | Self::Sequence | Self::Choice => format!("{SYSTEM}\n\n{user}\n"),
         };
         push_rationale(&mut text, RATIONALE_CUE, prompt);
         text.push_str(ANSWER_CUE);
         text
     }
 
-    /// The answer as the model should write it after the cue: a space and the title.
-    pub fn answer(self, title: &str) -> String {
+    /// The answer for a title as the title styles write it after the cue: a space and the title.
+    pub fn title_answer(title: &str) -> String {
         format!(" {}", title.trim())
     }
 
-    /// The training target: [`PromptStyle::answer`] followed by [`PromptStyle::end_of_turn`].
-    pub fn target(self, title: &str) -> String {
-        let mut t = self.answer(title);
+    /// [`PromptStyle::title_answer`] followed by [`PromptStyle::end_of_turn`]: a title style's
+    /// training target, as [`crate::tokenize::encode_sequence`] packs it.
+    pub fn title_target(self, title: &str) -> String {
+        let mut t = Self::title_answer(title);
         t.push_str(self.end_of_turn());
         t
     }
+
+    /// The answer naming candidate `index` of `prompt` as the model should write it after the
+    /// cue: a space and the title, or for [`PromptStyle::Choice`] a space and the candidate's
+    /// letter. `None` when `index` is not a candidate (or has no letter).
+    pub fn answer(self, prompt: &CandidatePrompt, index: usize) -> Option<String> {
+        let (_, title) = prompt.candidates.get(index)?;
+        Some(match self {
+            Self::Choice => format!(" {}", choice_letter(index)?),
+            Self::Chat(_) | Self::Plain | Self::Sequence => Self::title_answer(title),
+        })
+    }
+
+    /// The training target: [`PromptStyle::answer`] followed by [`PromptStyle::end_of_turn`].
+    pub fn target(self, prompt: &CandidatePrompt, index: usize) -> Option<String> {
+        let mut t = self.answer(prompt, index)?;
+        t.push_str(self.end_of_turn());
+        Some(t)
+    }
+
+    /// The candidate a generated answer names: for [`PromptStyle::Choice`] the first letter of
+    /// the answer (`" B"`, `"B."`, `"b)"`); for the other styles the paper's title match
+    /// ([`crate::answer::match_answer`]).
+    pub fn chosen_index(self, prompt: &CandidatePrompt, answer: &str) -> Option<usize> {
+        match self {
+            Self::Choice => {
+                let first = answer.trim_start().chars().next()?.to_ascii_uppercase();
+                let index = CHOICE_LETTERS.find(first)?;
+                (index < prompt.candidates.len()).then_some(index)
+            }
+            Self::Chat(_) | Self::Plain | Self::Sequence => {
+                let titles: Vec<&str> = prompt.candidates.iter().map(|(_, t)| t.as_str()).collect();
+                crate::answer::match_answer(answer, &titles).chosen
+            }
+        }
+    }
+}
+
+/// The letter of candidate `index` in a [`PromptStyle::Choice`] prompt.
+pub fn choice_letter(index: usize) -> Option<char> {
+    CHOICE_LETTERS.chars().nth(index)
+}
+
+/// A [`PromptStyle::Choice`] prompt: the sequence header and history lines, the rationale line,
+/// the lettered candidates (with `(bought N times)` when the prompt carries popularity) and the
+/// answer cue. Candidates past [`CHOICE_LETTERS`] are not shown; the caller checks the count.
+fn choice_prompt(prompt: &CandidatePrompt, drop_oldest: usize) -> String {
+    let mut s = history_list(prompt, drop_oldest);
+    s.push_str(CHOICE_HEADER);
+    for (i, ((_, title), letter)) in prompt
+        .candidates
+        .iter()
+        .zip(CHOICE_LETTERS.chars())
+        .enumerate()
+    {
+        s.push_str(&format!("{letter}. {}", title.trim()));
+        if let Some(n) = prompt.popularity.as_ref().and_then(|p| p.get(i)) {
+            s.push_str(&format!(" (bought {n} times)"));
+        }
+        s.push('\n');
+    }
+    s.push_str(ANSWER_CUE);
+    s
 }
 
 /// A [`PromptStyle::Sequence`] prompt: header, history lines, rationale line, open marker.
 fn sequence_prompt(prompt: &CandidatePrompt, drop_oldest: usize) -> String {
+    let mut s = history_list(prompt, drop_oldest);
+    s.push_str(SEQUENCE_MARKER);
+    s
+}
+
+/// The header, one `- <title>` line per history title (the `drop_oldest` oldest left out) and
+/// the rationale line: the start of the sequence and choice prompts.
+fn history_list(prompt: &CandidatePrompt, drop_oldest: usize) -> String {
     let mut s = String::from(SEQUENCE_HEADER);
     for title in &prompt.history[drop_oldest.min(prompt.history.len())..] {
         s.push_str(&sequence_line(title));
     }
     push_rationale(&mut s, SEQUENCE_RATIONALE_CUE, prompt);
-    s.push_str(SEQUENCE_MARKER);
     s
 }
 

@@ -2,7 +2,7 @@
 //!
 //! - [`GenerativeSelector`]: the model writes an answer after the cue (paper: temperature 0.3,
 //!   top-p 0.9, at most 59 new tokens, seeded per user), mapped to a candidate by
-//!   [`crate::answer::match_answer`].
+//!   [`PromptStyle::chosen_index`] (the paper's title match, or the letter of a choice prompt).
 //! - [`LikelihoodSelector`]: every candidate's answer text is scored after the cue; the best
 //!   mean (or summed) token log-probability is chosen, and the scores rank all candidates (for
 //!   NDCG@k).
@@ -15,7 +15,6 @@ use pulserec_core::{
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::answer::match_answer;
 use crate::data::{Stream, rng_for};
 use crate::error::one_per_request;
 use crate::prompt::PromptStyle;
@@ -97,10 +96,9 @@ impl<G: TextGenerator> CandidateSelector for GenerativeSelector<G> {
             .iter()
             .zip(generations)
             .map(|(p, g)| {
-                let titles: Vec<&str> = p.candidates.iter().map(|(_, t)| t.as_str()).collect();
-                let m = match_answer(&g.text, &titles);
+                let chosen = self.style.chosen_index(p, &g.text);
                 Selection {
-                    chosen: m.chosen.map(|i| p.candidates[i].0),
+                    chosen: chosen.map(|i| p.candidates[i].0),
                     answer: g.text,
                     scores: None,
                 }
@@ -169,12 +167,19 @@ impl<S: LikelihoodScorer> CandidateSelector for LikelihoodSelector<S> {
         let mut requests = Vec::new();
         for p in prompts {
             let context = self.style.render(p);
-            for (_, title) in &p.candidates {
+            for index in 0..p.candidates.len() {
                 let continuation = if self.config.include_end_of_turn {
-                    self.style.target(title)
+                    self.style.target(p, index)
                 } else {
-                    self.style.answer(title)
+                    self.style.answer(p, index)
                 };
+                let continuation = continuation.ok_or_else(|| {
+                    pulserec_core::Error::InvalidInput(format!(
+                        "user {}: {} candidates do not fit the prompt style",
+                        p.user,
+                        p.candidates.len()
+                    ))
+                })?;
                 requests.push(LikelihoodRequest {
                     context: context.clone(),
                     continuation,

@@ -72,7 +72,17 @@ pub fn encode_example(
     max_len: usize,
 ) -> Result<EncodedExample> {
     let user = example.prompt.user;
-    let target = tokenizer.encode_continuation(&style.target(example.target_title()))?;
+    let target_text = style
+        .target(&example.prompt, example.target_index())
+        .ok_or_else(|| SftError::Data {
+            user,
+            message: format!(
+                "{} candidates do not fit the prompt style (at most {})",
+                example.prompt.candidates.len(),
+                crate::prompt::CHOICE_LETTERS.len()
+            ),
+        })?;
+    let target = tokenizer.encode_continuation(&target_text)?;
     if target.is_empty() {
         return Err(SftError::Data {
             user,
@@ -172,7 +182,7 @@ pub fn encode_sequence(
     let style = PromptStyle::Sequence;
     let lines: Vec<Vec<u32>> = titles
         .iter()
-        .map(|t| tokenizer.encode_continuation(&style.target(t)))
+        .map(|t| tokenizer.encode_continuation(&style.title_target(t)))
         .collect::<std::result::Result<_, _>>()?;
     let mut rows = Vec::new();
     let mut start = 0;

@@ -185,3 +185,63 @@ fn test_cases_use_stored_candidates_and_disjoint_users() {
     assert!("tot-likelihood".parse::<Variant>().unwrap() == Variant::TotLikelihood);
     assert!("nope".parse::<Variant>().is_err());
 }
+
+#[test]
+fn earlier_positions_and_popularity_counts() {
+    let ds = common::toy_dataset();
+    let users = all_users(ds.n_users());
+    let mut config = DataConfig::paper(3);
+    config.train_positions = 3;
+    config.train_candidates = 4;
+    let counts: Vec<u32> = (0..=ds.n_items() as u32).map(|i| 100 + i).collect();
+    let builder = ExampleBuilder::new(&ds, config)
+        .unwrap()
+        .with_popularity(counts.clone());
+    let set = builder
+        .training_set(Variant::NoRationale, &users, None)
+        .unwrap();
+    let split = builder.split();
+    let mut per_user: HashMap<UserId, usize> = HashMap::new();
+    for ex in &set.examples {
+        let user = ex.prompt.user;
+        let k = per_user.entry(user).or_default();
+        let train = split.train(user);
+        // The k-th example of a user targets the k-th training item from the end, with the
+        // items before it as history.
+        let end = train.len() - 1 - *k;
+        assert_eq!(ex.target, train[end], "{user} position {k}");
+        assert_eq!(ex.prompt.history_items, train[..end].to_vec());
+        assert_eq!(ex.prompt.candidates.len(), 4);
+        let seq = ds.sequences.items_of(user);
+        for (id, _) in ex.prompt.candidates.iter().filter(|c| c.0 != ex.target) {
+            assert!(!seq.contains(id), "{user}: negative {id} in the sequence");
+        }
+        // Counts in shown order; the target's own interaction is taken out.
+        let shown = ex.prompt.popularity.as_ref().unwrap();
+        for ((id, _), &n) in ex.prompt.candidates.iter().zip(shown) {
+            let want = counts[id.index()] - u32::from(*id == ex.target);
+            assert_eq!(n, want);
+        }
+        *k += 1;
+    }
+    for &user in &users {
+        let train = split.train(user).len();
+        let want = train.saturating_sub(1).min(3);
+        assert_eq!(per_user.get(&user).copied().unwrap_or(0), want, "{user}");
+    }
+    // Test cases show the counts unchanged.
+    let sets = builder.test_candidates(5).unwrap();
+    let eval: Vec<UserId> = sets.users().to_vec();
+    for case in builder.test_cases(&eval, &sets).unwrap() {
+        let shown = case.prompt.popularity.unwrap();
+        for ((id, _), n) in case.prompt.candidates.iter().zip(shown) {
+            assert_eq!(n, counts[id.index()]);
+        }
+    }
+    let mut bad = DataConfig::paper(3);
+    bad.train_positions = 0;
+    assert!(matches!(
+        ExampleBuilder::new(&ds, bad),
+        Err(SftError::Config { .. })
+    ));
+}

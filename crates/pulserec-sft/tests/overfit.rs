@@ -44,6 +44,7 @@ fn examples() -> Vec<SftExample> {
                         .map(|(i, t)| (ItemId(user * 10 + i as u32 + 1), t.to_string()))
                         .collect(),
                     rationale: rationale.map(str::to_string),
+                    popularity: None,
                 },
                 target: ItemId(user * 10 + target as u32 + 1),
             }

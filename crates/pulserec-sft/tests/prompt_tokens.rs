@@ -19,6 +19,7 @@ fn example(rationale: Option<&str>) -> SftExample {
                 (ItemId(9), "Gears of War 2".into()),
             ],
             rationale: rationale.map(str::to_string),
+            popularity: None,
         },
         target: ItemId(9),
     }
@@ -37,7 +38,10 @@ recently, pick the one candidate they are most likely to buy next.<|im_end|>\n\
 customer buy next? Reply with its title exactly as listed.<|im_end|>\n<|im_start|>assistant\n\
 Let me think: They play Xbox shooters with friends.\nAnswer:";
     assert_eq!(style.render(&ex.prompt), expected);
-    assert_eq!(style.target(ex.target_title()), " Gears of War 2<|im_end|>");
+    assert_eq!(
+        style.target(&ex.prompt, ex.target_index()).as_deref(),
+        Some(" Gears of War 2<|im_end|>")
+    );
     // Without a rationale (test prompts, the no-rationale variant) the cue follows directly.
     let plain = example(None);
     assert!(
@@ -145,7 +149,7 @@ fn sequence_prompt_golden() {
         style.render(&ex.prompt),
         "A customer's purchases, oldest first:\n- Halo 3\n- Portal 2\n- Fable II\n-"
     );
-    assert_eq!(style.target("Gears of War 2"), " Gears of War 2\n");
+    assert_eq!(style.title_target("Gears of War 2"), " Gears of War 2\n");
     ex.prompt.rationale = Some("They play  Xbox\nshooters.".into());
     assert!(
         style
@@ -182,6 +186,7 @@ fn check_packed_rows(tok: &pulserec_slm::SlmTokenizer, titles: &[String]) {
                     history_items: Vec::new(),
                     candidates: Vec::new(),
                     rationale: None,
+                    popularity: None,
                 };
                 let context = tok.encode(&style.render(&prompt)).unwrap();
                 assert_eq!(
@@ -193,7 +198,8 @@ fn check_packed_rows(tok: &pulserec_slm::SlmTokenizer, titles: &[String]) {
                 );
                 assert_eq!(
                     row.tokens[span.clone()],
-                    tok.encode_continuation(&style.target(&chunk[i])).unwrap()[..]
+                    tok.encode_continuation(&style.title_target(&chunk[i]))
+                        .unwrap()[..]
                 );
             }
             targets += row.targets.len();
@@ -252,5 +258,60 @@ fn packed_rows_split_at_the_item_and_token_limits() {
         encode_sequence(&tok, UserId(3), &titles[..2], 2, 5, 512)
             .unwrap()
             .is_empty()
+    );
+}
+
+#[test]
+fn choice_prompt_golden() {
+    let mut ex = example(None);
+    let style = PromptStyle::Choice;
+    assert_eq!(
+        style.render(&ex.prompt),
+        "A customer's purchases, oldest first:\n- Halo 3\n- Portal 2\n- Fable II\n\
+Which one do they buy next?\nA. Mario Kart 8\nB. Gears of War 2\nAnswer:"
+    );
+    assert_eq!(
+        style.target(&ex.prompt, ex.target_index()).as_deref(),
+        Some(" B\n")
+    );
+    assert_eq!(style.answer(&ex.prompt, 2), None, "no third candidate");
+    ex.prompt.popularity = Some(vec![120, 7]);
+    ex.prompt.rationale = Some("They like\nshooters.".into());
+    assert!(style.render(&ex.prompt).ends_with(
+        "- Fable II\nWhy the next one: They like shooters.\nWhich one do they buy next?\n\
+A. Mario Kart 8 (bought 120 times)\nB. Gears of War 2 (bought 7 times)\nAnswer:"
+    ));
+    // Generated answers map by their first letter; a letter past the list is no choice.
+    assert_eq!(style.chosen_index(&ex.prompt, " b) Gears"), Some(1));
+    assert_eq!(style.chosen_index(&ex.prompt, "A."), Some(0));
+    assert_eq!(style.chosen_index(&ex.prompt, " C"), None);
+    assert_eq!(style.chosen_index(&ex.prompt, ""), None);
+    // The title styles keep the paper's title match.
+    assert_eq!(
+        PromptStyle::Plain.chosen_index(&ex.prompt, " Gears of War 2"),
+        Some(1)
+    );
+}
+
+#[test]
+fn choice_letters_are_one_token_each_and_the_mask_covers_the_answer() {
+    let Some(tok) = common::smollm2_tokenizer() else {
+        return;
+    };
+    for letter in pulserec_sft::CHOICE_LETTERS.chars() {
+        let ids = tok.encode_continuation(&format!(" {letter}")).unwrap();
+        assert_eq!(ids.len(), 1, "` {letter}` is {ids:?}");
+    }
+    let ex = example(None);
+    let enc = encode_example(&tok, PromptStyle::Choice, &ex, 512).unwrap();
+    assert_eq!(
+        tok.decode(&enc.tokens[enc.target_start()..], false)
+            .unwrap(),
+        " B\n"
+    );
+    assert_eq!(
+        tok.decode(&enc.tokens[..enc.target_start()], false)
+            .unwrap(),
+        PromptStyle::Choice.render(&ex.prompt)
     );
 }

@@ -57,6 +57,7 @@ fn case(user: u32, titles: &[&str], target: usize) -> SftExample {
                 .map(|(i, t)| (ItemId(user * 10 + i as u32 + 1), t.to_string()))
                 .collect(),
             rationale: None,
+            popularity: None,
         },
         target: ItemId(user * 10 + target as u32 + 1),
     }
