@@ -304,6 +304,11 @@ pub struct SftStage {
     /// most-popular baseline's counts), so the model can weigh popularity against content.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub show_popularity: bool,
+    /// Prompts with a candidate list (`chat`, `choice`) list the candidates by the same counts,
+    /// most bought first (ties in the seeded shuffled order) instead of shuffled: popularity is
+    /// the first-stage ranking the SLM reranks, as LlamaRec lists its retriever's candidates.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub order_by_popularity: bool,
     /// Cross-domain: a finished run directory (trained on another data set) whose adapters
     /// this run evaluates instead of training its own. Stages 1-3 are then not needed and
     /// finish at once; SASRec still trains on this run's data (an ID model cannot transfer).
@@ -536,6 +541,7 @@ impl PipelineConfig {
                 positions: 1,
                 train_candidates: None,
                 show_popularity: false,
+                order_by_popularity: false,
                 adapters_from: None,
             },
             eval: EvalStage {
@@ -603,6 +609,7 @@ impl PipelineConfig {
                 positions: 1,
                 train_candidates: None,
                 show_popularity: false,
+                order_by_popularity: false,
                 adapters_from: None,
             },
             eval: EvalStage {
@@ -875,6 +882,13 @@ impl PipelineConfig {
                 "false unless sft.prompt = \"choice\"",
             ));
         }
+        if self.sft.order_by_popularity && self.sft.prompt == PromptKind::Sequence {
+            return Err(invalid(
+                "sft.order_by_popularity",
+                true,
+                "false with sft.prompt = \"sequence\" (it lists no candidates)",
+            ));
+        }
         if !(self.sft.learning_rate.is_finite() && self.sft.learning_rate > 0.0) {
             return Err(invalid(
                 "sft.learning_rate",
@@ -1053,6 +1067,11 @@ mod tests {
         assert_eq!(key_of(c.validate().unwrap_err()), "eval.slm_candidates");
         c.eval.slm_candidates = Some(vec![5]);
         c.validate().unwrap();
+        c.sft.order_by_popularity = true;
+        c.validate().unwrap();
+        c.sft.prompt = PromptKind::Sequence;
+        c.sft.show_popularity = false;
+        assert_eq!(key_of(c.validate().unwrap_err()), "sft.order_by_popularity");
     }
 
     #[test]
@@ -1060,6 +1079,7 @@ mod tests {
         for text in [
             include_str!("../configs/experiments/choice-games.toml"),
             include_str!("../configs/experiments/choice-ml100k.toml"),
+            include_str!("../configs/experiments/choice-rank-games.toml"),
         ] {
             let c = PipelineConfig::from_toml(text).unwrap();
             assert_eq!(c.sft.prompt, PromptKind::Choice);

@@ -431,8 +431,8 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
     }
 }
 
-/// The `choice` prompt: lettered candidates with their popularity counts, two training
-/// positions per user, scored on one letter per candidate.
+/// The `choice` prompt: lettered candidates listed by and shown with their popularity counts,
+/// two training positions per user, scored on one letter per candidate.
 #[test]
 fn choice_prompt_trains_on_two_positions_and_scores_letters() {
     let tmp = tempfile::tempdir().unwrap();
@@ -445,6 +445,7 @@ fn choice_prompt_trains_on_two_positions_and_scores_letters() {
     config.sft.positions = 2;
     config.sft.train_candidates = Some(5);
     config.sft.show_popularity = true;
+    config.sft.order_by_popularity = true;
     config.eval.baselines = vec![BaselineKind::MostPopular, BaselineKind::BaseSlm];
     config.eval.candidates = vec![5, 20];
     let summary = Pipeline::new(config.clone()).unwrap().run().unwrap();

@@ -116,19 +116,26 @@ pub(super) fn data_config(p: &Pipeline) -> DataConfig {
     config
 }
 
-/// The example builder of the SFT and evaluation stages: [`data_config`], and the most-popular
-/// counts in every prompt when `sft.show_popularity` is set.
+/// The example builder of the SFT and evaluation stages: [`data_config`], with the most-popular
+/// counts shown in every prompt (`sft.show_popularity`) and ordering its candidates
+/// (`sft.order_by_popularity`).
 pub(super) fn example_builder<'a>(
     p: &Pipeline,
     dataset: &'a pulserec_data::Dataset,
     stage: Stage,
 ) -> Result<ExampleBuilder<'a>> {
-    let builder = ExampleBuilder::new(dataset, data_config(p)).at(stage)?;
-    Ok(if p.config().sft.show_popularity {
-        builder.with_popularity(prepare::popularity(p)?.counts().to_vec())
-    } else {
-        builder
-    })
+    let s = &p.config().sft;
+    let mut builder = ExampleBuilder::new(dataset, data_config(p)).at(stage)?;
+    if s.show_popularity || s.order_by_popularity {
+        let counts = prepare::popularity(p)?.counts().to_vec();
+        if s.show_popularity {
+            builder = builder.with_popularity(counts.clone());
+        }
+        if s.order_by_popularity {
+            builder = builder.ordered_by_popularity(counts);
+        }
+    }
+    Ok(builder)
 }
 
 /// Packed rows of every training user's sequence (`sft.every_position`): each title after the

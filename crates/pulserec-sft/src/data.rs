@@ -207,7 +207,10 @@ pub struct ExampleBuilder<'a> {
     dataset: &'a Dataset,
     split: LeaveOneOut<'a>,
     config: DataConfig,
-    popularity: Option<Vec<u32>>,
+    /// Training-interaction counts by item index, when prompts show or are ordered by them.
+    counts: Option<Vec<u32>>,
+    show_counts: bool,
+    order_by_counts: bool,
 }
 
 /// Independent random streams of the crate.
@@ -236,7 +239,9 @@ impl<'a> ExampleBuilder<'a> {
             dataset,
             split: LeaveOneOut::new(&dataset.sequences),
             config,
-            popularity: None,
+            counts: None,
+            show_counts: false,
+            order_by_counts: false,
         })
     }
 
@@ -246,7 +251,19 @@ impl<'a> ExampleBuilder<'a> {
     /// one lower: what the count would be had the example been held out, as evaluation targets
     /// are.
     pub fn with_popularity(mut self, counts: Vec<u32>) -> Self {
-        self.popularity = Some(counts);
+        self.counts = Some(counts);
+        self.show_counts = true;
+        self
+    }
+
+    /// Prompts list their candidates by `counts` (as in [`ExampleBuilder::with_popularity`],
+    /// a training target's own interaction taken out), most bought first; equal counts keep the
+    /// seeded shuffled order. The list is then a first-stage ranking the model can read
+    /// position by position (LlamaRec lists its retriever's candidates in rank order). With
+    /// [`ExampleBuilder::with_popularity`] too, both take the same counts (the last given).
+    pub fn ordered_by_popularity(mut self, counts: Vec<u32>) -> Self {
+        self.counts = Some(counts);
+        self.order_by_counts = true;
         self
     }
 
@@ -276,29 +293,40 @@ impl<'a> ExampleBuilder<'a> {
         ))
     }
 
+    /// A prompt for `user` whose target follows `history`: a training example of `target`
+    /// (`Some`: [`DataConfig::train_history`] titles, the target's own interaction taken out of
+    /// its count) or a test case (`None`: [`DataConfig::test_history`] titles).
     fn prompt(
         &self,
         user: UserId,
         history: &[ItemId],
-        n_history: usize,
+        target: Option<ItemId>,
         mut candidates: Vec<ItemId>,
         mut rng: ChaCha8Rng,
         rationale: Option<String>,
-        held_out: Option<ItemId>,
     ) -> Result<CandidatePrompt> {
+        let n_history = match target {
+            Some(_) => self.config.train_history,
+            None => self.config.test_history,
+        };
         let recent = &history[history.len().saturating_sub(n_history)..];
         candidates.shuffle(&mut rng);
-        let popularity = self.popularity.as_ref().map(|counts| {
+        let count = |it: ItemId| {
+            let n = self.counts.as_ref()?.get(it.index()).copied().unwrap_or(0);
+            Some(if Some(it) == target {
+                n.saturating_sub(1)
+            } else {
+                n
+            })
+        };
+        if self.order_by_counts {
+            // Stable: equal counts keep the shuffled order.
+            candidates.sort_by_key(|&it| std::cmp::Reverse(count(it)));
+        }
+        let popularity = self.show_counts.then(|| {
             candidates
                 .iter()
-                .map(|&it| {
-                    let n = counts.get(it.index()).copied().unwrap_or(0);
-                    if Some(it) == held_out {
-                        n.saturating_sub(1)
-                    } else {
-                        n
-                    }
-                })
+                .map(|&it| count(it).unwrap_or(0))
                 .collect()
         });
         Ok(CandidatePrompt {
@@ -413,11 +441,10 @@ impl<'a> ExampleBuilder<'a> {
             let prompt = self.prompt(
                 user,
                 self.split.history_before(user, Target::LastTrain),
-                self.config.train_history,
+                Some(target),
                 candidates.to_vec(),
                 rng_for(self.config.seed, Stream::TrainOrder, user),
                 rationale,
-                Some(target),
             )?;
             set.examples.push(SftExample { prompt, target });
             // Earlier positions: the k-th training item from the end, with the items before it
@@ -436,15 +463,8 @@ impl<'a> ExampleBuilder<'a> {
                     &mut rng,
                 )?);
                 let order = ChaCha8Rng::seed_from_u64(rng.next_u64());
-                let prompt = self.prompt(
-                    user,
-                    &train[..end],
-                    self.config.train_history,
-                    candidates,
-                    order,
-                    None,
-                    Some(target),
-                )?;
+                let prompt =
+                    self.prompt(user, &train[..end], Some(target), candidates, order, None)?;
                 set.examples.push(SftExample { prompt, target });
             }
         }
@@ -512,10 +532,9 @@ impl<'a> ExampleBuilder<'a> {
                 let prompt = self.prompt(
                     user,
                     self.split.history_before(user, sets.target),
-                    self.config.test_history,
+                    None,
                     candidates.to_vec(),
                     rng_for(self.config.seed, Stream::TestOrder, user),
-                    None,
                     None,
                 )?;
                 Ok(SftExample {

@@ -98,7 +98,7 @@ pub fn encode_example(
             if dropped > 0 {
                 tracing::debug!(%user, dropped, "history shortened to fit the length limit");
             }
-            let targets = vec![prompt.len()..total];
+            let targets = std::iter::once(prompt.len()..total).collect();
             let mut tokens = prompt;
             tokens.extend_from_slice(&target);
             return Ok(EncodedExample {

@@ -327,7 +327,7 @@ impl SftTrainer {
                     report.tokens as f64 / secs.max(1e-9)
                 ));
                 // Progress bars stay silent when stderr is not a terminal: log every 5 %.
-                if self.steps % total.div_ceil(20) == 0 {
+                if self.steps.is_multiple_of(total.div_ceil(20)) {
                     tracing::info!(
                         epoch,
                         step = self.steps,

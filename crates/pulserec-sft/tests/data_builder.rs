@@ -245,3 +245,30 @@ fn earlier_positions_and_popularity_counts() {
         Err(SftError::Config { .. })
     ));
 }
+
+#[test]
+fn candidates_can_be_listed_most_bought_first() {
+    let ds = common::toy_dataset();
+    let users = all_users(ds.n_users());
+    // Counts that differ by item, with ties (every third item shares its count).
+    let counts: Vec<u32> = (0..=ds.n_items() as u32).map(|i| 10 + i / 3).collect();
+    let shuffled = ExampleBuilder::new(&ds, DataConfig::paper(5)).unwrap();
+    let ordered = ExampleBuilder::new(&ds, DataConfig::paper(5))
+        .unwrap()
+        .ordered_by_popularity(counts.clone());
+    let a = shuffled
+        .training_set(Variant::NoRationale, &users, None)
+        .unwrap();
+    let b = ordered
+        .training_set(Variant::NoRationale, &users, None)
+        .unwrap();
+    for (a, b) in a.examples.iter().zip(&b.examples) {
+        // The same candidates, counts not shown, listed by count (the target one lower);
+        // ties in the shuffled order.
+        assert!(b.prompt.popularity.is_none());
+        let count = |id: pulserec_core::ItemId| counts[id.index()] - u32::from(id == b.target);
+        let mut want = a.prompt.candidates.clone();
+        want.sort_by_key(|(id, _)| std::cmp::Reverse(count(*id)));
+        assert_eq!(b.prompt.candidates, want);
+    }
+}
