@@ -18,6 +18,7 @@
 //!     user: user.to_string(), target: "a".into(),
 //!     candidates: vec!["a".into(), "b".into()],
 //!     chosen: Some(if hit { "a" } else { "b" }.into()), hit, answer: String::new(),
+//!     scores: None,
 //! };
 //! let preds: Vec<Prediction> = (0..100)
 //!     .flat_map(|u| [p("x", u, u % 2 == 0), p("y", u, u % 4 == 0)])
@@ -64,7 +65,7 @@ pub enum ResultsError {
 }
 
 /// One user's outcome under one row, list size and seed: a line of a predictions file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Prediction {
     /// The data set (`games`, `ml100k`, ...).
     pub data: String,
@@ -87,6 +88,10 @@ pub struct Prediction {
     /// The generated answer (generative selection only; absent otherwise).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub answer: String,
+    /// The selector's score of each candidate in the listed order (ranking selectors only; the
+    /// best is `chosen`), so a reader can rerank or combine rows without rerunning them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Vec<f32>>,
 }
 
 impl Prediction {
@@ -427,6 +432,7 @@ mod tests {
             candidates,
             hit,
             answer: String::new(),
+            scores: None,
         }
     }
 

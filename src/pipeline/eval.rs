@@ -284,6 +284,7 @@ fn predictions(
             chosen: o.chosen.map(item),
             hit: o.hit,
             answer: o.answer.clone(),
+            scores: o.scores.clone(),
         })
         .collect()
 }

@@ -80,7 +80,7 @@ pub(crate) fn tables_markdown(p: &Pipeline, results: &Results) -> String {
             .iter()
             .any(|&n| results.cells.contains_key(&(v.to_string(), n)))
     }) {
-        s.push_str("\nHR@1 of the SLM rows by the position at which the prompt listed the positive (candidate order is a seeded shuffle per user):\n\n");
+        s.push_str("\nHR@1 of the SLM rows by the position at which the prompt listed the positive (candidate order: a seeded shuffle per user, or most bought first with `sft.order_by_popularity`):\n\n");
         s.push_str(&results.positions_markdown(&slm));
     }
     s

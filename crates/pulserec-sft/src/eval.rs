@@ -54,6 +54,9 @@ pub struct Outcome {
     pub hit: bool,
     /// The raw answer (empty for likelihood ranking).
     pub answer: String,
+    /// The selector's score of every candidate in the shown order, when it ranks them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Vec<f32>>,
 }
 
 /// Metrics plus per-user outcomes.
@@ -162,6 +165,7 @@ pub fn evaluate(
                 chosen: sel.chosen,
                 hit,
                 answer: sel.answer,
+                scores: sel.scores,
             });
         }
         progress.inc(batch.len() as u64);
