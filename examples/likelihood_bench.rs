@@ -51,7 +51,7 @@ struct Args {
     /// Candidates per list, the positive included.
     #[arg(long, default_value_t = 5)]
     candidates: usize,
-    /// Prompt shape: chat (the paper's) or sequence.
+    /// Prompt shape: chat (the paper's), sequence or choice (lettered candidates; no counts).
     #[arg(long, default_value = "chat")]
     style: String,
     /// History titles shown.
