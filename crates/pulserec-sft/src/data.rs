@@ -3,7 +3,11 @@
 //! - Training (PAPER.md stage 4): the target is the user's last *training* item (the item the
 //!   stage-1 rationale explains), the prompt shows the 5 items before it and 10 candidates: the
 //!   target and 9 items the user never interacted with (anywhere in the sequence, so neither
-//!   valid nor test items), in a seeded shuffled order, plus the variant's rationale.
+//!   valid nor test items), in a seeded shuffled order, plus the variant's rationale. With
+//!   [`DataConfig::train_positions`] > 1 the training items before it are targets too, each with
+//!   the items before it and its own negatives (no rationale: the rationale explains the last).
+//!   [`ExampleBuilder::with_popularity`] shows each candidate's training-interaction count and
+//!   [`ExampleBuilder::ordered_by_popularity`] lists the candidates most bought first.
 //! - Test: the target is the user's test item, the prompt shows the 3 items before it and the
 //!   user's stored candidate set (positive + 4 negatives, or + 19), shuffled the same way, with
 //!   no rationale.
