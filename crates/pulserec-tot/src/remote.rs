@@ -17,8 +17,9 @@ use serde_json::{Value, json};
 
 use crate::error::TotError;
 
-/// Settings of a remote completions endpoint.
-#[derive(Clone, Debug, PartialEq)]
+/// Settings of a remote completions endpoint. Its `Debug` output shows whether an API key is set,
+/// never the key.
+#[derive(Clone, PartialEq)]
 pub struct RemoteConfig {
     /// Server root, e.g. `http://127.0.0.1:8080` (without `/v1`).
     pub base_url: String,
@@ -34,6 +35,20 @@ pub struct RemoteConfig {
     pub backoff: Duration,
     /// Requests in flight at once.
     pub concurrency: usize,
+}
+
+impl std::fmt::Debug for RemoteConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("backoff", &self.backoff)
+            .field("concurrency", &self.concurrency)
+            .finish()
+    }
 }
 
 impl RemoteConfig {
@@ -245,5 +260,23 @@ impl TextGenerator for RemoteGenerator {
                     .map_err(pulserec_core::Error::from)
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_api_key() {
+        let mut config = RemoteConfig::new("http://127.0.0.1:9/", "m");
+        assert!(format!("{config:?}").contains("api_key: None"));
+        config.api_key = Some("sk-secret-123".into());
+        let text = format!(
+            "{config:?} {:?}",
+            RemoteGenerator::new(config.clone()).unwrap()
+        );
+        assert!(!text.contains("sk-secret-123"), "{text}");
+        assert!(text.contains("<redacted>") && text.contains("http://127.0.0.1:9"));
     }
 }
