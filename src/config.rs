@@ -292,9 +292,9 @@ pub struct SftStage {
     /// explains the last training item).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub every_position: bool,
-    /// `chat` and `choice` prompts: training examples per user, the last this many training
-    /// items each with its own history and negatives (default 1: the last training item only;
-    /// only that one carries a rationale).
+    /// Training examples per user: the last this many training items, each with its own history
+    /// and negatives (default 1: the last training item only; only that one carries a
+    /// rationale). Not with `every_position`, whose packed rows already hold every position.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub positions: usize,
     /// Candidates in a training prompt, the target included (default: the paper's 10).
