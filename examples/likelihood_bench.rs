@@ -148,11 +148,18 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|c| {
             let conts = (0..c.prompt.candidates.len())
-                .map(|i| style.target(&c.prompt, i).unwrap_or_default())
-                .collect();
-            (c.prompt.user, style.render(&c.prompt), conts)
+                .map(|i| style.target(&c.prompt, i))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{} candidates do not fit the {} prompt",
+                        c.prompt.candidates.len(),
+                        args.style
+                    )
+                })?;
+            Ok((c.prompt.user, style.render(&c.prompt), conts))
         })
-        .collect();
+        .collect::<anyhow::Result<_>>()?;
     if let Some(path) = &args.dump {
         let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
         for (user, context, continuations) in &per_user {

@@ -396,10 +396,8 @@ impl Pipeline {
             }),
             Stage::Tot => json!({"seed": c.seed, "slm": c.assets.slm, "tot": c.tot}),
             Stage::Sft => json!({"seed": c.seed, "slm": c.assets.slm, "sft": c.sft}),
-            // The SFT keys shape the prompts of every SLM row (the base SLM's too).
-            Stage::Eval => json!({
-                "seed": c.seed, "eval": c.eval, "variants": c.sft.variants, "sft": c.sft,
-            }),
+            // The SFT keys (variants, prompt shape) shape every SLM row, the base SLM's too.
+            Stage::Eval => json!({"seed": c.seed, "eval": c.eval, "sft": c.sft}),
         };
         let settings = match self.not_needed(stage) {
             Some(why) => json!({"not_needed": why}),

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use pulserec_core::UserId;
 use pulserec_sft::{
-    DataConfig, EncodedExample, EncodedSet, ExampleBuilder, PROMPT_VERSION, PromptStyle, SftConfig,
-    SftTrainer, TrainReport, Variant, encode_all, encode_sequence,
+    DataConfig, EncodedExample, EncodedSet, ExampleBuilder, PROMPT_VERSION, PopularityUse,
+    PromptStyle, SftConfig, SftTrainer, TrainReport, Variant, encode_all, encode_sequence,
 };
 use pulserec_slm::weights::ModelWeights;
 use pulserec_slm::{ChatFormat, LlamaConfig, Slm, SlmTokenizer};
@@ -125,17 +125,16 @@ pub(super) fn example_builder<'a>(
     stage: Stage,
 ) -> Result<ExampleBuilder<'a>> {
     let s = &p.config().sft;
-    let mut builder = ExampleBuilder::new(dataset, data_config(p)).at(stage)?;
-    if s.show_popularity || s.order_by_popularity {
-        let counts = prepare::popularity(p)?.counts().to_vec();
-        if s.show_popularity {
-            builder = builder.with_popularity(counts.clone());
-        }
-        if s.order_by_popularity {
-            builder = builder.ordered_by_popularity(counts);
-        }
-    }
-    Ok(builder)
+    let builder = ExampleBuilder::new(dataset, data_config(p)).at(stage)?;
+    let usage = PopularityUse {
+        show: s.show_popularity,
+        order: s.order_by_popularity,
+    };
+    Ok(if usage == PopularityUse::default() {
+        builder
+    } else {
+        builder.with_popularity(prepare::popularity(p)?.counts().to_vec(), usage)
+    })
 }
 
 /// Packed rows of every training user's sequence (`sft.every_position`): each title after the

@@ -6,8 +6,8 @@
 //!   valid nor test items), in a seeded shuffled order, plus the variant's rationale. With
 //!   [`DataConfig::train_positions`] > 1 the training items before it are targets too, each with
 //!   the items before it and its own negatives (no rationale: the rationale explains the last).
-//!   [`ExampleBuilder::with_popularity`] shows each candidate's training-interaction count and
-//!   [`ExampleBuilder::ordered_by_popularity`] lists the candidates most bought first.
+//!   [`ExampleBuilder::with_popularity`] shows each candidate's training-interaction count
+//!   and/or lists the candidates most bought first.
 //! - Test: the target is the user's test item, the prompt shows the 3 items before it and the
 //!   user's stored candidate set (positive + 4 negatives, or + 19), shuffled the same way, with
 //!   no rationale.
@@ -211,10 +211,19 @@ pub struct ExampleBuilder<'a> {
     dataset: &'a Dataset,
     split: LeaveOneOut<'a>,
     config: DataConfig,
-    /// Training-interaction counts by item index, when prompts show or are ordered by them.
-    counts: Option<Vec<u32>>,
-    show_counts: bool,
-    order_by_counts: bool,
+    /// Training-interaction counts by item index, and what prompts do with them.
+    popularity: Option<(Vec<u32>, PopularityUse)>,
+}
+
+/// What prompts do with the counts given to [`ExampleBuilder::with_popularity`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PopularityUse {
+    /// Each candidate carries its count ([`CandidatePrompt::popularity`]).
+    pub show: bool,
+    /// The candidates are listed by count, most bought first; equal counts keep the seeded
+    /// shuffled order. The list is then a first-stage ranking the model can read position by
+    /// position (LlamaRec lists its retriever's candidates in rank order).
+    pub order: bool,
 }
 
 /// Independent random streams of the crate.
@@ -243,31 +252,17 @@ impl<'a> ExampleBuilder<'a> {
             dataset,
             split: LeaveOneOut::new(&dataset.sequences),
             config,
-            counts: None,
-            show_counts: false,
-            order_by_counts: false,
+            popularity: None,
         })
     }
 
-    /// Prompts carry each candidate's count in `counts` (indexed by [`ItemId::index`], the
-    /// training interactions of the data files, as the most-popular baseline counts them). A
-    /// training example's own target interaction is in those counts, so its target is shown
-    /// one lower: what the count would be had the example been held out, as evaluation targets
-    /// are.
-    pub fn with_popularity(mut self, counts: Vec<u32>) -> Self {
-        self.counts = Some(counts);
-        self.show_counts = true;
-        self
-    }
-
-    /// Prompts list their candidates by `counts` (as in [`ExampleBuilder::with_popularity`],
-    /// a training target's own interaction taken out), most bought first; equal counts keep the
-    /// seeded shuffled order. The list is then a first-stage ranking the model can read
-    /// position by position (LlamaRec lists its retriever's candidates in rank order). With
-    /// [`ExampleBuilder::with_popularity`] too, both take the same counts (the last given).
-    pub fn ordered_by_popularity(mut self, counts: Vec<u32>) -> Self {
-        self.counts = Some(counts);
-        self.order_by_counts = true;
+    /// Prompts show and/or are ordered by each candidate's count in `counts` (indexed by
+    /// [`ItemId::index`], the training interactions of the data files, as the most-popular
+    /// baseline counts them), as `usage` says. A training example's own target interaction is
+    /// in those counts, so its target counts one lower: what the count would be had the example
+    /// been held out, as evaluation targets are.
+    pub fn with_popularity(mut self, counts: Vec<u32>, usage: PopularityUse) -> Self {
+        self.popularity = Some((counts, usage));
         self
     }
 
@@ -315,24 +310,24 @@ impl<'a> ExampleBuilder<'a> {
         };
         let recent = &history[history.len().saturating_sub(n_history)..];
         candidates.shuffle(&mut rng);
-        let count = |it: ItemId| {
-            let n = self.counts.as_ref()?.get(it.index()).copied().unwrap_or(0);
-            Some(if Some(it) == target {
-                n.saturating_sub(1)
-            } else {
-                n
-            })
-        };
-        if self.order_by_counts {
-            // Stable: equal counts keep the shuffled order.
-            candidates.sort_by_key(|&it| std::cmp::Reverse(count(it)));
+        let mut popularity = None;
+        if let Some((counts, usage)) = &self.popularity {
+            let count = |it: ItemId| {
+                let n = counts.get(it.index()).copied().unwrap_or(0);
+                if Some(it) == target {
+                    n.saturating_sub(1)
+                } else {
+                    n
+                }
+            };
+            if usage.order {
+                // Stable: equal counts keep the shuffled order.
+                candidates.sort_by_key(|&it| std::cmp::Reverse(count(it)));
+            }
+            if usage.show {
+                popularity = Some(candidates.iter().map(|&it| count(it)).collect());
+            }
         }
-        let popularity = self.show_counts.then(|| {
-            candidates
-                .iter()
-                .map(|&it| count(it).unwrap_or(0))
-                .collect()
-        });
         Ok(CandidatePrompt {
             user,
             history: recent
@@ -349,20 +344,14 @@ impl<'a> ExampleBuilder<'a> {
         })
     }
 
-    /// `n` distinct items drawn uniformly from the items `user` never interacted with.
+    /// `n` distinct items drawn uniformly from the items `user` never interacted with (`seen`).
     fn uniform_negatives(
         &self,
         user: UserId,
+        seen: &HashSet<ItemId>,
         n: usize,
         rng: &mut ChaCha8Rng,
     ) -> Result<Vec<ItemId>> {
-        let seen: HashSet<ItemId> = self
-            .dataset
-            .sequences
-            .items_of(user)
-            .iter()
-            .copied()
-            .collect();
         let n_items = self.dataset.n_items();
         if n_items < seen.len() + n {
             return Err(SftError::Data {
@@ -455,6 +444,16 @@ impl<'a> ExampleBuilder<'a> {
             // and fresh negatives from one stream per user (drawn in order of k).
             let train = self.split.train(user);
             let mut rng = rng_for(self.config.seed, Stream::EarlierNegatives, user);
+            let seen: HashSet<ItemId> = match self.config.train_positions {
+                1 => HashSet::new(),
+                _ => self
+                    .dataset
+                    .sequences
+                    .items_of(user)
+                    .iter()
+                    .copied()
+                    .collect(),
+            };
             for k in 1..self.config.train_positions {
                 let Some(end) = train.len().checked_sub(1 + k).filter(|&e| e >= 1) else {
                     break;
@@ -463,6 +462,7 @@ impl<'a> ExampleBuilder<'a> {
                 let mut candidates = vec![target];
                 candidates.extend(self.uniform_negatives(
                     user,
+                    &seen,
                     self.config.train_candidates - 1,
                     &mut rng,
                 )?);

@@ -11,7 +11,9 @@ pub mod tokenize;
 pub mod train;
 
 pub use answer::{AnswerMatch, match_answer, title_in_answer};
-pub use data::{DataConfig, ExampleBuilder, SftExample, TrainingSet, Variant, choose_test_users};
+pub use data::{
+    DataConfig, ExampleBuilder, PopularityUse, SftExample, TrainingSet, Variant, choose_test_users,
+};
 pub use error::{Result, SftError};
 pub use eval::{Evaluation, Outcome, SelectorMetrics, evaluate};
 pub use prompt::{

@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 
 use pulserec_core::UserId;
 use pulserec_data::Target;
-use pulserec_sft::{DataConfig, ExampleBuilder, SftError, Variant, choose_test_users};
+use pulserec_sft::{
+    DataConfig, ExampleBuilder, PopularityUse, SftError, Variant, choose_test_users,
+};
 
 fn all_users(n: usize) -> Vec<UserId> {
     (0..n as u32).map(UserId).collect()
@@ -194,9 +196,13 @@ fn earlier_positions_and_popularity_counts() {
     config.train_positions = 3;
     config.train_candidates = 4;
     let counts: Vec<u32> = (0..=ds.n_items() as u32).map(|i| 100 + i).collect();
-    let builder = ExampleBuilder::new(&ds, config)
-        .unwrap()
-        .with_popularity(counts.clone());
+    let builder = ExampleBuilder::new(&ds, config).unwrap().with_popularity(
+        counts.clone(),
+        PopularityUse {
+            show: true,
+            order: false,
+        },
+    );
     let set = builder
         .training_set(Variant::NoRationale, &users, None)
         .unwrap();
@@ -255,7 +261,13 @@ fn candidates_can_be_listed_most_bought_first() {
     let shuffled = ExampleBuilder::new(&ds, DataConfig::paper(5)).unwrap();
     let ordered = ExampleBuilder::new(&ds, DataConfig::paper(5))
         .unwrap()
-        .ordered_by_popularity(counts.clone());
+        .with_popularity(
+            counts.clone(),
+            PopularityUse {
+                show: false,
+                order: true,
+            },
+        );
     let a = shuffled
         .training_set(Variant::NoRationale, &users, None)
         .unwrap();
