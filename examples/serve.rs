@@ -6,13 +6,18 @@
 //!     --addr 127.0.0.1:8080
 //! curl -s 127.0.0.1:8080/v1/completions -d '{"prompt": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", "max_tokens": 16, "temperature": 0}'
 //! ```
+//!
+//! Prompts are checked against the model's context before they are queued; the limits
+//! (`--max-body-bytes`, `--queue`, `--timeout-s`, ...) are those of `pulserec::serve::ServeConfig`.
+//! Ctrl-C or SIGTERM stops it gracefully: requests in flight get `--grace-s` seconds to finish.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use pulserec::device::DeviceSpec;
-use pulserec::serve::CompletionServer;
+use pulserec::serve::{CompletionServer, ServeConfig};
 use pulserec_slm::Slm;
 
 #[derive(Parser, Debug)]
@@ -30,6 +35,24 @@ struct Args {
     /// Device: flex, tch, tch-cuda:N or cuda:N.
     #[arg(long, default_value = "flex")]
     device: DeviceSpec,
+    /// Largest request body in bytes (larger ones get 413).
+    #[arg(long, default_value_t = 4 << 20)]
+    max_body_bytes: usize,
+    /// Requests waiting for the model before new ones get 429.
+    #[arg(long, default_value_t = 8)]
+    queue: usize,
+    /// Seconds a request may take from arrival to answer before it gets 503.
+    #[arg(long, default_value_t = 300.0)]
+    timeout_s: f64,
+    /// Most prompts in one request.
+    #[arg(long, default_value_t = 64)]
+    max_prompts: usize,
+    /// Connections served at once.
+    #[arg(long, default_value_t = 64)]
+    max_connections: usize,
+    /// Seconds requests in flight get to finish on Ctrl-C / SIGTERM.
+    #[arg(long, default_value_t = 30.0)]
+    grace_s: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,9 +68,39 @@ fn main() -> anyhow::Result<()> {
             .map(|s| s.to_string_lossy().to_string())
             .unwrap_or_default()
     });
-    let server = CompletionServer::start(&args.addr, name, slm)?;
+    let config = ServeConfig {
+        max_body_bytes: args.max_body_bytes,
+        queue: args.queue,
+        request_timeout: Duration::try_from_secs_f64(args.timeout_s).context("--timeout-s")?,
+        max_prompts: args.max_prompts,
+        max_connections: args.max_connections,
+        ..ServeConfig::for_slm(&slm)
+    };
+    let grace = Duration::try_from_secs_f64(args.grace_s).context("--grace-s")?;
+    let server = CompletionServer::start(&args.addr, name, slm, config)?;
     eprintln!("serving on {} (Ctrl-C to stop)", server.url());
-    loop {
-        std::thread::park();
+    let signals = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    signals.block_on(stop_signal())?;
+    eprintln!("stopping: requests in flight get {} s", grace.as_secs_f64());
+    server.shutdown(grace);
+    Ok(())
+}
+
+/// Waits for Ctrl-C (or SIGTERM on Unix).
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
     }
 }

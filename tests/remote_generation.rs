@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pulserec::serve::CompletionServer;
+use pulserec::serve::{CompletionServer, ServeConfig};
 use pulserec_core::{FinishReason, Generation, GenerationRequest, SamplingParams, TextGenerator};
 use pulserec_tot::{RemoteConfig, RemoteGenerator};
 
@@ -60,7 +60,8 @@ fn fast(url: String) -> RemoteConfig {
 
 #[test]
 fn requests_round_trip_in_order_with_their_settings() {
-    let server = CompletionServer::start("127.0.0.1:0", "echo", Echo).unwrap();
+    let server =
+        CompletionServer::start("127.0.0.1:0", "echo", Echo, ServeConfig::default()).unwrap();
     let mut remote = RemoteGenerator::new(fast(server.url())).unwrap();
     let requests: Vec<_> = (0..7)
         .map(|i| request(&format!("prompt {i}"), 100 + i))
@@ -82,7 +83,8 @@ fn requests_round_trip_in_order_with_their_settings() {
 
 #[test]
 fn the_server_refuses_bad_requests_naming_the_field() {
-    let server = CompletionServer::start("127.0.0.1:0", "echo", Echo).unwrap();
+    let server =
+        CompletionServer::start("127.0.0.1:0", "echo", Echo, ServeConfig::default()).unwrap();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -114,8 +116,9 @@ fn the_server_refuses_bad_requests_naming_the_field() {
     assert_eq!(v["data"][0]["id"], "echo");
 }
 
-/// A server that answers 503 to its first `failures` requests, then a valid completion.
-fn flaky_server(failures: usize) -> (String, std::thread::JoinHandle<usize>) {
+/// A server that answers 503 to its first `failures` requests, then (with `retry_after`) a 429
+/// asking for a 1 s wait, then a valid completion.
+fn flaky_server(failures: usize, retry_after: bool) -> (String, std::thread::JoinHandle<usize>) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let url = format!("http://{}", server.server_addr().to_ip().unwrap());
     let handle = std::thread::spawn(move || {
@@ -124,14 +127,19 @@ fn flaky_server(failures: usize) -> (String, std::thread::JoinHandle<usize>) {
             seen += 1;
             let (status, body) = if seen <= failures {
                 (503, r#"{"error":{"message":"busy"}}"#.to_string())
+            } else if seen == failures + 1 && retry_after {
+                (429, r#"{"error":{"message":"queue full"}}"#.to_string())
             } else {
                 (
                     200,
                     r#"{"choices":[{"text":"ok","finish_reason":"stop"}]}"#.to_string(),
                 )
             };
-            req.respond(tiny_http::Response::from_string(body).with_status_code(status))
-                .unwrap();
+            let mut response = tiny_http::Response::from_string(body).with_status_code(status);
+            if status == 429 {
+                response.add_header(tiny_http::Header::from_bytes("Retry-After", "1").unwrap());
+            }
+            req.respond(response).unwrap();
         }
         seen
     });
@@ -140,7 +148,7 @@ fn flaky_server(failures: usize) -> (String, std::thread::JoinHandle<usize>) {
 
 #[test]
 fn retries_with_backoff_then_reports_the_request() {
-    let (url, handle) = flaky_server(2);
+    let (url, handle) = flaky_server(2, false);
     let mut remote = RemoteGenerator::new(fast(url)).unwrap();
     let out = remote.generate(&[request("x", 1)]).unwrap();
     assert_eq!(
@@ -149,7 +157,7 @@ fn retries_with_backoff_then_reports_the_request() {
     );
     assert_eq!(handle.join().unwrap(), 3, "two 503s, then the answer");
 
-    let (url, handle) = flaky_server(5);
+    let (url, handle) = flaky_server(5, false);
     let mut remote = RemoteGenerator::new(RemoteConfig {
         max_retries: 1,
         ..fast(url)
@@ -161,6 +169,15 @@ fn retries_with_backoff_then_reports_the_request() {
         "{err}"
     );
     drop(handle);
+
+    // A 429 with `Retry-After: 1` is retried after a second, not after the 10 ms backoff.
+    let (url, handle) = flaky_server(0, true);
+    let mut remote = RemoteGenerator::new(fast(url)).unwrap();
+    let t = std::time::Instant::now();
+    let out = remote.generate(&[request("x", 1)]).unwrap();
+    assert_eq!(out[0].text, "ok");
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(handle.join().unwrap(), 2, "the 429, then the answer");
 
     // Nobody listening: connection refused, retried, then an error naming the endpoint.
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

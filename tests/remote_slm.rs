@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pulserec::serve::CompletionServer;
+use pulserec::serve::{CompletionServer, ServeConfig};
 use pulserec_core::{GenerationRequest, SamplingParams, TextGenerator};
 use pulserec_data::locate::asset;
 use pulserec_slm::Slm;
@@ -38,7 +38,8 @@ fn smollm2_served_over_http_answers_like_in_process() {
     let expected = local.generate(&[greedy.clone(), sampled.clone()]).unwrap();
     assert_eq!(expected[0].text, "The capital of France is Paris.");
 
-    let server = CompletionServer::start("127.0.0.1:0", "smollm2", slm).unwrap();
+    let config = ServeConfig::for_slm(&slm);
+    let server = CompletionServer::start("127.0.0.1:0", "smollm2", slm, config).unwrap();
     let config = RemoteConfig {
         timeout: Duration::from_secs(120),
         concurrency: 1,

@@ -139,8 +139,15 @@ pub enum SlmError {
 /// Result with [`SlmError`].
 pub type Result<T, E = SlmError> = std::result::Result<T, E>;
 
+/// A request that cannot be served as asked (too long for the context, invalid settings) is the
+/// caller's mistake, [`pulserec_core::Error::InvalidInput`]; anything else is a stage failure.
 impl From<SlmError> for pulserec_core::Error {
     fn from(e: SlmError) -> Self {
-        pulserec_core::Error::stage("slm", e)
+        match e {
+            SlmError::ContextOverflow { .. } | SlmError::InvalidRequest { .. } => {
+                pulserec_core::Error::InvalidInput(e.to_string())
+            }
+            e => pulserec_core::Error::stage("slm", e),
+        }
     }
 }

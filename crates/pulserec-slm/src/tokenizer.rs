@@ -4,6 +4,7 @@
 //! be written out in full, chat markup included.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
@@ -36,6 +37,8 @@ pub struct SlmTokenizer {
     add_bos: bool,
     eos: Vec<u32>,
     chat_template: Option<String>,
+    /// Bytes of text the longest token can cover (computed on first use).
+    longest_token: OnceLock<usize>,
 }
 
 impl SlmTokenizer {
@@ -142,6 +145,7 @@ impl SlmTokenizer {
                 .get("tokenizer.chat_template")
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
+            longest_token: OnceLock::new(),
         })
     }
 
@@ -163,6 +167,7 @@ impl SlmTokenizer {
             add_bos,
             eos,
             chat_template,
+            longest_token: OnceLock::new(),
         })
     }
 
@@ -208,6 +213,41 @@ impl SlmTokenizer {
     pub fn encode_continuation(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.inner.encode(text, false).map_err(tok_err)?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// The number of tokens [`encode`](Self::encode) gives `text`, or `None` when that is more
+    /// than `limit`.
+    ///
+    /// Text longer than `limit` times the most bytes one token can cover is refused without
+    /// tokenising it, so the cost is bounded by `limit` whatever the size of `text` (a server
+    /// checks prompts against the context this way).
+    pub fn count_within(&self, text: &str, limit: usize) -> Result<Option<usize>> {
+        if text.len() > limit.saturating_mul(self.longest_token()) {
+            return Ok(None);
+        }
+        let n = self.encode(text)?.len();
+        Ok((n <= limit).then_some(n))
+    }
+
+    /// An upper bound on the bytes of text one token covers: the longest vocabulary entry in
+    /// bytes (a byte-level or SentencePiece piece is never shorter than the text it stands for),
+    /// four times that when a normalizer could shorten the text first.
+    fn longest_token(&self) -> usize {
+        *self.longest_token.get_or_init(|| {
+            let longest = self
+                .inner
+                .get_vocab(true)
+                .keys()
+                .map(String::len)
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            if self.inner.get_normalizer().is_some() {
+                4 * longest
+            } else {
+                longest
+            }
+        })
     }
 
     /// Decodes ids to text; special tokens are dropped when `skip_special` is set.

@@ -33,6 +33,26 @@ fn tokenizer_matches_llama_cpp() {
 }
 
 #[test]
+fn count_within_agrees_with_encode_and_refuses_text_past_the_bound() {
+    let Some(slm) = common::dense() else { return };
+    let tok = slm.tokenizer();
+    for case in fixture()["tokenize"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let n = tok.encode(text).unwrap().len();
+        assert_eq!(tok.count_within(text, n).unwrap(), Some(n), "{text:?}");
+        if n > 0 {
+            assert_eq!(tok.count_within(text, n - 1).unwrap(), None, "{text:?}");
+        }
+    }
+    let prompt = FRANCE.repeat(400);
+    let n = tok.encode(&prompt).unwrap().len();
+    assert_eq!(tok.count_within(&prompt, 8192).unwrap(), Some(n));
+    // 30 MB of text cannot fit 8,192 tokens: refused by its length alone.
+    let huge = "x".repeat(30 << 20);
+    assert_eq!(tok.count_within(&huge, 8192).unwrap(), None);
+}
+
+#[test]
 fn france_prompt_answers_paris() {
     let Some(slm) = common::dense() else { return };
     let req = GenerationRequest {

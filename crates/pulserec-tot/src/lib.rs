@@ -17,7 +17,7 @@ pub use error::{Result, TotError};
 pub use hindsight::{HindsightConfig, HindsightOutput, HindsightRationales, ParseStats};
 pub use parse::{ParsedText, parse_rationale, parse_thought};
 pub use prompt::{PROMPT_VERSION, Prompt, PromptConfig, PromptFormat, plain_format};
-pub use remote::{RemoteConfig, RemoteGenerator};
+pub use remote::{MAX_RETRY_AFTER, RemoteConfig, RemoteGenerator};
 pub use search::{TotConfig, TreeOfThought};
 pub use seed::derive_seed;
 pub use store::{RationaleStore, Shard, StoredRationale};

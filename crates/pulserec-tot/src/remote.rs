@@ -5,7 +5,8 @@
 //! Each request is one `POST {base_url}/v1/completions` (requests carry their own seed, so they
 //! are not merged into one call); up to `concurrency` requests are in flight at once. A request
 //! that times out, cannot connect or gets HTTP 429/5xx is retried with exponential backoff, at
-//! most `max_retries` times; other HTTP errors are not retried. Token ids are not part of the
+//! most `max_retries` times, waiting at least as long as the server's `Retry-After` (in seconds,
+//! at most [`MAX_RETRY_AFTER`]); other HTTP errors are not retried. Token ids are not part of the
 //! OpenAI completions protocol, so [`Generation::token_ids`] is empty; log-probabilities are
 //! asked for and returned when the server provides them.
 
@@ -91,9 +92,14 @@ struct Logprobs {
     token_logprobs: Vec<Option<f32>>,
 }
 
-/// One failed attempt: whether it is worth retrying, and what happened.
+/// The longest `Retry-After` a client honours; a server asking for more gets this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// One failed attempt: whether it is worth retrying, after how long the server asked for, and
+/// what happened.
 struct Attempt {
     retry: bool,
+    retry_after: Option<Duration>,
     message: String,
 }
 
@@ -155,14 +161,22 @@ impl RemoteGenerator {
         let response = call.send_json(body).map_err(|e| Attempt {
             // Transport problems (refused, reset, timed out) are worth another try.
             retry: true,
+            retry_after: None,
             message: e.to_string(),
         })?;
         let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
         let mut body = response.into_body();
         if status != 200 {
             let text = body.read_to_string().unwrap_or_default();
             return Err(Attempt {
                 retry: status == 429 || status >= 500,
+                retry_after,
                 message: format!(
                     "HTTP {status}: {}",
                     text.chars().take(300).collect::<String>()
@@ -171,10 +185,12 @@ impl RemoteGenerator {
         }
         let parsed: CompletionResponse = body.read_json().map_err(|e| Attempt {
             retry: false,
+            retry_after: None,
             message: format!("unreadable completion response: {e}"),
         })?;
         let choice = parsed.choices.into_iter().next().ok_or(Attempt {
             retry: false,
+            retry_after: None,
             message: "the response has no choices".into(),
         })?;
         let finish = match choice.finish_reason.as_deref() {
@@ -210,7 +226,7 @@ impl RemoteGenerator {
                 Ok(g) => return Ok(g),
                 Err(a) if a.retry && attempts <= self.config.max_retries => {
                     tracing::warn!(request = index, attempts, error = %a.message, "remote generation failed, retrying");
-                    std::thread::sleep(delay);
+                    std::thread::sleep(delay.max(a.retry_after.unwrap_or_default()));
                     delay = delay.saturating_mul(2);
                 }
                 Err(a) => {
