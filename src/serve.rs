@@ -384,12 +384,24 @@ impl CompletionServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(grace);
         }
-        if let Some(accept) = self.accept.take() {
-            // The accept loop returns once every connection is closed (or a short while
-            // after the grace period).
-            let _ = runtime.block_on(accept);
+        let accept = self.accept.take();
+        let finish = move || {
+            if let Some(accept) = accept {
+                // The accept loop returns once every connection is closed (or a short while
+                // after the grace period).
+                let _ = runtime.block_on(accept);
+            }
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Stopped from a caller's async code, where `block_on` must not run: wait on a
+            // thread of our own instead.
+            std::thread::scope(|s| {
+                s.spawn(finish);
+            });
+        } else {
+            finish();
         }
-        runtime.shutdown_timeout(Duration::from_secs(1));
         // The last sender of the job queue goes with `shared`: the worker's loop ends.
         self.shared.take();
         if let Some(worker) = self.worker.take() {

@@ -389,6 +389,18 @@ fn shutdown_past_its_grace_answers_the_waiting_with_503() {
     assert!(a.body.contains("shutting down"), "{}", a.body);
 }
 
+#[test]
+fn the_server_can_be_dropped_inside_an_async_runtime() {
+    let server = start(Gated::open(), ServeConfig::default());
+    let addr = server.addr();
+    assert_eq!(get(addr, "/health").status, 200);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async move { drop(server) });
+    assert!(TcpStream::connect(addr).is_err(), "no longer listening");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(24))]
 
