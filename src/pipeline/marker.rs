@@ -32,11 +32,9 @@ pub struct DoneMarker {
 pub(crate) const SETTINGS_FILE: &str = "settings.json";
 pub(crate) const DONE_FILE: &str = "done.json";
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// [`pulserec_core::fs::write_atomic`] with the error naming `path`.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| PipelineError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| PipelineError::io(path, e))
+    pulserec_core::fs::write_atomic(path, bytes).map_err(|e| PipelineError::io(path, e))
 }
 
 /// Writes pretty JSON atomically.

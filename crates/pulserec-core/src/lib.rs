@@ -4,6 +4,7 @@ pub mod baselines;
 pub mod catalog;
 pub mod error;
 pub mod fastmath;
+pub mod fs;
 pub mod ids;
 pub mod interaction;
 pub mod metrics;

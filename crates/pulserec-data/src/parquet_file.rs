@@ -22,32 +22,19 @@ pub fn storage(path: &Path, e: impl std::fmt::Display) -> DataError {
     }
 }
 
-/// Writes `batch` to `path` (Snappy-compressed) atomically: the bytes go to
-/// `<path>.partial`, are synced to disk, then renamed into place, so a crash or `kill -9`
-/// leaves either the complete file or none (plus, at worst, an ignorable `.partial` file).
+/// Writes `batch` to `path` (Snappy-compressed) atomically
+/// ([`pulserec_core::fs::write_atomic`]): a crash or `kill -9` leaves either the complete file or
+/// none (plus, at worst, a stray hidden `.tmp*` file, which readers of `*.parquet` ignore).
 pub fn write_batch(path: &Path, batch: RecordBatch) -> Result<()> {
-    let tmp = partial_path(path);
-    let file = File::create(&tmp).map_err(|e| DataError::io(&tmp, e))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .build();
-    let mut writer =
-        ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| storage(path, e))?;
+    let mut bytes = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))
+        .map_err(|e| storage(path, e))?;
     writer.write(&batch).map_err(|e| storage(path, e))?;
-    writer.finish().map_err(|e| storage(path, e))?;
-    writer
-        .inner()
-        .sync_all()
-        .map_err(|e| DataError::io(&tmp, e))?;
-    drop(writer);
-    std::fs::rename(&tmp, path).map_err(|e| DataError::io(path, e))
-}
-
-/// The temporary name [`write_batch`] writes to before renaming: `<path>.partial`.
-pub fn partial_path(path: &Path) -> std::path::PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(".partial");
-    name.into()
+    writer.close().map_err(|e| storage(path, e))?;
+    pulserec_core::fs::write_atomic(path, &bytes).map_err(|e| DataError::io(path, e))
 }
 
 /// Every record batch of the Parquet file at `path`.

@@ -75,7 +75,7 @@ impl PreparedDataset {
         };
         let path = dir.join("prepared.json");
         let json = serde_json::to_string_pretty(&manifest).map_err(|e| storage(&path, e))?;
-        std::fs::write(&path, json).map_err(|e| DataError::io(&path, e))
+        pulserec_core::fs::write_atomic(&path, json.as_bytes()).map_err(|e| DataError::io(&path, e))
     }
 
     /// Reads a data set written by [`PreparedDataset::save`].

@@ -80,11 +80,7 @@ impl Evaluation {
             })?;
             bytes.push(b'\n');
         }
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let tmp = std::path::PathBuf::from(tmp);
-        std::fs::write(&tmp, &bytes).map_err(|e| SftError::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| SftError::io(path, e))
+        crate::report::write_atomic(path, &bytes)
     }
 }
 

@@ -85,15 +85,7 @@ impl SftMetrics {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary sibling and a rename, so a reader never sees a
-/// half-written file.
+/// [`pulserec_core::fs::write_atomic`] with the error naming `path`.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| SftError::io(dir, e))?;
-    }
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| SftError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| SftError::io(path, e))
+    pulserec_core::fs::write_atomic(path, bytes).map_err(|e| SftError::io(path, e))
 }

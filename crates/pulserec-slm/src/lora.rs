@@ -384,7 +384,8 @@ impl AdapterConfigFile {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        std::fs::write(&path, text).map_err(|source| SlmError::Io { path, source })
+        pulserec_core::fs::write_atomic(&path, text.as_bytes())
+            .map_err(|source| SlmError::Io { path, source })
     }
 }
 
@@ -406,7 +407,11 @@ pub(crate) fn write_tensors(path: &Path, tensors: &[(String, [usize; 2], Vec<f32
         views.push((name.clone(), view));
     }
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::tensor::serialize_to_file(views, Some(meta), path).map_err(|e| bad(e.to_string()))
+    let file = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))?;
+    pulserec_core::fs::write_atomic(path, &file).map_err(|source| SlmError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// The tensors of an adapter file, decoded to f32 on demand.

@@ -267,7 +267,8 @@ impl SentenceEncoder {
                     path: path.clone(),
                     source,
                 })?;
-            std::fs::write(&path, text).map_err(|e| ThoughtSpaceError::io(&path, e))
+            pulserec_core::fs::write_atomic(&path, text.as_bytes())
+                .map_err(|e| ThoughtSpaceError::io(&path, e))
         };
         write_json(dir.join("config.json"), &self.hf_config)?;
         write_json(

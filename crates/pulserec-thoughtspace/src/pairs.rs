@@ -206,7 +206,8 @@ pub fn write_pairs_jsonl(path: &Path, pairs: &[TrainingPair]) -> Result<()> {
         text.push_str(&serde_json::to_string(p).unwrap_or_default());
         text.push('\n');
     }
-    std::fs::write(path, text).map_err(|e| ThoughtSpaceError::io(path, e))
+    pulserec_core::fs::write_atomic(path, text.as_bytes())
+        .map_err(|e| ThoughtSpaceError::io(path, e))
 }
 
 #[cfg(test)]

@@ -114,7 +114,8 @@ impl ThoughtSpace {
                 path: path.clone(),
                 source,
             })?;
-        std::fs::write(&path, text).map_err(|e| ThoughtSpaceError::io(&path, e))
+        pulserec_core::fs::write_atomic(&path, text.as_bytes())
+            .map_err(|e| ThoughtSpaceError::io(&path, e))
     }
 
     /// The behaviour encoder.

@@ -174,7 +174,5 @@ pub fn write_safetensors(path: &Path, tensors: &HashMap<String, OwnedTensor>) ->
             reason: e.to_string(),
         }
     })?;
-    let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| ThoughtSpaceError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| ThoughtSpaceError::io(path, e))
+    pulserec_core::fs::write_atomic(path, &bytes).map_err(|e| ThoughtSpaceError::io(path, e))
 }

@@ -62,6 +62,8 @@ fn an_interrupted_run_resumes_to_the_same_store() {
         "{\"user\": 4, \"te",
     )
     .unwrap();
+    // The temporary name `pulserec_core::fs::write_atomic` uses.
+    std::fs::write(resumed_dir.path().join(".tmpAbC123"), b"PAR1\x15").unwrap();
     assert_eq!(
         resumed.pending(users.iter().copied(), Shard::ALL).unwrap(),
         [4, 5, 6].map(UserId)
