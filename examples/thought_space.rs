@@ -9,7 +9,7 @@
 //! when its name ends in `.parquet`, Parquet with the same columns.
 //! Held-out users (the last `--held-out` of a seeded shuffle) never train; retrieval is
 //! behaviour -> own rationale among groups of `--group-size` held-out users. The run directory
-//! gets checkpoints (`epoch-NNN/`), `metrics.json` and `map.png` (PCA of held-out behaviour and
+//! gets checkpoints (`epoch-NNN/`), `metrics.json` and `map.svg` (PCA of held-out behaviour and
 //! rationale embeddings, before | after).
 
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pulserec::device::DeviceSpec;
 use pulserec_thoughtspace::{
     EncoderOptions, InfoNceConfig, MapPanel, ThoughtSpace, ThoughtSpaceTrainer, TrainConfig,
-    read_pairs, write_map_png,
+    read_pairs, write_map_svg,
 };
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -35,7 +35,7 @@ struct Args {
     /// Rationale file (JSONL, or Parquet by the `.parquet` extension).
     #[arg(long)]
     pairs: PathBuf,
-    /// Run directory (checkpoints, metrics.json, map.png).
+    /// Run directory (checkpoints, metrics.json, map.svg).
     #[arg(long, default_value = "runs/thought_space")]
     out: PathBuf,
     /// flex, tch, tch-cuda:N or cuda:N.
@@ -130,12 +130,19 @@ fn main() -> anyhow::Result<()> {
         "after training:  held-out retrieval@{} accuracy {:.3}, MRR {:.3}, margin {:.3}",
         args.group_size, after.accuracy, after.mrr, after.margin
     );
-    let map = args.out.join("map.png");
-    let panel = |b, r| MapPanel {
+    let map = args.out.join("map.svg");
+    let panel = |title, b, r| MapPanel {
+        title,
         behaviour: b,
         rationale: r,
     };
-    write_map_png(&map, &[panel(&b0, &r0), panel(&b1, &r1)])?;
+    write_map_svg(
+        &map,
+        &[
+            panel("held-out pairs, before training", &b0, &r0),
+            panel("held-out pairs, after training", &b1, &r1),
+        ],
+    )?;
     let metrics = serde_json::json!({
         "pairs": args.pairs, "train_users": train.len(), "held_out_users": held_out.len(),
         "config": config, "device": args.device.to_string(),

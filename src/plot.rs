@@ -1,18 +1,15 @@
-//! Training curves as small PNG line plots for the run report.
-//!
-//! The workspace has `png` but no plotting crate with a bitmap backend (plotters comes in
-//! through criterion with its SVG backend only), so this draws the few pixels itself: a frame,
-//! light grid lines at quarters, and the curve scaled to fill the frame. The report states the
-//! range next to the picture, so the plot needs no text.
+//! Training curves as SVG line plots for the run report, drawn with plotters: a title, labelled
+//! axes with tick values, and a legend, so a reader can tell what a curve shows without the
+//! report's text.
 
 use std::path::Path;
 
-const WIDTH: usize = 480;
-const HEIGHT: usize = 240;
-const MARGIN: usize = 12;
-const CURVE: [u8; 3] = [31, 119, 180];
-const GRID: [u8; 3] = [225, 225, 225];
-const FRAME: [u8; 3] = [0, 0, 0];
+use plotters::prelude::*;
+
+/// Size of a curve plot in pixels.
+const SIZE: (u32, u32) = (640, 360);
+/// The curve's colour (matplotlib's first).
+const CURVE: RGBColor = RGBColor(31, 119, 180);
 
 /// Why a plot could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -23,120 +20,140 @@ pub enum PlotError {
         /// The file.
         path: std::path::PathBuf,
     },
-    /// Writing failed.
+    /// Drawing or writing failed.
     #[error("{path}: {message}")]
     Write {
         /// The file.
         path: std::path::PathBuf,
-        /// The I/O or PNG error.
+        /// The drawing or I/O error.
         message: String,
     },
 }
 
-struct Canvas {
-    px: Vec<u8>,
+/// The words on a curve plot.
+#[derive(Clone, Copy, Debug)]
+pub struct CurveLabels<'a> {
+    /// Title above the plot.
+    pub title: &'a str,
+    /// What the x axis counts (values are numbered from 1).
+    pub x: &'a str,
+    /// What the y axis measures.
+    pub y: &'a str,
+    /// The curve's name in the legend.
+    pub series: &'a str,
 }
 
-impl Canvas {
-    fn set(&mut self, x: i64, y: i64, rgb: [u8; 3]) {
-        if (0..WIDTH as i64).contains(&x) && (0..HEIGHT as i64).contains(&y) {
-            let o = (y as usize * WIDTH + x as usize) * 3;
-            self.px[o..o + 3].copy_from_slice(&rgb);
-        }
-    }
-
-    fn line(&mut self, (x0, y0): (f64, f64), (x1, y1): (f64, f64), rgb: [u8; 3]) {
-        let steps = (x1 - x0).abs().max((y1 - y0).abs()).ceil().max(1.0) as usize;
-        for s in 0..=steps {
-            let t = s as f64 / steps as f64;
-            let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
-            // Two pixels thick, so the curve reads at a glance.
-            self.set(x.round() as i64, y.round() as i64, rgb);
-            self.set(x.round() as i64, y.round() as i64 + 1, rgb);
-        }
-    }
+/// The y range to show: the values' range with 5 % room, or a unit band around a single value.
+fn y_range(lo: f64, hi: f64) -> std::ops::Range<f64> {
+    let pad = if hi > lo {
+        0.05 * (hi - lo)
+    } else {
+        0.5f64.max(0.1 * lo.abs())
+    };
+    (lo - pad)..(hi + pad)
 }
 
-/// Draws `values` (e.g. one loss per epoch or per step) left to right; non-finite values are
-/// skipped. A single value draws a flat line.
-pub fn write_curve_png(path: &Path, values: &[f64]) -> Result<(), PlotError> {
-    let finite: Vec<(usize, f64)> = values
+/// Draws `values` (e.g. one loss per epoch or per step) as a line over 1, 2, ... against labelled
+/// axes, with a title and a legend; non-finite values are skipped (the line joins the finite
+/// ones). Written atomically as SVG.
+pub fn write_curve_svg(
+    path: &Path,
+    values: &[f64],
+    labels: &CurveLabels<'_>,
+) -> Result<(), PlotError> {
+    let points: Vec<(f64, f64)> = values
         .iter()
-        .copied()
         .enumerate()
         .filter(|(_, v)| v.is_finite())
+        .map(|(i, &v)| ((i + 1) as f64, v))
         .collect();
-    if finite.is_empty() {
+    if points.is_empty() {
         return Err(PlotError::Empty {
             path: path.to_path_buf(),
         });
     }
-    let lo = finite.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    let hi = finite.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    let span = (hi - lo).max(1e-12);
-    let (w, h) = ((WIDTH - 2 * MARGIN) as f64, (HEIGHT - 2 * MARGIN) as f64);
-    let last = (values.len().max(2) - 1) as f64;
-    let to_px = |i: usize, v: f64| {
-        (
-            MARGIN as f64 + i as f64 / last * w,
-            MARGIN as f64 + (hi - v) / span * h,
-        )
-    };
-    let mut c = Canvas {
-        px: vec![255; WIDTH * HEIGHT * 3],
-    };
-    let (l, t) = (MARGIN as f64, MARGIN as f64);
-    let (r, b) = (l + w, t + h);
-    for q in 1..4 {
-        let y = t + h * q as f64 / 4.0;
-        c.line((l, y), (r, y), GRID);
-    }
-    for (a, z) in [
-        ((l, t), (r, t)),
-        ((r, t), (r, b)),
-        ((r, b), (l, b)),
-        ((l, b), (l, t)),
-    ] {
-        c.line(a, z, FRAME);
-    }
-    if finite.len() == 1 {
-        let y = t + h / 2.0;
-        c.line((l, y), (r, y), CURVE);
-    }
-    for pair in finite.windows(2) {
-        c.line(
-            to_px(pair[0].0, pair[0].1),
-            to_px(pair[1].0, pair[1].1),
-            CURVE,
-        );
-    }
-    let write_err = |e: &dyn std::fmt::Display| PlotError::Write {
+    let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let hi = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let last = values.len().max(2) as f64;
+    let fail = |e: &dyn std::fmt::Display| PlotError::Write {
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let file = std::fs::File::create(path).map_err(|e| write_err(&e))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), WIDTH as u32, HEIGHT as u32);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(|e| write_err(&e))?;
-    writer.write_image_data(&c.px).map_err(|e| write_err(&e))?;
-    writer.finish().map_err(|e| write_err(&e))
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(labels.title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(1f64..last, y_range(lo, hi))
+            .map_err(|e| fail(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc(labels.x)
+            .y_desc(labels.y)
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| fail(&e))?;
+        let style = ShapeStyle::from(&CURVE).stroke_width(2);
+        let line = if points.len() == 1 {
+            // One value: a flat line across, so it shows.
+            vec![(1.0, points[0].1), (last, points[0].1)]
+        } else {
+            points
+        };
+        chart
+            .draw_series(LineSeries::new(line, style))
+            .map_err(|e| fail(&e))?
+            .label(labels.series)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| fail(&e))?;
+        root.present().map_err(|e| fail(&e))?;
+    }
+    pulserec_core::fs::write_atomic(path, svg.as_bytes()).map_err(|e| fail(&e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const LABELS: CurveLabels<'static> = CurveLabels {
+        title: "SFT training loss",
+        x: "optimiser step",
+        y: "loss",
+        series: "no rationale",
+    };
+
     #[test]
-    fn draws_a_png_and_refuses_nothing_to_draw() {
+    fn draws_an_svg_with_its_words_and_refuses_nothing_to_draw() {
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("loss.png");
-        write_curve_png(&path, &[3.0, 2.0, f64::NAN, 1.5, 1.4]).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(&bytes[1..4], b"PNG");
-        write_curve_png(&path, &[0.7]).unwrap();
+        let path = tmp.path().join("loss.svg");
+        write_curve_svg(&path, &[3.0, 2.0, f64::NAN, 1.5, 1.4], &LABELS).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
+        // plotters writes each text element's words on a line of their own.
+        for words in [
+            "SFT training loss",
+            "optimiser step",
+            "loss",
+            "no rationale",
+            "3.0",
+            "5",
+        ] {
+            assert!(svg.contains(&format!("\n{words}\n</text>")), "{words}");
+        }
+        write_curve_svg(&path, &[0.7], &LABELS).unwrap();
         assert!(matches!(
-            write_curve_png(&path, &[f64::NAN]),
+            write_curve_svg(&path, &[f64::NAN], &LABELS),
             Err(PlotError::Empty { .. })
         ));
     }

@@ -154,16 +154,13 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
     let ts = json(&run.join("thought_space/metrics.json"));
     assert_eq!(ts["held_out_pairs"], 2);
     assert!(ts["after"]["accuracy"].as_f64().is_some());
-    for png in [
-        "thought_space/map.png",
-        "thought_space/loss.png",
-        "sasrec/loss.png",
+    for (plot, title) in [
+        ("thought_space/map.svg", "held-out pairs, after training"),
+        ("thought_space/loss.svg", "Thought-Space training loss"),
+        ("sasrec/loss.svg", "SASRec training loss"),
     ] {
-        assert_eq!(
-            &std::fs::read(run.join(png)).unwrap()[1..4],
-            b"PNG",
-            "{png}"
-        );
+        let svg = std::fs::read_to_string(run.join(plot)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains(title), "{plot}");
     }
 
     // Run directory: resolved config and report.
@@ -171,7 +168,7 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
     assert_eq!(resolved, config);
     let report = std::fs::read_to_string(&summary.report).unwrap();
     assert!(
-        report.contains("| SASRec |") && report.contains("map.png"),
+        report.contains("| SASRec |") && report.contains("map.svg"),
         "{report}"
     );
     assert!(report.contains("| PULSE | not run |"), "{report}");
@@ -260,11 +257,12 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
         );
         let losses = train["report"]["step_losses"].as_array().unwrap();
         assert!(!losses.is_empty() && losses.iter().all(|l| l.as_f64().unwrap().is_finite()));
-        assert_eq!(&std::fs::read(dir.join("loss.png")).unwrap()[1..4], b"PNG");
+        let svg = std::fs::read_to_string(dir.join("loss.svg")).unwrap();
+        assert!(svg.contains("optimiser step"), "{svg}");
     }
     let report = std::fs::read_to_string(&full.report).unwrap();
     assert!(
-        report.contains("## LoRA SFT") && report.contains("pulse/loss.png"),
+        report.contains("## LoRA SFT") && report.contains("pulse/loss.svg"),
         "{report}"
     );
     assert!(

@@ -31,6 +31,10 @@ pub struct DoneMarker {
 
 pub(crate) const SETTINGS_FILE: &str = "settings.json";
 pub(crate) const DONE_FILE: &str = "done.json";
+/// A stage's training-loss plot (SASRec, Thought Space, each SFT variant).
+pub(crate) const LOSS_PLOT: &str = "loss.svg";
+/// The Thought-Space map.
+pub(crate) const MAP_PLOT: &str = "map.svg";
 
 /// [`pulserec_core::fs::write_atomic`] with the error naming `path`.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -4,11 +4,11 @@
 //! | stage | folder | output |
 //! |---|---|---|
 //! | `prepare` | `prepare/` | the data slice with its fixed candidate sets (Parquet), `users.json` (training and evaluation users) |
-//! | `sasrec` | `sasrec/` | checkpoint, `metrics.json` (its own protocol and HR@1 on the SLM's candidates), `similar_users.tsv`, `loss.png` |
+//! | `sasrec` | `sasrec/` | checkpoint, `metrics.json` (its own protocol and HR@1 on the SLM's candidates), `similar_users.tsv`, `loss.svg` |
 //! | `rationales` | `rationales/` | hindsight rationale store |
-//! | `thought-space` | `thought_space/` | trained space (`space/`), `metrics.json` (retrieval before/after), `map.png`, `loss.png` |
+//! | `thought-space` | `thought_space/` | trained space (`space/`), `metrics.json` (retrieval before/after), `map.svg`, `loss.svg` |
 //! | `tot` | `tot/<scorer>/` | Tree-of-Thought rationale store per scorer |
-//! | `sft` | `sft/<variant>/` | LoRA adapter checkpoint, `train.json` (data counts, training report), `loss.png` |
+//! | `sft` | `sft/<variant>/` | LoRA adapter checkpoint, `train.json` (data counts, training report), `loss.svg` |
 //! | `eval` | `eval/<split>/` | per row (baselines, then SFT variants): `<row>.jsonl` (one prediction per user and list size, data-file ids) and `<row>.json` (HR@1, NDCG@k per list size) |
 //!
 //! Each stage runs through the stage traits where one exists (`TextGenerator`,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use pulserec_tot::{RationaleStore, StoredRationale};
 use serde_json::Value;
 
-use super::marker::{DONE_FILE, DoneMarker, read_json, write_atomic};
+use super::marker::{DONE_FILE, DoneMarker, LOSS_PLOT, MAP_PLOT, read_json, write_atomic};
 use super::{Pipeline, Result, Stage, StageResult, eval, rationales, sasrec};
 use crate::config::SelectorKind;
 use crate::results::{Prediction, Results, read_predictions};
@@ -158,7 +158,7 @@ pub(super) fn write(p: &Pipeline) -> Result<(Results, PathBuf)> {
             m["epochs_run"],
             m["median_seconds_per_epoch"].as_f64().unwrap_or(f64::NAN)
         );
-        image(&mut s, p, Stage::SasRec, "loss.png", "SASRec training loss");
+        image(&mut s, p, Stage::SasRec, LOSS_PLOT, "SASRec training loss");
     }
     if let Some(m) = marker(p, Stage::Rationales) {
         let _ = writeln!(s, "\n## Hindsight rationales\n\n`{}`\n", m.summary);
@@ -183,7 +183,7 @@ pub(super) fn write(p: &Pipeline) -> Result<(Results, PathBuf)> {
             &mut s,
             p,
             Stage::ThoughtSpace,
-            "map.png",
+            MAP_PLOT,
             "Thought-Space map",
         );
         s.push_str("Training loss per step:\n");
@@ -191,7 +191,7 @@ pub(super) fn write(p: &Pipeline) -> Result<(Results, PathBuf)> {
             &mut s,
             p,
             Stage::ThoughtSpace,
-            "loss.png",
+            LOSS_PLOT,
             "Thought-Space loss",
         );
     }
@@ -225,7 +225,7 @@ pub(super) fn write(p: &Pipeline) -> Result<(Results, PathBuf)> {
                 &mut s,
                 p,
                 Stage::Sft,
-                &format!("{}/loss.png", v.name()),
+                &format!("{}/{LOSS_PLOT}", v.name()),
                 &format!("{} training loss", v.label()),
             );
         }

@@ -15,7 +15,7 @@ use pulserec_seqrec::{
 };
 use serde_json::{Value, json};
 
-use super::marker::write_json;
+use super::marker::{LOSS_PLOT, write_json};
 use super::prepare::{self, Users};
 use super::{Pipeline, PipelineError, Result, Stage, StageResult, summary};
 
@@ -99,7 +99,13 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     let recommender = SasRecRecommender::new(&outcome.model, p.device());
     write_similar_users(p, &recommender, &split, &users, dataset.n_users(), dir)?;
     let losses: Vec<f64> = outcome.epochs.iter().map(|e| e.loss).collect();
-    crate::plot::write_curve_png(&dir.join("loss.png"), &losses).at(Stage::SasRec)?;
+    let labels = crate::plot::CurveLabels {
+        title: "SASRec training loss",
+        x: "epoch",
+        y: "loss (mean over the epoch)",
+        series: "SASRec",
+    };
+    crate::plot::write_curve_svg(&dir.join(LOSS_PLOT), &losses, &labels).at(Stage::SasRec)?;
     let metrics = json!({
         "device": p.device_name(),
         "users": dataset.n_users(),

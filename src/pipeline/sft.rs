@@ -21,7 +21,7 @@ use pulserec_tot::RationaleStore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::marker::{read_json, write_atomic, write_json};
+use super::marker::{LOSS_PLOT, read_json, write_atomic, write_json};
 use super::{Pipeline, PipelineError, Result, Stage, StageResult, prepare, rationales};
 use crate::config::{PromptKind, SftVariantKind};
 
@@ -291,7 +291,14 @@ fn train_variant(
         .iter()
         .map(|&l| l as f64)
         .collect();
-    crate::plot::write_curve_png(&dir.join("loss.png"), &losses).at(Stage::Sft)?;
+    let title = format!("{} training loss", variant.label());
+    let labels = crate::plot::CurveLabels {
+        title: &title,
+        x: "optimiser step",
+        y: "loss (mean token NLL of the target)",
+        series: variant.label(),
+    };
+    crate::plot::write_curve_svg(&dir.join(LOSS_PLOT), &losses, &labels).at(Stage::Sft)?;
     write_json(&dir.join(TRAIN_FILE), &record)?;
     Ok(record)
 }
@@ -333,9 +340,9 @@ fn copy_variant(p: &Pipeline, from: &Path, variant: SftVariantKind) -> Result<Tr
     let mut record: TrainRecord = read_json(&source.join(TRAIN_FILE))?;
     let dir = variant_dir(p, variant);
     copy_files(&source.join(&record.adapter), &dir.join(&record.adapter))?;
-    let curve = source.join("loss.png");
+    let curve = source.join(LOSS_PLOT);
     if curve.is_file() {
-        copy_file(&curve, &dir.join("loss.png"))?;
+        copy_file(&curve, &dir.join(LOSS_PLOT))?;
     }
     record.copied_from = Some(from.to_path_buf());
     write_json(&dir.join(TRAIN_FILE), &record)?;

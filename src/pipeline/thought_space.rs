@@ -7,14 +7,14 @@ use pulserec_core::UserContext;
 use pulserec_data::LeaveOneOut;
 use pulserec_thoughtspace::{
     EncoderOptions, InfoNceConfig, MapPanel, ThoughtSpace, ThoughtSpaceTrainer, TrainConfig,
-    TrainingPair, write_map_png,
+    TrainingPair, write_map_svg,
 };
 use pulserec_tot::{ContextBuilder, RationaleStore};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use serde_json::{Value, json};
 
-use super::marker::write_json;
+use super::marker::{LOSS_PLOT, MAP_PLOT, write_json};
 use super::{Pipeline, PipelineError, Result, Stage, StageResult, prepare, rationales, summary};
 
 /// Retrieval groups: each held-out behaviour looks for its own rationale among this many.
@@ -119,13 +119,27 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
             json!({"config": config, "epoch_losses": epoch_losses, "train_pairs": train.len()}),
         )
         .at(Stage::ThoughtSpace)?;
-    let panel = |b, r| MapPanel {
+    let panel = |title, b, r| MapPanel {
+        title,
         behaviour: b,
         rationale: r,
     };
-    write_map_png(&dir.join("map.png"), &[panel(&b0, &r0), panel(&b1, &r1)])
+    write_map_svg(
+        &dir.join(MAP_PLOT),
+        &[
+            panel("held-out pairs, before training", &b0, &r0),
+            panel("held-out pairs, after training", &b1, &r1),
+        ],
+    )
+    .at(Stage::ThoughtSpace)?;
+    let labels = crate::plot::CurveLabels {
+        title: "Thought-Space training loss",
+        x: "optimiser step",
+        y: "symmetric InfoNCE loss",
+        series: "Thought Space",
+    };
+    crate::plot::write_curve_svg(&dir.join(LOSS_PLOT), &step_losses, &labels)
         .at(Stage::ThoughtSpace)?;
-    crate::plot::write_curve_png(&dir.join("loss.png"), &step_losses).at(Stage::ThoughtSpace)?;
     let metrics = json!({
         "device": p.device_name(),
         "train_pairs": train.len(),

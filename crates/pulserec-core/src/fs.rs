@@ -8,7 +8,8 @@ use std::path::Path;
 /// Writes `bytes` to `path` atomically, creating its folder if needed.
 ///
 /// The bytes go to a temporary file in the same folder (a hidden `.tmp*` name from `tempfile`,
-/// removed if anything fails), are synced to disk, and the file is renamed over `path`; on Unix
+/// removed if anything fails; created with the permissions `File::create` gives), are synced to
+/// disk, and the file is renamed over `path`; on Unix
 /// the folder is then synced too, so the rename itself survives a power loss. A crash can leave
 /// at worst a stray `.tmp*` file, never a partial `path`.
 ///
@@ -26,7 +27,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".tmp");
+    // As `File::create` would: 0o666 less the umask (tempfile's own default is owner-only).
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -59,6 +65,19 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["b.json"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn files_get_the_usual_permissions_not_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let atomic = dir.path().join("atomic");
+        let plain = dir.path().join("plain");
+        write_atomic(&atomic, b"x").unwrap();
+        std::fs::write(&plain, b"x").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&atomic), mode(&plain));
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub use config::{Activation, Architecture, BertConfig, Pooling};
 pub use encoder::{EncoderOptions, SentenceEncoder};
 pub use error::{Result, ThoughtSpaceError};
 pub use loss::InfoNceConfig;
-pub use map::{MapPanel, pca_2d, write_map_png};
+pub use map::{MapPanel, pca_2d, write_map_svg};
 pub use pairs::{
     TrainingPair, read_pairs, read_pairs_jsonl, read_pairs_parquet, write_pairs_jsonl,
 };

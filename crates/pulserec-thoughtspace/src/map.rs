@@ -1,26 +1,30 @@
 //! The Thought-Space map (the paper's Figure 3): a 2-D PCA of behaviour and rationale
-//! embeddings, drawn as a PNG with one panel per state (e.g. before | after training).
+//! embeddings, drawn as an SVG (plotters) with one titled panel per state (e.g. before | after
+//! training), labelled axes and a legend.
 
 use std::path::Path;
 
 use ndarray::{Array1, Array2, Axis};
+use plotters::prelude::*;
 
 use crate::error::{Result, ThoughtSpaceError};
 
 /// One panel: row `i` of `behaviour` and of `rationale` belong to the same user.
 pub struct MapPanel<'a> {
+    /// The panel's title (e.g. "before training").
+    pub title: &'a str,
     /// Behaviour embeddings `[n, dim]`.
     pub behaviour: &'a Array2<f32>,
     /// Rationale embeddings `[n, dim]`.
     pub rationale: &'a Array2<f32>,
 }
 
-const PANEL: usize = 420;
-const MARGIN: usize = 16;
-const BEHAVIOUR: [u8; 3] = [31, 119, 180];
-const RATIONALE: [u8; 3] = [255, 127, 14];
-const PAIR: [u8; 3] = [205, 205, 205];
-const ANCHOR: [u8; 3] = [214, 39, 40];
+/// Size of one panel in pixels.
+const PANEL: (u32, u32) = (460, 440);
+const BEHAVIOUR: RGBColor = RGBColor(31, 119, 180);
+const RATIONALE: RGBColor = RGBColor(255, 127, 14);
+const PAIR: RGBColor = RGBColor(205, 205, 205);
+const ANCHOR: RGBColor = RGBColor(214, 39, 40);
 
 /// Projects rows onto their top two principal components (power iteration with deflation).
 ///
@@ -57,11 +61,15 @@ pub fn pca_2d(x: &Array2<f32>) -> Array2<f32> {
 }
 
 /// Draws the panels side by side: behaviour points blue, rationale points orange, a grey line
-/// from each behaviour to its own rationale, and the first user's pair in red. Each panel is
-/// projected with its own PCA fitted on both sets together.
-pub fn write_map_png(path: &Path, panels: &[MapPanel<'_>]) -> Result<()> {
-    let width = PANEL * panels.len().max(1);
-    let mut img = vec![255u8; width * PANEL * 3];
+/// from each behaviour to its own rationale, and the first user's pair in red, against axes
+/// "PC 1" / "PC 2", each panel titled and with a legend. Each panel is projected with its own PCA
+/// fitted on both sets together. Written atomically as SVG.
+pub fn write_map_svg(path: &Path, panels: &[MapPanel<'_>]) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| ThoughtSpaceError::Image {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let mut projected = Vec::with_capacity(panels.len());
     for (p, panel) in panels.iter().enumerate() {
         let n = panel.behaviour.nrows();
         if n == 0 || panel.rationale.nrows() != n {
@@ -72,45 +80,71 @@ pub fn write_map_png(path: &Path, panels: &[MapPanel<'_>]) -> Result<()> {
         }
         let both = ndarray::concatenate(Axis(0), &[panel.behaviour.view(), panel.rationale.view()])
             .map_err(|e| ThoughtSpaceError::InvalidInput(format!("map panel {p}: {e}")))?;
-        let xy = pca_2d(&both);
-        let (lo, hi) = bounds(&xy);
-        let span = ((hi.0 - lo.0).max(hi.1 - lo.1)).max(1e-6);
-        let inner = (PANEL - 2 * MARGIN) as f32;
-        let to_px = |i: usize| -> (i64, i64) {
-            let x = MARGIN as f32 + (xy[[i, 0]] - lo.0) / span * inner;
-            let y = MARGIN as f32 + (hi.1 - xy[[i, 1]]) / span * inner;
-            ((p * PANEL) as i64 + x as i64, y as i64)
-        };
-        let mut canvas = Canvas {
-            img: &mut img,
-            width,
-        };
-        for i in 0..n {
-            canvas.line(to_px(i), to_px(n + i), PAIR);
-        }
-        for i in 0..n {
-            canvas.dot(to_px(i), 2, BEHAVIOUR);
-            canvas.dot(to_px(n + i), 2, RATIONALE);
-        }
-        canvas.line(to_px(0), to_px(n), ANCHOR);
-        canvas.dot(to_px(0), 4, ANCHOR);
-        canvas.dot(to_px(n), 4, ANCHOR);
-        // Panel separator.
-        for y in 0..PANEL {
-            canvas.set(((p * PANEL) as i64, y as i64), [0, 0, 0]);
-        }
+        projected.push((panel.title, n, pca_2d(&both)));
     }
-    let file = std::fs::File::create(path).map_err(|e| ThoughtSpaceError::io(path, e))?;
-    let image_err = |e: png::EncodingError| ThoughtSpaceError::Image {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width as u32, PANEL as u32);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(image_err)?;
-    writer.write_image_data(&img).map_err(image_err)?;
-    writer.finish().map_err(image_err)
+    let mut svg = String::new();
+    {
+        let size = (PANEL.0 * panels.len().max(1) as u32, PANEL.1);
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&e))?;
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for ((title, n, xy), area) in projected.iter().zip(&areas) {
+            let ((x0, y0), (x1, y1)) = bounds(xy);
+            let pad = |lo: f32, hi: f32| {
+                let m = 0.05 * (hi - lo).max(1e-6);
+                f64::from(lo - m)..f64::from(hi + m)
+            };
+            let mut chart = ChartBuilder::on(area)
+                .caption(*title, ("sans-serif", 18))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(48)
+                .build_cartesian_2d(pad(x0, x1), pad(y0, y1))
+                .map_err(|e| fail(&e))?;
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc("PC 1")
+                .y_desc("PC 2")
+                .draw()
+                .map_err(|e| fail(&e))?;
+            let at = |i: usize| (f64::from(xy[[i, 0]]), f64::from(xy[[i, 1]]));
+            chart
+                .draw_series((0..*n).map(|i| PathElement::new(vec![at(i), at(n + i)], PAIR)))
+                .map_err(|e| fail(&e))?
+                .label("a user's pair")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], PAIR));
+            for (offset, colour, name) in
+                [(0, BEHAVIOUR, "behaviour"), (*n, RATIONALE, "rationale")]
+            {
+                chart
+                    .draw_series((0..*n).map(|i| Circle::new(at(offset + i), 2, colour.filled())))
+                    .map_err(|e| fail(&e))?
+                    .label(name)
+                    .legend(move |(x, y)| Circle::new((x + 8, y), 3, colour.filled()));
+            }
+            let anchor = ShapeStyle::from(&ANCHOR).stroke_width(2);
+            chart
+                .draw_series([PathElement::new(vec![at(0), at(*n)], anchor)])
+                .map_err(|e| fail(&e))?
+                .label("the first user's pair")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], anchor));
+            chart
+                .draw_series([at(0), at(*n)].map(|c| Circle::new(c, 4, ANCHOR.filled())))
+                .map_err(|e| fail(&e))?;
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .label_font(("sans-serif", 12))
+                .draw()
+                .map_err(|e| fail(&e))?;
+        }
+        root.present().map_err(|e| fail(&e))?;
+    }
+    pulserec_core::fs::write_atomic(path, svg.as_bytes())
+        .map_err(|e| ThoughtSpaceError::io(path, e))
 }
 
 /// Bounding box of the projected points: ((min x, min y), (max x, max y)).
@@ -122,40 +156,6 @@ fn bounds(xy: &Array2<f32>) -> ((f32, f32), (f32, f32)) {
         hi = (hi.0.max(row[0]), hi.1.max(row[1]));
     }
     (lo, hi)
-}
-
-struct Canvas<'a> {
-    img: &'a mut [u8],
-    width: usize,
-}
-
-impl Canvas<'_> {
-    fn set(&mut self, (x, y): (i64, i64), rgb: [u8; 3]) {
-        if x >= 0 && y >= 0 && (x as usize) < self.width && (y as usize) < PANEL {
-            let o = (y as usize * self.width + x as usize) * 3;
-            self.img[o..o + 3].copy_from_slice(&rgb);
-        }
-    }
-
-    fn dot(&mut self, (x, y): (i64, i64), r: i64, rgb: [u8; 3]) {
-        for dy in -r..=r {
-            for dx in -r..=r {
-                if dx * dx + dy * dy <= r * r {
-                    self.set((x + dx, y + dy), rgb);
-                }
-            }
-        }
-    }
-
-    fn line(&mut self, a: (i64, i64), b: (i64, i64), rgb: [u8; 3]) {
-        let steps = (b.0 - a.0).abs().max((b.1 - a.1).abs()).max(1);
-        for s in 0..=steps {
-            let t = s as f64 / steps as f64;
-            let x = a.0 as f64 + (b.0 - a.0) as f64 * t;
-            let y = a.1 as f64 + (b.1 - a.1) as f64 * t;
-            self.set((x.round() as i64, y.round() as i64), rgb);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -176,17 +176,35 @@ mod tests {
     }
 
     #[test]
-    fn writes_a_png() {
+    fn writes_an_svg_with_titles_axes_and_legend() {
         let b = Array2::from_shape_fn((20, 8), |(i, j)| ((i * 7 + j * 3) % 11) as f32);
         let r = &b + 0.5;
         let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("map.png");
-        let panel = || MapPanel {
+        let path = tmp.path().join("map.svg");
+        let panel = |title| MapPanel {
+            title,
             behaviour: &b,
             rationale: &r,
         };
-        write_map_png(&path, &[panel(), panel()]).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(&bytes[1..4], b"PNG");
+        write_map_svg(&path, &[panel("before training"), panel("after training")]).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"));
+        for words in [
+            "before training",
+            "after training",
+            "PC 1",
+            "PC 2",
+            "behaviour",
+            "rationale",
+        ] {
+            assert!(svg.contains(&format!("\n{words}\n</text>")), "{words}");
+        }
+        let short = Array2::<f32>::zeros((3, 8));
+        let bad = MapPanel {
+            title: "x",
+            behaviour: &b,
+            rationale: &short,
+        };
+        assert!(write_map_svg(&path, &[bad]).is_err());
     }
 }
