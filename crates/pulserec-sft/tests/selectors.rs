@@ -201,9 +201,13 @@ fn likelihood_ranking_picks_the_best_and_ranks_all() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(lines, eval.outcomes);
-    let missing = dir.join("no-such-folder").join("p.jsonl");
-    let err = eval.write_predictions(&missing).unwrap_err();
-    assert!(err.to_string().contains("no-such-folder"), "{err}");
+    // A missing folder is created; a path below a file is an error naming it.
+    let nested = dir.join("new-folder").join("p.jsonl");
+    eval.write_predictions(&nested).unwrap();
+    assert!(nested.is_file());
+    let below_file = path.join("p.jsonl");
+    let err = eval.write_predictions(&below_file).unwrap_err();
+    assert!(err.to_string().contains("predictions.jsonl"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
