@@ -25,8 +25,8 @@ const QUANT_MAX_ROWS: usize = 32;
 
 /// `y = x Wᵀ + b`.
 pub(crate) struct Linear {
-    /// `[in, out]`; `None` when only quantised weights are kept.
-    dense: Option<Tensor<2>>,
+    /// `[in, out]`, always kept: batches of `QUANT_MAX_ROWS` rows or more (prefill) run on it.
+    dense: Tensor<2>,
     quant: Option<WeightMatrix>,
     bias: Option<Tensor<1>>,
     out_features: usize,
@@ -66,7 +66,7 @@ impl Linear {
             device,
         );
         Ok(Self {
-            dense: Some(dense),
+            dense,
             quant: quantised.then(|| w.clone()),
             bias: bias
                 .map(|b| Tensor::<1>::from_data(TensorData::new(b.to_vec(), [b.len()]), device)),
@@ -79,20 +79,18 @@ impl Linear {
     /// - returns `[batch, seq, out]`
     pub(crate) fn forward(&self, x: Tensor<3>) -> Result<Tensor<3>> {
         let [b, t, _] = x.dims();
-        let y = match (&self.quant, &self.dense) {
-            (Some(q), _) if b * t < QUANT_MAX_ROWS => {
+        let y = match &self.quant {
+            Some(q) if b * t < QUANT_MAX_ROWS => {
                 let device = x.device();
                 let xs = tensor_vec(x)?;
                 let y = matmul_quantized(q, &xs, b * t);
                 Tensor::<3>::from_data(TensorData::new(y, [b, t, self.out_features]), &device)
             }
             // One 2-D gemm over all rows against the row-major `[in, out]` copy.
-            (_, Some(w)) => {
-                x.reshape([b * t, w.dims()[0]])
-                    .matmul(w.clone())
-                    .reshape([b, t, self.out_features])
-            }
-            _ => return Err(SlmError::Backend("linear layer without weights".into())),
+            _ => x
+                .reshape([b * t, self.dense.dims()[0]])
+                .matmul(self.dense.clone())
+                .reshape([b, t, self.out_features]),
         };
         Ok(match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze::<3>(),
