@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use pulserec::serve::{CompletionServer, ServeConfig};
+use pulserec_core::stats::quantile;
 use pulserec_slm::Slm;
 
 #[derive(Parser, Debug)]
@@ -54,14 +55,6 @@ struct Sample {
     latency: Duration,
     tokens: usize,
     retry_after: bool,
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i]
 }
 
 /// Resident and peak resident memory of this process, in MiB (Linux `/proc/self/status`).
@@ -108,10 +101,10 @@ fn report(phase: &str, samples: &[Sample], wall: Duration) {
         by_status,
         ok.len() as f64 / wall.as_secs_f64(),
         tokens as f64 / wall.as_secs_f64(),
-        percentile(&lat_ok, 50.0),
-        percentile(&lat_ok, 99.0),
-        percentile(&lat_other, 50.0),
-        percentile(&lat_other, 99.0),
+        quantile(&lat_ok, 0.5),
+        quantile(&lat_ok, 0.99),
+        quantile(&lat_other, 0.5),
+        quantile(&lat_other, 0.99),
         with_retry,
         rss,
         peak,

@@ -248,7 +248,8 @@ struct Shared {
     closing: AtomicBool,
     /// Set when the grace period is over: requests still waiting get 503.
     abort: watch::Sender<bool>,
-    /// Mean seconds per generate call (an exponential average, as f64 bits), for `Retry-After`.
+    /// Mean seconds per request served (an exponential average over generate calls, as f64
+    /// bits), for `Retry-After`.
     mean_secs: Arc<AtomicU64>,
 }
 

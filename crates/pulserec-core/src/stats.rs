@@ -61,8 +61,18 @@ fn mean(v: &[f64]) -> f64 {
     }
 }
 
-/// Linear-interpolated quantile `q` of sorted `v`.
-fn quantile(v: &[f64], q: f64) -> f64 {
+/// Linear-interpolated quantile `q` (in `[0, 1]`) of sorted `v`; NaN when `v` is empty.
+///
+/// ```
+/// let v = [1.0, 2.0, 3.0, 4.0, 5.0];
+/// assert_eq!(pulserec_core::stats::quantile(&v, 0.5), 3.0);
+/// assert_eq!(pulserec_core::stats::quantile(&v, 0.875), 4.5);
+/// assert!(pulserec_core::stats::quantile(&[], 0.5).is_nan());
+/// ```
+pub fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     let pos = q * (v.len() - 1) as f64;
     let lo = pos.floor() as usize;
     let hi = pos.ceil() as usize;
