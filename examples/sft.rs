@@ -275,7 +275,13 @@ fn main() -> anyhow::Result<()> {
     let EncodedSet {
         examples: encoded,
         too_long,
-    } = encode_all(&tokenizer, style, &training.examples, config.max_len)?;
+    } = encode_all(
+        &tokenizer,
+        style,
+        &training.examples,
+        config.max_len,
+        config.objective,
+    )?;
     let too_long = too_long.len();
     eprintln!(
         "{}: {} training examples ({} users without a rationale, {} without a target, {} too long), {} test users",

@@ -82,6 +82,141 @@ pub struct PipelineConfig {
     pub sft: SftStage,
     /// Evaluation of the SLM recommenders.
     pub eval: EvalStage,
+    /// Where the hindsight and Tree-of-Thought stages generate text (default: the local SLM).
+    #[serde(default, skip_serializing_if = "GeneratorConfig::is_local")]
+    pub generator: GeneratorConfig,
+}
+
+/// Where the generation stages (hindsight rationales, Tree-of-Thought) run.
+///
+/// `local` loads `assets.slm` in this process. `remote` sends the same prompts (rendered with
+/// the chat template of `assets.slm`, read without its weights) to an OpenAI-compatible
+/// `/v1/completions` endpoint: vLLM, llama.cpp's server, TGI, or `pulserec serve`. The
+/// likelihood scorers (Tree-of-Thought's `likelihood`, the evaluation's likelihood selector)
+/// stay local: they need prompt log-probabilities, which the completions API gives only with
+/// `echo` + `logprobs`, and not every engine supports that.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorConfig {
+    /// `local` (default) or `remote`.
+    #[serde(default)]
+    pub kind: GeneratorKind,
+    /// `remote`: the server root, e.g. `http://127.0.0.1:8080` (without `/v1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+    /// `remote`: the `model` field of every request (what the server serves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// `remote`: the *name* of the environment variable that holds the API key (never the key
+    /// itself); absent: no key is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// `remote`: requests in flight at once (default 4).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// `remote`: seconds for one HTTP exchange (default 120).
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: f64,
+    /// `remote`: retries after the first attempt for timeouts, refused connections, 429 and
+    /// 5xx (default 3, with doubling backoff from 0.5 s and at least the server's
+    /// `Retry-After`).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+/// See [`GeneratorConfig::kind`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeneratorKind {
+    /// `assets.slm` in this process.
+    #[default]
+    Local,
+    /// An OpenAI-compatible completions server.
+    Remote,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+fn default_timeout_s() -> f64 {
+    120.0
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+impl Default for GeneratorConfig {
+    fn default() -> Self {
+        Self {
+            kind: GeneratorKind::Local,
+            base_url: None,
+            model: None,
+            api_key_env: None,
+            concurrency: default_concurrency(),
+            timeout_s: default_timeout_s(),
+            retries: default_retries(),
+        }
+    }
+}
+
+impl GeneratorConfig {
+    /// Whether this is the default: the local SLM (nothing to write in a config).
+    pub fn is_local(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// What makes generated text what it is, for the stage settings: `None` for the local SLM
+    /// (whose file is recorded already), else the endpoint and the model (never the key).
+    pub fn identity(&self) -> Option<serde_json::Value> {
+        (self.kind == GeneratorKind::Remote).then(|| {
+            serde_json::json!({"kind": "remote", "base_url": self.base_url, "model": self.model})
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.kind == GeneratorKind::Local {
+            return Ok(());
+        }
+        match self.base_url.as_deref() {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {}
+            other => {
+                return Err(invalid(
+                    "generator.base_url",
+                    other.unwrap_or(""),
+                    "an http:// or https:// URL with generator.kind = \"remote\"",
+                ));
+            }
+        }
+        if self.model.as_deref().is_none_or(|m| m.trim().is_empty()) {
+            return Err(invalid(
+                "generator.model",
+                self.model.as_deref().unwrap_or(""),
+                "the model name the server serves, with generator.kind = \"remote\"",
+            ));
+        }
+        if let Some(var) = &self.api_key_env
+            && (var.is_empty() || var.contains(['=', '\0']))
+        {
+            return Err(invalid(
+                "generator.api_key_env",
+                var,
+                "the name of an environment variable (not the key)",
+            ));
+        }
+        if self.concurrency == 0 {
+            return Err(invalid("generator.concurrency", 0, "an integer >= 1"));
+        }
+        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
+            return Err(invalid(
+                "generator.timeout_s",
+                self.timeout_s,
+                "seconds > 0",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The data set and its slice.
@@ -292,6 +427,11 @@ pub struct SftStage {
     /// explains the last training item).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub every_position: bool,
+    /// What SFT teaches: `generative` (default: the correct answer's tokens, the paper's SFT)
+    /// or `ranking` (a softmax over each training prompt's candidates, each scored as the
+    /// likelihood selector scores it; [`pulserec_sft::Objective`]). Not with `every_position`.
+    #[serde(default, skip_serializing_if = "is_generative")]
+    pub objective: pulserec_sft::Objective,
     /// Training examples per user: the last this many training items, each with its own history
     /// and negatives (default 1: the last training item only; only that one carries a
     /// rationale). Not with `every_position`, whose packed rows already hold every position.
@@ -335,6 +475,10 @@ fn one() -> usize {
 
 fn is_one(n: &usize) -> bool {
     *n == 1
+}
+
+fn is_generative(o: &pulserec_sft::Objective) -> bool {
+    *o == pulserec_sft::Objective::Generative
 }
 
 /// How an SLM recommender picks a candidate.
@@ -538,6 +682,7 @@ impl PipelineConfig {
                 prompt: PromptKind::Chat,
                 history: None,
                 every_position: false,
+                objective: pulserec_sft::Objective::Generative,
                 positions: 1,
                 train_candidates: None,
                 show_popularity: false,
@@ -553,6 +698,7 @@ impl PipelineConfig {
                 slm_candidates: None,
                 reduction: pulserec_sft::Reduction::Mean,
             },
+            generator: GeneratorConfig::default(),
         }
     }
 
@@ -606,6 +752,7 @@ impl PipelineConfig {
                 prompt: PromptKind::Chat,
                 history: None,
                 every_position: false,
+                objective: pulserec_sft::Objective::Generative,
                 positions: 1,
                 train_candidates: None,
                 show_popularity: false,
@@ -678,6 +825,7 @@ impl PipelineConfig {
         if let Err(e) = self.device.parse::<crate::device::DeviceSpec>() {
             return Err(invalid("device", &self.device, &e.to_string()));
         }
+        self.generator.validate()?;
         let positive: [(&str, usize); 17] = [
             ("sasrec.epochs", self.sasrec.epochs),
             ("sasrec.batch_size", self.sasrec.batch_size),
@@ -844,6 +992,13 @@ impl PipelineConfig {
                 "sft.every_position",
                 true,
                 "false unless sft.prompt = \"sequence\"",
+            ));
+        }
+        if self.sft.objective == pulserec_sft::Objective::Ranking && self.sft.every_position {
+            return Err(invalid(
+                "sft.objective",
+                "ranking",
+                "\"generative\" with sft.every_position (a packed row has no candidates)",
             ));
         }
         if self.sft.positions == 0 {
@@ -1134,6 +1289,63 @@ mod tests {
             PipelineConfig::from_toml(include_str!("../configs/experiments/seq-games-250-e3.toml"))
                 .unwrap();
         assert_eq!((c.rationales.users, c.sft.epochs), (250, 3));
+        let c = PipelineConfig::from_toml(include_str!("../configs/experiments/rank-games.toml"))
+            .unwrap();
+        assert_eq!(c.sft.objective, pulserec_sft::Objective::Ranking);
+        assert_eq!((c.sft.positions, c.sft.train_candidates), (2, Some(5)));
+        // Ranking needs candidates, which packed rows do not have.
+        let text = include_str!("../configs/experiments/rank-games.toml")
+            .replace("positions = 2 ", "every_position = true #");
+        let err = PipelineConfig::from_toml(&text).unwrap_err();
+        assert_eq!(key_of(err), "sft.objective");
+    }
+
+    #[test]
+    fn a_remote_generator_needs_an_endpoint_and_a_model_and_never_holds_the_key() {
+        let quickstart = include_str!("../configs/quickstart.toml");
+        let with = |section: &str| PipelineConfig::from_toml(&format!("{quickstart}\n{section}"));
+        // Local is the default and writes nothing back.
+        let c = PipelineConfig::from_toml(quickstart).unwrap();
+        assert!(c.generator.is_local() && c.generator.identity().is_none());
+        assert!(!c.to_toml().unwrap().contains("[generator]"));
+        let c = with(
+            "[generator]\nkind = \"remote\"\nbase_url = \"http://10.0.0.5:8000\"\nmodel = \"smollm2\"\napi_key_env = \"VLLM_KEY\"\nconcurrency = 16\n",
+        )
+        .unwrap();
+        assert_eq!(c.generator.kind, GeneratorKind::Remote);
+        assert_eq!((c.generator.concurrency, c.generator.retries), (16, 3));
+        let identity = c.generator.identity().unwrap().to_string();
+        assert!(identity.contains("10.0.0.5:8000") && !identity.contains("VLLM_KEY"));
+        assert_eq!(PipelineConfig::from_toml(&c.to_toml().unwrap()).unwrap(), c);
+        for (section, key) in [
+            ("kind = \"remote\"\nmodel = \"m\"", "generator.base_url"),
+            (
+                "kind = \"remote\"\nbase_url = \"10.0.0.5:8000\"\nmodel = \"m\"",
+                "generator.base_url",
+            ),
+            (
+                "kind = \"remote\"\nbase_url = \"http://h\"",
+                "generator.model",
+            ),
+            (
+                "kind = \"remote\"\nbase_url = \"http://h\"\nmodel = \"m\"\napi_key_env = \"KEY=sk-123\"",
+                "generator.api_key_env",
+            ),
+            (
+                "kind = \"remote\"\nbase_url = \"http://h\"\nmodel = \"m\"\nconcurrency = 0",
+                "generator.concurrency",
+            ),
+            (
+                "kind = \"remote\"\nbase_url = \"http://h\"\nmodel = \"m\"\ntimeout_s = 0.0",
+                "generator.timeout_s",
+            ),
+        ] {
+            let err = with(&format!("[generator]\n{section}\n")).unwrap_err();
+            assert_eq!(key_of(err), key, "{section}");
+        }
+        // There is no key for the key itself.
+        let err = with("[generator]\napi_key = \"sk-123\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
     }
 
     #[test]

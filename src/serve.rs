@@ -887,7 +887,14 @@ fn parse_completion(body: &[u8], max_prompts: usize) -> Result<Vec<GenerationReq
     let top_k = as_count("top_k", num("top_k")?)?
         .filter(|&k| k > 0)
         .map(|k| usize::try_from(k).unwrap_or(usize::MAX));
-    let seed = as_count("seed", num("seed")?)?.unwrap_or(0);
+    // Read as an integer, not through f64: pipeline seeds use all 64 bits, and a double keeps
+    // only 53 (a rounded seed samples different text than the same request in-process).
+    let seed = match v.get("seed") {
+        None | Some(Value::Null) => 0,
+        Some(x) => x
+            .as_u64()
+            .ok_or_else(|| bad("seed", "must be an integer from 0 to 2^64 - 1"))?,
+    };
     let stop = strings(&v, "stop")?.unwrap_or_default();
     Ok(prompts
         .into_iter()
@@ -949,6 +956,11 @@ mod tests {
         assert_eq!(r[1].params.seed, 5);
         assert_eq!(r[0].params.max_new_tokens, 3);
         assert_eq!(r[0].params.top_k, Some(5));
+        // Seeds keep all 64 bits (a double would round this one).
+        let big = r#"{"prompt": ["a", "b"], "seed": 18446744073709551557}"#;
+        let r = parse_completion(big.as_bytes(), 64).unwrap();
+        assert_eq!(r[0].params.seed, 18446744073709551557);
+        assert_eq!(r[1].params.seed, 18446744073709551558);
     }
 
     #[test]
@@ -967,6 +979,8 @@ mod tests {
             field(r#"{"prompt": "a", "temperature": "hot"}"#),
             "temperature"
         );
+        assert_eq!(field(r#"{"prompt": "a", "seed": 1.5}"#), "seed");
+        assert_eq!(field(r#"{"prompt": "a", "seed": -3}"#), "seed");
         assert_eq!(field(r#"[1, 2]"#), "body");
         assert_eq!(field(r#"{"prompt": "a""#), "body");
     }

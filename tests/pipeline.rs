@@ -507,3 +507,146 @@ fn config_errors_name_the_key_before_any_work() {
     let e = PipelineConfig::from_file(&path).unwrap_err().to_string();
     assert!(e.contains("epoch") && e.contains("bad.toml"), "{e}");
 }
+
+/// Each stored rationale's user and text, in user order.
+fn texts(dir: &Path) -> Vec<(u32, String)> {
+    let mut v: Vec<(u32, String)> = RationaleStore::open(dir)
+        .unwrap()
+        .load()
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.user.0, r.text))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The `stage` of an [`PipelineError::Incomplete`], and its missing users' shard indices.
+fn incomplete(
+    result: Result<pulserec::pipeline::RunSummary, PipelineError>,
+) -> (&'static str, Vec<u32>) {
+    match result {
+        Err(PipelineError::Incomplete {
+            stage,
+            shards,
+            missing,
+            ..
+        }) => (stage, missing.iter().map(|u| u.0 % shards).collect()),
+        other => panic!("expected a stage missing shards, got {other:?}"),
+    }
+}
+
+#[test]
+fn generation_stages_on_a_server_in_shards_write_the_stores_of_the_local_run() {
+    use pulserec::config::{GeneratorConfig, GeneratorKind};
+    use pulserec::pipeline::{Shard, StageState};
+    use pulserec::serve::{CompletionServer, ServeConfig};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(local) = tiny_config(&tmp.path().join("local")) else {
+        return;
+    };
+    Pipeline::new(local.clone())
+        .unwrap()
+        .run_until(Stage::Tot)
+        .unwrap();
+
+    // The same SmolLM2 behind the project's own OpenAI-compatible server, over loopback.
+    let slm = pulserec_slm::Slm::load(&local.assets.slm, &burn::tensor::Device::flex()).unwrap();
+    let serve = ServeConfig::for_slm(&slm);
+    let server = CompletionServer::start("127.0.0.1:0", "smollm2", slm, serve).unwrap();
+    let mut remote = local.clone();
+    remote.run_dir = tmp.path().join("remote");
+    remote.generator = GeneratorConfig {
+        kind: GeneratorKind::Remote,
+        base_url: Some(server.url()),
+        model: Some("smollm2".into()),
+        concurrency: 2,
+        ..GeneratorConfig::default()
+    };
+    // Two "machines" sharing the run directory, one shard each.
+    let shard = |i: u32| {
+        Pipeline::new(remote.clone())
+            .unwrap()
+            .with_shard(Shard { index: i, count: 2 })
+    };
+    let (stage, shards) = incomplete(shard(0).run_until(Stage::Tot));
+    assert_eq!(stage, "rationales");
+    assert!(
+        !shards.is_empty() && shards.iter().all(|&s| s == 1),
+        "{shards:?}"
+    );
+    let verification = Pipeline::new(remote.clone()).unwrap().verify().unwrap();
+    assert!(!verification.complete());
+    let rationales = &verification.stages[2];
+    assert_eq!(rationales.state, StageState::Started);
+    assert_eq!(rationales.stores[0].shards, 2);
+    assert_eq!(rationales.stores[0].missing.len(), shards.len());
+    assert!(
+        verification.to_string().contains("missing"),
+        "{verification}"
+    );
+    // One machine alone does not generate the other shard's users: it names them.
+    let (stage, again) = incomplete(Pipeline::new(remote.clone()).unwrap().run_until(Stage::Tot));
+    assert_eq!((stage, again.len()), ("rationales", shards.len()));
+    // The second shard completes the rationales; its Tree-of-Thought part waits for the first.
+    let (stage, shards) = incomplete(shard(1).run_until(Stage::Tot));
+    assert_eq!(stage, "tot");
+    assert!(
+        !shards.is_empty() && shards.iter().all(|&s| s == 0),
+        "{shards:?}"
+    );
+    shard(0).run_until(Stage::Tot).unwrap();
+    let verification = Pipeline::new(remote.clone()).unwrap().verify().unwrap();
+    for check in &verification.stages[..5] {
+        assert!(
+            matches!(check.state, StageState::Done | StageState::NotNeeded(_)),
+            "{verification}"
+        );
+        assert!(
+            check.stores.iter().all(|s| s.missing.is_empty()),
+            "{verification}"
+        );
+    }
+
+    // Same prompts, same per-request seeds: the same rationales and the same chosen chains.
+    for store in ["rationales/hindsight", "tot/consistency"] {
+        let (a, b) = (
+            texts(&local.run_dir.join(store)),
+            texts(&remote.run_dir.join(store)),
+        );
+        assert_eq!(a.len(), local.rationales.users, "{store}");
+        assert_eq!(a, b, "{store}");
+    }
+    // The endpoint and model are part of the generation stages' settings (the key never is).
+    let settings = json(&remote.run_dir.join("rationales/settings.json"));
+    assert_eq!(settings["generator"]["base_url"], server.url());
+    assert_eq!(settings["generator"]["model"], "smollm2");
+
+    // A server that is gone: the stage fails with an error naming the endpoint, writes no
+    // rationale and is not marked done.
+    let url = server.url();
+    drop(server);
+    let mut dead = remote.clone();
+    dead.run_dir = tmp.path().join("dead");
+    dead.generator.retries = 0;
+    let err = Pipeline::new(dead.clone())
+        .unwrap()
+        .run_until(Stage::Rationales)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("{url}/v1/completions")), "{err}");
+    assert!(texts(&dead.run_dir.join("rationales/hindsight")).is_empty());
+    assert!(!dead.run_dir.join("rationales/done.json").exists());
+
+    // An API key variable that is not set is named (the key itself never appears anywhere).
+    let mut keyless = dead.clone();
+    keyless.run_dir = tmp.path().join("keyless");
+    keyless.generator.api_key_env = Some("PULSEREC_TEST_KEY_THAT_IS_NOT_SET".into());
+    let err = Pipeline::new(keyless)
+        .unwrap()
+        .run_until(Stage::Rationales)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("PULSEREC_TEST_KEY_THAT_IS_NOT_SET"), "{err}");
+}

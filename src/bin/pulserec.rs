@@ -3,6 +3,8 @@
 //! ```text
 //! cargo run --release --bin pulserec -- run --config configs/quickstart.toml
 //! pulserec tot --config my.toml --seed 2 --run-dir runs/seed2   # stages up to tot
+//! pulserec rationales --config my.toml --shard 0/4              # this machine's quarter of users
+//! pulserec verify --config my.toml                              # what is done, what is missing
 //! pulserec config --preset paper > paper.toml                   # print a preset
 //! pulserec summary runs/exp/games-seed1 runs/exp/games-seed2    # pooled over runs, with intervals
 //! pulserec run --config configs/experiments/games-to-ml100k.toml --seed 2 \
@@ -17,7 +19,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use pulserec::config::EvalSplit;
-use pulserec::pipeline::StageStatus;
+use pulserec::pipeline::{PipelineError, Shard, StageStatus};
 use pulserec::{Pipeline, PipelineConfig, Stage};
 
 #[derive(Parser)]
@@ -49,6 +51,11 @@ struct Cli {
     /// (`sft.adapters_from`, overriding the config).
     #[arg(long, global = true)]
     adapters_from: Option<PathBuf>,
+    /// `i/n`: the `rationales` and `tot` subcommands generate for the users of shard i of n
+    /// only (user id mod n = i), writing their own store parts into the run directory; the
+    /// stage is done once the parts of all n shards are there (shared disk, or copied back).
+    #[arg(long, global = true)]
+    shard: Option<Shard>,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +76,9 @@ enum Command {
     Eval,
     /// The whole pipeline.
     Run,
+    /// Report what each stage of the run directory has finished and which users the
+    /// generation stores lack, by shard (exit status 1 while anything is missing).
+    Verify,
     /// Print the results tables pooled over finished run directories (e.g. seeds): each row
     /// with a 95 % interval, paired differences, HR@1 by position.
     Summary {
@@ -144,6 +154,15 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
             print!("{}", pulserec::pipeline::summarize(&pipelines)?);
             return Ok(());
         }
+        Command::Verify => {
+            let pipeline = Pipeline::new(resolve(cli, None)?)?;
+            let verification = pipeline.verify()?;
+            print!("{verification}");
+            if !verification.complete() {
+                return Err("the run is not complete".into());
+            }
+            return Ok(());
+        }
         Command::Prepare => Stage::Prepare,
         Command::Sasrec => Stage::SasRec,
         Command::Rationales => Stage::Rationales,
@@ -153,7 +172,13 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         Command::Eval | Command::Run => Stage::Eval,
     };
     let config = resolve(cli, None)?;
-    let pipeline = Pipeline::new(config)?.with_progress(true);
+    let mut pipeline = Pipeline::new(config)?.with_progress(true);
+    if let Some(shard) = cli.shard {
+        if !matches!(cli.command, Command::Rationales | Command::Tot) {
+            return Err("--shard applies to the `rationales` and `tot` subcommands".into());
+        }
+        pipeline = pipeline.with_shard(shard);
+    }
     eprintln!(
         "run directory {}; data {}; device {}",
         pipeline.run_dir().display(),
@@ -161,7 +186,16 @@ fn run(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         pipeline.config().device
     );
     let started = Instant::now();
-    let summary = pipeline.run_until(last)?;
+    let summary = match pipeline.run_until(last) {
+        Ok(summary) => summary,
+        // This shard's part is written; the others are for other machines.
+        Err(e @ PipelineError::Incomplete { .. }) if cli.shard.is_some() => {
+            let shard = pipeline.shard();
+            eprintln!("shard {}/{} done. {e}", shard.index, shard.count);
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     for (stage, status) in &summary.stages {
         let (what, m) = match status {
             StageStatus::Skipped(m) => ("cached", m),

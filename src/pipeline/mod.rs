@@ -27,12 +27,15 @@ mod report;
 mod sasrec;
 mod sft;
 mod thought_space;
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
+use pulserec_core::UserId;
+pub use pulserec_tot::Shard;
 use serde_json::{Value, json};
 
 use crate::config::{BaselineKind, ConfigError, PipelineConfig, SftVariantKind};
@@ -40,6 +43,7 @@ use crate::device::DeviceSpec;
 use crate::results::Results;
 
 pub use marker::DoneMarker;
+pub use verify::{StageCheck, StageState, StoreCheck, Verification};
 
 use marker::StageDir;
 
@@ -96,6 +100,18 @@ impl Stage {
     }
 }
 
+/// `shards 1/4, 3/4`: the shards the `missing` users belong to.
+fn missing_shards(missing: &[UserId], count: u32) -> String {
+    let shards: std::collections::BTreeSet<u32> =
+        missing.iter().map(|u| u.0 % count.max(1)).collect();
+    let names: Vec<String> = shards.iter().map(|i| format!("{i}/{count}")).collect();
+    format!(
+        "shard{} {}",
+        if names.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    )
+}
+
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -131,6 +147,26 @@ pub enum PipelineError {
         stage: &'static str,
         /// Why.
         reason: String,
+    },
+    /// A generation stage written in shards lacks the users of some shards: a sharded run
+    /// finished its own part, or an unsharded run found shards still missing (it does not
+    /// generate them itself).
+    #[error(
+        "stage `{stage}`: {} lacks {} users ({}; first: {}): run `pulserec {stage} --shard i/{shards}` for them, or copy their parts into that folder",
+        store.display(),
+        missing.len(),
+        missing_shards(missing, *shards),
+        missing.iter().take(10).map(|u| u.0.to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    Incomplete {
+        /// The stage.
+        stage: &'static str,
+        /// The store folder.
+        store: PathBuf,
+        /// The shard count it is written in.
+        shards: u32,
+        /// The users not stored yet, in user order.
+        missing: Vec<UserId>,
     },
     /// The data does not allow what the config asks for.
     #[error("stage `{stage}`: {message}")]
@@ -233,6 +269,7 @@ pub struct Pipeline {
     device: Device,
     device_name: String,
     progress: bool,
+    shard: Shard,
 }
 
 impl Pipeline {
@@ -257,6 +294,7 @@ impl Pipeline {
             config,
             device,
             progress: false,
+            shard: Shard::ALL,
         })
     }
 
@@ -264,6 +302,22 @@ impl Pipeline {
     pub fn with_progress(mut self, progress: bool) -> Self {
         self.progress = progress;
         self
+    }
+
+    /// Runs the generation stages (hindsight rationales, Tree-of-Thought) for the users of
+    /// `shard` only (user id mod n = i), writing their own store parts: n machines sharing a run
+    /// directory (or copying their parts back into one) each run one shard. A stage is done when
+    /// its stores hold every user; until then the run stops there with
+    /// [`PipelineError::Incomplete`], and an unsharded run refuses to continue it (naming the
+    /// missing users and their shards) instead of generating them itself.
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.shard = shard;
+        self
+    }
+
+    /// The shard of the generation stages ([`Shard::ALL`] unless [`Pipeline::with_shard`]).
+    pub fn shard(&self) -> Shard {
+        self.shard
     }
 
     /// The configuration.
@@ -294,6 +348,12 @@ impl Pipeline {
     /// HR@1 by the positive's position.
     pub fn results_markdown(&self, results: &Results) -> String {
         report::tables_markdown(self, results)
+    }
+
+    /// What each stage of the run directory has finished, and which users the generation
+    /// stages' stores still lack, by shard (reads only; `pulserec verify`).
+    pub fn verify(&self) -> Result<Verification> {
+        verify::verify(self)
     }
 
     /// Runs every stage.
@@ -398,6 +458,15 @@ impl Pipeline {
             Stage::Sft => json!({"seed": c.seed, "slm": c.assets.slm, "sft": c.sft}),
             // The SFT keys (variants, prompt shape) shape every SLM row, the base SLM's too.
             Stage::Eval => json!({"seed": c.seed, "eval": c.eval, "sft": c.sft}),
+        };
+        // A remote generator's endpoint and model make the generated text what it is too (the
+        // local SLM's file is recorded already).
+        let settings = match (stage, c.generator.identity(), settings) {
+            (Stage::Rationales | Stage::Tot, Some(generator), Value::Object(mut map)) => {
+                map.insert("generator".into(), generator);
+                Value::Object(map)
+            }
+            (_, _, settings) => settings,
         };
         let settings = match self.not_needed(stage) {
             Some(why) => json!({"not_needed": why}),

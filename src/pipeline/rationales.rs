@@ -9,16 +9,17 @@ use std::time::Instant;
 
 use pulserec_core::{TextGenerator, ThoughtScorer, UserContext};
 use pulserec_data::LeaveOneOut;
-use pulserec_slm::{LikelihoodThoughtScorer, Slm};
+use pulserec_slm::{ChatFormat, LikelihoodThoughtScorer, Slm};
 use pulserec_thoughtspace::{ConsistencyScorer, EncoderOptions, ThoughtSpace};
 use pulserec_tot::{
-    ContextBuilder, HindsightConfig, HindsightRationales, PromptFormat, RationaleStore, Shard,
-    StoredRationale, TotConfig, TreeOfThought,
+    ContextBuilder, HindsightConfig, HindsightRationales, PromptFormat, RationaleStore,
+    RemoteConfig, RemoteGenerator, Shard, StoredRationale, TotConfig, TreeOfThought,
 };
 use serde_json::{Value, json};
 
+use super::marker::{read_json, write_json};
 use super::{Pipeline, PipelineError, Result, Stage, StageResult, prepare, sasrec, summary};
-use crate::config::ScorerKind;
+use crate::config::{GeneratorConfig, GeneratorKind, ScorerKind};
 
 /// The store folder of the hindsight rationales.
 pub(super) fn hindsight_store(p: &Pipeline) -> PathBuf {
@@ -30,19 +31,65 @@ pub(super) fn tot_store(p: &Pipeline, scorer: ScorerKind) -> PathBuf {
     p.stage_dir(Stage::Tot).join(scorer.name())
 }
 
-/// The SLM as a generator, its chat format as a prompt format, and its name for the store.
+/// The configured generator (`[generator]`: the local SLM or an OpenAI-compatible server), the
+/// SLM's chat format as the prompt format, and the model's name for the store.
 fn generator(p: &Pipeline, stage: Stage) -> Result<(Box<dyn TextGenerator>, PromptFormat, String)> {
-    let path = &p.config().assets.slm;
-    let slm = Slm::load(path, p.device()).at(stage)?;
-    let chat = slm.chat_format().at(stage)?;
+    let c = p.config();
+    let path = &c.assets.slm;
+    let (generator, chat, name): (Box<dyn TextGenerator>, _, _) = match c.generator.kind {
+        GeneratorKind::Local => {
+            let slm = Slm::load(path, p.device()).at(stage)?;
+            let chat = slm.chat_format().at(stage)?;
+            let name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_default();
+            (Box::new(slm), chat, name)
+        }
+        GeneratorKind::Remote => {
+            // The prompts are rendered here with the model's own chat template (read without
+            // its weights), so the server receives exactly what the local SLM would.
+            let tokenizer = Slm::load_tokenizer(path).at(stage)?;
+            let chat = ChatFormat::of(&tokenizer).at(stage)?;
+            let remote = remote_config(&c.generator, stage)?;
+            let name = remote.model.clone();
+            tracing::info!(stage = stage.name(), server = %remote.base_url, model = %name, "generating on a remote server");
+            (
+                Box::new(RemoteGenerator::new(remote).at(stage)?),
+                chat,
+                name,
+            )
+        }
+    };
     let format: PromptFormat = Box::new(move |prompt: &pulserec_tot::Prompt| {
         chat.prompt(prompt.system.as_deref(), &prompt.user)
     });
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    Ok((Box::new(slm), format, name))
+    Ok((generator, format, name))
+}
+
+/// The client settings of `[generator]` with `kind = "remote"`; the API key is read from the
+/// environment variable the config names (an unset variable is an error naming it).
+fn remote_config(g: &GeneratorConfig, stage: Stage) -> Result<RemoteConfig> {
+    let missing = |key: &str| PipelineError::Data {
+        stage: stage.name(),
+        message: format!("generator.{key} is required with generator.kind = \"remote\""),
+    };
+    let base_url = g.base_url.clone().ok_or_else(|| missing("base_url"))?;
+    let model = g.model.clone().ok_or_else(|| missing("model"))?;
+    let mut remote = RemoteConfig::new(base_url, model);
+    remote.api_key = match &g.api_key_env {
+        None => None,
+        Some(var) => Some(std::env::var(var).map_err(|_| PipelineError::Data {
+            stage: stage.name(),
+            message: format!(
+                "generator.api_key_env names `{var}`, which is not set (or not UTF-8) in the environment"
+            ),
+        })?),
+    };
+    remote.timeout = std::time::Duration::from_secs_f64(g.timeout_s);
+    remote.max_retries = g.retries;
+    remote.concurrency = g.concurrency;
+    Ok(remote)
 }
 
 /// Runs `make` over the pending contexts in batches, appending each batch to the store as one
@@ -56,8 +103,16 @@ fn fill_store(
     what: &str,
     mut make: impl FnMut(&[UserContext]) -> Result<Vec<StoredRationale>>,
 ) -> Result<Vec<StoredRationale>> {
+    let shard = p.shard();
+    if shard == Shard::ALL
+        && let Some(count) = shard_count(p, stage)?
+    {
+        // A store written in shards is completed by its shards (or their parts copied in),
+        // never silently by an unsharded run on one machine.
+        require_complete(stage, store, contexts, count)?;
+    }
     let pending = store
-        .pending(contexts.iter().map(|c| c.user), Shard::ALL)
+        .pending(contexts.iter().map(|c| c.user), shard)
         .at(stage)?;
     let todo: Vec<UserContext> = contexts
         .iter()
@@ -75,11 +130,75 @@ fn fill_store(
     let bar = p.bar(todo.len(), what);
     for batch in todo.chunks(batch_size) {
         let records = make(batch)?;
-        store.append(&records, Shard::ALL).at(stage)?;
+        store.append(&records, shard).at(stage)?;
         bar.inc(batch.len() as u64);
     }
     bar.finish_and_clear();
     store.load().at(stage)
+}
+
+/// The file in a generation stage's folder that says its stores are written in shards.
+pub(super) const SHARDS_FILE: &str = "shards.json";
+
+/// How many shards `stage`'s stores are written in (`None`: not sharded).
+pub(super) fn shard_count(p: &Pipeline, stage: Stage) -> Result<Option<u32>> {
+    let path = p.stage_dir(stage).join(SHARDS_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let value: Value = read_json(&path)?;
+    match value.get("count").and_then(Value::as_u64) {
+        Some(n) if n >= 1 && n <= u32::MAX as u64 => Ok(Some(n as u32)),
+        _ => Err(PipelineError::Json {
+            path,
+            message: "expected {\"count\": N} with N >= 1".into(),
+        }),
+    }
+}
+
+/// Records that `stage` is written in the pipeline's shard count (a run with another count is
+/// refused: its users would be split differently).
+fn record_shards(p: &Pipeline, stage: Stage) -> Result<()> {
+    let shard = p.shard();
+    if shard == Shard::ALL {
+        return Ok(());
+    }
+    match shard_count(p, stage)? {
+        Some(n) if n == shard.count => Ok(()),
+        Some(n) => Err(PipelineError::Data {
+            stage: stage.name(),
+            message: format!(
+                "{} is written in {n} shards, not {} (--shard i/{n})",
+                p.stage_dir(stage).display(),
+                shard.count
+            ),
+        }),
+        None => write_json(
+            &p.stage_dir(stage).join(SHARDS_FILE),
+            &json!({"count": shard.count}),
+        ),
+    }
+}
+
+/// [`PipelineError::Incomplete`] unless `store` holds every user of `contexts`.
+fn require_complete(
+    stage: Stage,
+    store: &RationaleStore,
+    contexts: &[UserContext],
+    shards: u32,
+) -> Result<()> {
+    let missing = store
+        .pending(contexts.iter().map(|c| c.user), Shard::ALL)
+        .at(stage)?;
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(PipelineError::Incomplete {
+        stage: stage.name(),
+        store: store.dir().to_path_buf(),
+        shards,
+        missing,
+    })
 }
 
 fn store_summary(records: &[StoredRationale], seconds: f64) -> Vec<(&'static str, Value)> {
@@ -120,6 +239,7 @@ pub(super) fn run_hindsight(p: &Pipeline, _dir: &Path) -> Result<Value> {
     let mut stage1 = HindsightRationales::new(generator, config)
         .at(Stage::Rationales)?
         .with_format(format);
+    record_shards(p, Stage::Rationales)?;
     let store = RationaleStore::open(hindsight_store(p)).at(Stage::Rationales)?;
     let started = Instant::now();
     let records = fill_store(
@@ -139,6 +259,7 @@ pub(super) fn run_hindsight(p: &Pipeline, _dir: &Path) -> Result<Value> {
                 .collect())
         },
     )?;
+    require_complete(Stage::Rationales, &store, &contexts, p.shard().count)?;
     Ok(summary(&store_summary(
         &records,
         started.elapsed().as_secs_f64(),
@@ -185,6 +306,7 @@ pub(super) fn run_tot(p: &Pipeline, _dir: &Path) -> Result<Value> {
     config.batch_size = c.tot.batch_size;
     config.sampling.temperature = c.tot.temperature;
     config.sampling.max_new_tokens = c.tot.max_new_tokens;
+    record_shards(p, Stage::Tot)?;
     let mut per_scorer = serde_json::Map::new();
     for &kind in &c.tot.scorers {
         let (generator, format, model) = generator(p, Stage::Tot)?;
@@ -222,17 +344,12 @@ pub(super) fn run_tot(p: &Pipeline, _dir: &Path) -> Result<Value> {
             kind.name().to_string(),
             summary(&store_summary(&records, started.elapsed().as_secs_f64())),
         );
-        if records.len() != contexts.len() {
-            return Err(PipelineError::Data {
-                stage: Stage::Tot.name(),
-                message: format!(
-                    "the {} store holds {} users, expected {}",
-                    kind.name(),
-                    records.len(),
-                    contexts.len()
-                ),
-            });
-        }
+    }
+    // Every scorer's store holds this shard's users now; the stage is done when they hold
+    // every shard's.
+    for &kind in &c.tot.scorers {
+        let store = RationaleStore::open(tot_store(p, kind)).at(Stage::Tot)?;
+        require_complete(Stage::Tot, &store, &contexts, p.shard().count)?;
     }
     Ok(Value::Object(per_scorer))
 }

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 
 use pulserec_core::UserId;
 use pulserec_sft::{
-    DataConfig, EncodedExample, EncodedSet, ExampleBuilder, PROMPT_VERSION, PopularityUse,
-    PromptStyle, SftConfig, SftTrainer, TrainReport, Variant, encode_all, encode_sequence,
+    DataConfig, EncodedExample, EncodedSet, ExampleBuilder, Objective, PROMPT_VERSION,
+    PopularityUse, PromptStyle, SftConfig, SftTrainer, TrainReport, Variant, encode_all,
+    encode_sequence,
 };
 use pulserec_slm::weights::ModelWeights;
 use pulserec_slm::{ChatFormat, LlamaConfig, Slm, SlmTokenizer};
@@ -105,7 +106,7 @@ pub(super) fn data_config(p: &Pipeline) -> DataConfig {
     let mut config = DataConfig::paper(p.config().seed);
     if let Some(history) = s.history {
         config.test_history = history;
-        if s.prompt == PromptKind::Choice {
+        if s.prompt == PromptKind::Choice || s.objective == Objective::Ranking {
             config.train_history = history;
         }
     }
@@ -179,6 +180,7 @@ fn sft_config(p: &Pipeline, num_layers: usize) -> SftConfig {
     config.learning_rate = s.learning_rate;
     config.lora.rank = s.lora_rank;
     config.lora.alpha = 2.0 * s.lora_rank as f32;
+    config.objective = s.objective;
     if let Some(k) = s.lora_top_layers {
         config.lora = config.lora.top_layers(k, num_layers);
     }
@@ -230,7 +232,14 @@ fn train_variant(
     } = if p.config().sft.every_position && !sft_variant(variant).uses_rationale() {
         packed_rows(base, builder, training_users, config.max_len)?
     } else {
-        encode_all(&base.tokenizer, base.style, &set.examples, config.max_len).at(Stage::Sft)?
+        encode_all(
+            &base.tokenizer,
+            base.style,
+            &set.examples,
+            config.max_len,
+            config.objective,
+        )
+        .at(Stage::Sft)?
     };
     let too_long = too_long.len();
     if encoded.is_empty() {

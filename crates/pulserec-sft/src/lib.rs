@@ -24,5 +24,9 @@ pub use report::{SftMetrics, TrainReport};
 pub use select::{
     GenerativeConfig, GenerativeSelector, LikelihoodConfig, LikelihoodSelector, Reduction,
 };
-pub use tokenize::{EncodedExample, EncodedSet, encode_all, encode_example, encode_sequence};
-pub use train::{SFT_CONFIG_FILE, Schedule, SftConfig, SftTrainer, load_adapter, token_batch};
+pub use tokenize::{
+    EncodedExample, EncodedSet, encode_all, encode_example, encode_ranking, encode_sequence,
+};
+pub use train::{
+    Objective, SFT_CONFIG_FILE, Schedule, SftConfig, SftTrainer, load_adapter, token_batch,
+};

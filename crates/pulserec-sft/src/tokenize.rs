@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::SftExample;
 use crate::error::{Result, SftError};
 use crate::prompt::{PromptStyle, SEQUENCE_HEADER, SEQUENCE_MARKER};
+use crate::train::Objective;
 
 /// One tokenised training example.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,6 +32,11 @@ pub struct EncodedExample {
     pub targets: Vec<Range<usize>>,
     /// Oldest history titles left out to fit the limit.
     pub history_dropped: usize,
+    /// Empty for a plain causal row; for a ranking example ([`encode_ranking`]) one segment id
+    /// per token: 0 for the prompt, `k + 1` for the `k`-th target, so each candidate's answer
+    /// follows the prompt alone ([`pulserec_slm::TokenBatch::segments`]).
+    #[serde(default)]
+    pub segments: Vec<u16>,
 }
 
 impl EncodedExample {
@@ -71,9 +77,49 @@ pub fn encode_example(
     example: &SftExample,
     max_len: usize,
 ) -> Result<EncodedExample> {
+    let target = answer_tokens(tokenizer, style, example, example.target_index())?;
+    fit_prompt(tokenizer, style, example, vec![target], max_len)
+}
+
+/// Tokenises `example` for the ranking objective: the prompt once, then every candidate's
+/// answer as its own branch of it (the correct one first), within `max_len` tokens in all.
+///
+/// [`EncodedExample::targets`] holds one range per candidate (`targets[0]` is the correct
+/// answer) and [`EncodedExample::segments`] the branch of every token, so one row scores each
+/// candidate exactly as the likelihood selector does: the answer's tokens after the prompt.
+pub fn encode_ranking(
+    tokenizer: &SlmTokenizer,
+    style: PromptStyle,
+    example: &SftExample,
+    max_len: usize,
+) -> Result<EncodedExample> {
+    let correct = example.target_index();
+    let order = std::iter::once(correct)
+        .chain((0..example.prompt.candidates.len()).filter(|&i| i != correct));
+    let answers = order
+        .map(|i| answer_tokens(tokenizer, style, example, i))
+        .collect::<Result<Vec<_>>>()?;
+    let mut encoded = fit_prompt(tokenizer, style, example, answers, max_len)?;
+    let prompt = encoded.target_start();
+    let mut segments = vec![0u16; encoded.tokens.len()];
+    for (k, r) in encoded.targets.iter().enumerate() {
+        segments[r.clone()].fill(k as u16 + 1);
+    }
+    debug_assert!(segments[..prompt].iter().all(|&s| s == 0));
+    encoded.segments = segments;
+    Ok(encoded)
+}
+
+/// The tokens of candidate `index`'s answer (` <title>` or ` <letter>` and the end of turn).
+fn answer_tokens(
+    tokenizer: &SlmTokenizer,
+    style: PromptStyle,
+    example: &SftExample,
+    index: usize,
+) -> Result<Vec<u32>> {
     let user = example.prompt.user;
-    let target_text = style
-        .target(&example.prompt, example.target_index())
+    let text = style
+        .target(&example.prompt, index)
         .ok_or_else(|| SftError::Data {
             user,
             message: format!(
@@ -82,30 +128,48 @@ pub fn encode_example(
                 crate::prompt::CHOICE_LETTERS.len()
             ),
         })?;
-    let target = tokenizer.encode_continuation(&target_text)?;
-    if target.is_empty() {
+    let tokens = tokenizer.encode_continuation(&text)?;
+    if tokens.is_empty() {
         return Err(SftError::Data {
             user,
             message: "the target title tokenises to nothing".into(),
         });
     }
+    Ok(tokens)
+}
+
+/// The prompt followed by `answers` (each one a target range), dropping the oldest history
+/// titles one at a time until everything fits in `max_len` tokens.
+fn fit_prompt(
+    tokenizer: &SlmTokenizer,
+    style: PromptStyle,
+    example: &SftExample,
+    answers: Vec<Vec<u32>>,
+    max_len: usize,
+) -> Result<EncodedExample> {
+    let user = example.prompt.user;
+    let answer_len: usize = answers.iter().map(Vec::len).sum();
     let history = example.prompt.history.len();
     let mut dropped = 0;
     loop {
         let prompt = tokenizer.encode(&style.render_with_history(&example.prompt, dropped))?;
-        let total = prompt.len() + target.len();
+        let total = prompt.len() + answer_len;
         if total <= max_len {
             if dropped > 0 {
                 tracing::debug!(%user, dropped, "history shortened to fit the length limit");
             }
-            let targets = std::iter::once(prompt.len()..total).collect();
             let mut tokens = prompt;
-            tokens.extend_from_slice(&target);
+            let mut targets = Vec::with_capacity(answers.len());
+            for answer in &answers {
+                targets.push(tokens.len()..tokens.len() + answer.len());
+                tokens.extend_from_slice(answer);
+            }
             return Ok(EncodedExample {
                 user,
                 tokens,
                 targets,
                 history_dropped: dropped,
+                segments: Vec::new(),
             });
         }
         if dropped == history {
@@ -129,18 +193,23 @@ pub struct EncodedSet {
     pub too_long: Vec<UserId>,
 }
 
-/// Tokenises every example with [`encode_example`]; one that does not fit even with no history
-/// is skipped with a warning and its user listed in [`EncodedSet::too_long`]. Any other error
-/// stops the run.
+/// Tokenises every example for `objective` ([`encode_example`] or [`encode_ranking`]); one
+/// that does not fit even with no history is skipped with a warning and its user listed in
+/// [`EncodedSet::too_long`]. Any other error stops the run.
 pub fn encode_all(
     tokenizer: &SlmTokenizer,
     style: PromptStyle,
     examples: &[SftExample],
     max_len: usize,
+    objective: Objective,
 ) -> Result<EncodedSet> {
+    let encode = match objective {
+        Objective::Generative => encode_example,
+        Objective::Ranking => encode_ranking,
+    };
     let mut set = EncodedSet::default();
     for example in examples {
-        match encode_example(tokenizer, style, example, max_len) {
+        match encode(tokenizer, style, example, max_len) {
             Ok(e) => set.examples.push(e),
             Err(e @ SftError::TooLong { .. }) => {
                 tracing::warn!("{e}; skipped");
@@ -214,6 +283,7 @@ pub fn encode_sequence(
             tokens,
             targets,
             history_dropped: 0,
+            segments: Vec::new(),
         });
         start = end - min_history;
     }

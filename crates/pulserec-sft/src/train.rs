@@ -36,6 +36,22 @@ pub enum Schedule {
     Cosine,
 }
 
+/// What a training example teaches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// The correct answer's tokens (mean token cross-entropy): the paper's SFT.
+    #[default]
+    Generative,
+    /// Which candidate is correct: each candidate's answer is scored by its mean token
+    /// log-probability after the prompt (as [`crate::LikelihoodSelector`] scores it), and the
+    /// loss is the cross-entropy of the softmax over the candidates at the correct one (a
+    /// listwise ranking loss, as in softmax-DPO for recommendation without the reference
+    /// model). Chance level is `ln(candidates)`. Examples come from
+    /// [`crate::encode_ranking`].
+    Ranking,
+}
+
 /// Hyper-parameters of LoRA SFT.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SftConfig {
@@ -61,6 +77,9 @@ pub struct SftConfig {
     pub max_grad_norm: Option<f32>,
     /// Seed of adapter initialisation, dropout and shuffling.
     pub seed: u64,
+    /// What the loss teaches (default: the answer's tokens).
+    #[serde(default)]
+    pub objective: Objective,
 }
 
 impl SftConfig {
@@ -80,6 +99,7 @@ impl SftConfig {
             weight_decay: 0.0,
             max_grad_norm: Some(1.0),
             seed,
+            objective: Objective::Generative,
         }
     }
 
@@ -229,34 +249,41 @@ impl SftTrainer {
         Ok(self.model.valid().merged_weights(base)?)
     }
 
-    /// Mean masked loss of `examples` under the current adapters, without training (for
+    /// Mean loss of `examples` under the current adapters, without training (for
     /// before/after comparisons).
     pub fn eval_loss(&self, examples: &[EncodedExample]) -> Result<f32> {
         let model = self.model.valid();
         let mut sum = 0.0f64;
-        let mut weight = 0usize;
+        let mut weight = 0.0f64;
         for chunk in examples.chunks(self.config.micro_batch) {
             let refs: Vec<&EncodedExample> = chunk.iter().collect();
-            let n: usize = refs.iter().map(|e| e.target_len()).sum();
-            let loss = scalar(model.loss(&token_batch(&refs)?)?)?;
-            sum += loss as f64 * n as f64;
-            weight += n;
+            let w = self.weight(&refs);
+            sum += scalar(objective_loss(&model, self.config.objective, &refs)?)? as f64 * w;
+            weight += w;
         }
-        Ok((sum / weight.max(1) as f64) as f32)
+        Ok((sum / weight.max(1.0)) as f32)
+    }
+
+    /// How much `examples` count in a mean loss: their target tokens for the generative
+    /// objective, their number for the ranking one.
+    fn weight(&self, examples: &[&EncodedExample]) -> f64 {
+        match self.config.objective {
+            Objective::Generative => examples.iter().map(|e| e.target_len()).sum::<usize>() as f64,
+            Objective::Ranking => examples.len() as f64,
+        }
     }
 
     /// One optimiser step over `examples` (accumulated in micro-batches); returns the step's
-    /// mean target-token loss.
+    /// mean loss (per target token, or per example for [`Objective::Ranking`]).
     ///
     /// A non-finite loss leaves the adapters untouched and returns [`SftError::NonFiniteLoss`].
     pub fn step(&mut self, examples: &[&EncodedExample], lr: f64, epoch: usize) -> Result<f32> {
-        let step_targets: usize = examples.iter().map(|e| e.target_len()).sum();
+        let step_weight = self.weight(examples);
         let mut accumulator = GradientsAccumulator::<LoraModel>::new();
         let mut step_loss = 0.0f64;
         for micro in examples.chunks(self.config.micro_batch) {
-            let targets: usize = micro.iter().map(|e| e.target_len()).sum();
-            let share = targets as f64 / step_targets.max(1) as f64;
-            let loss = self.model.loss(&token_batch(micro)?)?;
+            let share = self.weight(micro) / step_weight.max(1e-12);
+            let loss = objective_loss(&self.model, self.config.objective, micro)?;
             let value = scalar(loss.clone())?;
             if !value.is_finite() {
                 return Err(SftError::NonFiniteLoss {
@@ -309,17 +336,17 @@ impl SftTrainer {
             );
             order.shuffle(&mut rng);
             let mut epoch_sum = 0.0f64;
-            let mut epoch_targets = 0usize;
+            let mut epoch_weight = 0.0f64;
             for chunk in order.chunks(self.config.effective_batch) {
                 let batch: Vec<&EncodedExample> = chunk.iter().map(|&i| &examples[i]).collect();
                 let lr = self.config.learning_rate_at(self.steps, total);
                 let loss = self.step(&batch, lr, epoch)?;
-                let targets: usize = batch.iter().map(|e| e.target_len()).sum();
+                let weight = self.weight(&batch);
                 report.tokens += batch.iter().map(|e| e.len()).sum::<usize>();
-                report.target_tokens += targets;
+                report.target_tokens += batch.iter().map(|e| e.target_len()).sum::<usize>();
                 report.step_losses.push(loss);
-                epoch_sum += loss as f64 * targets as f64;
-                epoch_targets += targets;
+                epoch_sum += loss as f64 * weight;
+                epoch_weight += weight;
                 let secs = start.elapsed().as_secs_f64();
                 progress.inc(1);
                 progress.set_message(format!(
@@ -341,7 +368,7 @@ impl SftTrainer {
                     tracing::debug!(epoch, step = self.steps, loss, lr, "sft step");
                 }
             }
-            let mean = (epoch_sum / epoch_targets.max(1) as f64) as f32;
+            let mean = (epoch_sum / epoch_weight.max(1e-12)) as f32;
             report.epoch_losses.push(mean);
             tracing::info!(epoch, loss = mean, steps = self.steps, "sft epoch done");
             if let Some(dir) = checkpoint_dir {
@@ -384,13 +411,85 @@ impl SftTrainer {
     }
 }
 
-/// Encoded examples as the model's right-padded batch, with their target-only loss masks.
+/// Encoded examples as the model's right-padded batch, with their target-only loss masks (and
+/// their branch layout when they are ranking examples).
 pub fn token_batch(examples: &[&EncodedExample]) -> Result<TokenBatch> {
     let rows: Vec<(Vec<u32>, Vec<f32>)> = examples
         .iter()
         .map(|e| (e.tokens.clone(), e.loss_mask()))
         .collect();
-    Ok(TokenBatch::from_rows(&rows, 0)?)
+    let batch = TokenBatch::from_rows(&rows, 0)?;
+    if examples.iter().all(|e| e.segments.is_empty()) {
+        return Ok(batch);
+    }
+    let segments: Vec<Vec<u16>> = examples
+        .iter()
+        .map(|e| {
+            if e.segments.is_empty() {
+                vec![0; e.len()]
+            } else {
+                e.segments.clone()
+            }
+        })
+        .collect();
+    Ok(batch.with_segments(&segments)?)
+}
+
+/// The loss of one micro-batch under `objective`.
+///
+/// # Shapes
+/// - returns `[1]`
+fn objective_loss(
+    model: &LoraModel,
+    objective: Objective,
+    examples: &[&EncodedExample],
+) -> Result<burn::tensor::Tensor<1>> {
+    let batch = token_batch(examples)?;
+    match objective {
+        Objective::Generative => Ok(model.loss(&batch)?),
+        Objective::Ranking => ranking_loss(model, &batch, examples),
+    }
+}
+
+/// Listwise ranking loss of [`Objective::Ranking`]: each candidate's score is the mean
+/// log-probability of its answer tokens, and the loss is the mean over examples of
+/// `-log softmax(scores)[correct]` (the correct answer is each example's first target).
+///
+/// # Shapes
+/// - returns `[1]`
+fn ranking_loss(
+    model: &LoraModel,
+    batch: &TokenBatch,
+    examples: &[&EncodedExample],
+) -> Result<burn::tensor::Tensor<1>> {
+    use burn::tensor::{Tensor, TensorData, activation::log_softmax};
+    let k = examples[0].targets.len();
+    if let Some(e) = examples.iter().find(|e| e.targets.len() != k || k < 2) {
+        return Err(SftError::Data {
+            user: e.user,
+            message: format!(
+                "a ranking batch needs the same number (>= 2) of candidates in every example: {} and {k}",
+                e.targets.len()
+            ),
+        });
+    }
+    let logp = model.target_log_probs(batch)?;
+    let n = logp.dims()[0];
+    // Row c of `mean` averages candidate c's answer tokens (they are consecutive in `logp`).
+    let mut mean = vec![0.0f32; examples.len() * k * n];
+    let mut offset = 0;
+    for (c, range) in examples.iter().flat_map(|e| e.targets.iter()).enumerate() {
+        let len = range.len();
+        mean[c * n + offset..c * n + offset + len].fill(1.0 / len as f32);
+        offset += len;
+    }
+    let device = model.device();
+    let mean = Tensor::<2>::from_data(TensorData::new(mean, [examples.len() * k, n]), &device);
+    let scores = mean
+        .matmul(logp.reshape([n, 1]))
+        .reshape([examples.len(), k]);
+    let correct = log_softmax(scores, 1).narrow(1, 0, 1);
+    Ok(correct.mean().neg().reshape([1]))
 }
 
 fn scalar(t: burn::tensor::Tensor<1>) -> Result<f32> {

@@ -9,8 +9,8 @@ use burn::tensor::Device;
 use indicatif::ProgressBar;
 use pulserec_core::{CandidatePrompt, CandidateSelector, ItemId, UserId};
 use pulserec_sft::{
-    EncodedExample, LikelihoodConfig, LikelihoodSelector, PromptStyle, Schedule, SftConfig,
-    SftError, SftExample, SftTrainer, encode_example, load_adapter,
+    EncodedExample, LikelihoodConfig, LikelihoodSelector, Objective, PromptStyle, Schedule,
+    SftConfig, SftError, SftExample, SftTrainer, encode_example, encode_ranking, load_adapter,
 };
 use pulserec_slm::weights::ModelWeights;
 use pulserec_slm::{ChatFormat, LlamaConfig, LoadOptions, LoraConfig, Slm, SlmTokenizer};
@@ -91,6 +91,7 @@ fn config(epochs: usize, lr: f64) -> SftConfig {
         weight_decay: 0.0,
         max_grad_norm: None,
         seed: 3,
+        objective: Objective::Generative,
     }
 }
 
@@ -196,6 +197,77 @@ fn a_few_examples_are_learned() {
         matches!(&err, SftError::AdapterMismatch { message, .. } if message.contains("rank")),
         "{err}"
     );
+}
+
+/// The ranking objective: its loss starts at the softmax cross-entropy of the likelihood
+/// selector's own scores (the same mean log-probabilities, from an independent code path: the
+/// quantised inference model), and training on it makes the selector choose the targets.
+#[test]
+fn the_ranking_objective_scores_as_the_selector_and_is_learned() {
+    let Some((cfg, weights, tok)) = parts() else {
+        return;
+    };
+    let device = Device::flex();
+    let load = |w: &ModelWeights| {
+        Slm::from_parts(
+            cfg.clone(),
+            w,
+            tok.clone(),
+            &device,
+            &LoadOptions::default(),
+        )
+        .unwrap()
+    };
+    let exs = examples();
+    let prompts: Vec<CandidatePrompt> = exs.iter().map(|e| e.prompt.clone()).collect();
+    let scores = |slm: Slm| -> Vec<Vec<f32>> {
+        let mut selector = LikelihoodSelector::new(slm, STYLE, LikelihoodConfig::default());
+        let sel = selector.select(&prompts).unwrap();
+        sel.into_iter().map(|s| s.scores.unwrap()).collect()
+    };
+    // -log softmax(scores)[target], averaged over the examples.
+    let cross_entropy = |scores: &[Vec<f32>]| -> f32 {
+        let sum: f32 = scores
+            .iter()
+            .zip(&exs)
+            .map(|(s, e)| {
+                let max = s.iter().cloned().fold(f32::MIN, f32::max);
+                let log_z = max + s.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
+                log_z - s[e.target_index()]
+            })
+            .sum();
+        sum / exs.len() as f32
+    };
+    let selector_loss = cross_entropy(&scores(load(weights)));
+    let data: Vec<EncodedExample> = exs
+        .iter()
+        .map(|e| encode_ranking(tok, STYLE, e, 256).unwrap())
+        .collect();
+    let ranking = SftConfig {
+        objective: Objective::Ranking,
+        ..config(6, 2e-3)
+    };
+    let mut trainer = SftTrainer::new(cfg, weights, ranking, "smollm2-test", &device).unwrap();
+    let start = trainer.eval_loss(&data).unwrap();
+    // The fresh adapters leave the model equal to the base; the only difference is the
+    // selector's quantised kernels against the trainer's f32 weights.
+    assert!(
+        (start - selector_loss).abs() < 0.05,
+        "ranking loss {start} vs the selector's {selector_loss}"
+    );
+    let report = trainer.fit(&data, None, &ProgressBar::hidden()).unwrap();
+    let end = trainer.eval_loss(&data).unwrap();
+    eprintln!(
+        "ranking loss {start:.3} -> {end:.3}, steps {:?}",
+        report.step_losses
+    );
+    assert!(end < 0.5 * start, "{start} -> {end}");
+    let tuned = scores(load(&trainer.merged_weights(weights).unwrap()));
+    for (s, e) in tuned.iter().zip(&exs) {
+        let best = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap();
+        assert_eq!(best, e.target_index(), "scores {s:?}");
+    }
+    assert!(cross_entropy(&tuned) < 0.5 * selector_loss);
 }
 
 #[test]

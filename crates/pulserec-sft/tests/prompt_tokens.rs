@@ -131,7 +131,14 @@ fn encode_all_skips_only_examples_that_cannot_fit() {
     let mut long = example(Some(&"because ".repeat(200)));
     long.prompt.user = UserId(7);
     let fits = encode_example(&tok, style, &short, 512).unwrap().len();
-    let set = pulserec_sft::encode_all(&tok, style, &[short.clone(), long, short], fits).unwrap();
+    let set = pulserec_sft::encode_all(
+        &tok,
+        style,
+        &[short.clone(), long, short],
+        fits,
+        pulserec_sft::Objective::Generative,
+    )
+    .unwrap();
     assert_eq!(set.too_long, vec![UserId(7)]);
     assert_eq!(set.examples.len(), 2);
     assert!(
@@ -313,5 +320,49 @@ fn choice_letters_are_one_token_each_and_the_mask_covers_the_answer() {
         tok.decode(&enc.tokens[..enc.target_start()], false)
             .unwrap(),
         PromptStyle::Choice.render(&ex.prompt)
+    );
+}
+
+#[test]
+fn a_ranking_example_is_the_prompt_once_then_every_candidate_as_its_own_branch() {
+    let Some(tok) = common::smollm2_tokenizer() else {
+        return;
+    };
+    let style = PromptStyle::Sequence;
+    let ex = example(None);
+    let one = encode_example(&tok, style, &ex, 512).unwrap();
+    let ranked = pulserec_sft::encode_ranking(&tok, style, &ex, 512).unwrap();
+    // The correct answer first, with exactly the tokens (and position) of the generative example.
+    assert_eq!(ranked.targets.len(), 2);
+    assert_eq!(ranked.targets[0], one.targets[0]);
+    assert_eq!(&ranked.tokens[..one.len()], &one.tokens[..]);
+    let answer = |k: usize| {
+        tok.decode(&ranked.tokens[ranked.targets[k].clone()], false)
+            .unwrap()
+    };
+    assert_eq!(answer(0), " Gears of War 2\n");
+    assert_eq!(answer(1), " Mario Kart 8\n");
+    // Segment 0 is the prompt, k + 1 the k-th answer.
+    let prompt = ranked.target_start();
+    assert!(ranked.segments[..prompt].iter().all(|&s| s == 0));
+    for (k, r) in ranked.targets.iter().enumerate() {
+        assert!(
+            ranked.segments[r.clone()]
+                .iter()
+                .all(|&s| s == k as u16 + 1)
+        );
+    }
+    assert_eq!(ranked.segments.len(), ranked.len());
+    // Too long even without history: refused, naming the user.
+    let err = pulserec_sft::encode_ranking(&tok, style, &ex, 3).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SftError::TooLong {
+                user: UserId(42),
+                ..
+            }
+        ),
+        "{err}"
     );
 }

@@ -38,6 +38,14 @@ pub enum ChatFormat {
 }
 
 impl ChatFormat {
+    /// The chat format of `tokenizer`'s template ([`ChatFormat::detect`]).
+    pub fn of(tokenizer: &crate::SlmTokenizer) -> Result<Self> {
+        let t = tokenizer
+            .chat_template()
+            .ok_or_else(|| SlmError::ChatTemplate("the model has no chat template".into()))?;
+        Self::detect(t)
+    }
+
     /// Recognises the format of a Jinja chat template.
     pub fn detect(template: &str) -> Result<Self> {
         if template.contains("<|im_start|>") {

@@ -74,6 +74,17 @@ impl Slm {
         Ok((cfg, weights, tokenizer))
     }
 
+    /// Reads only the tokenizer (with its chat template) of a `.gguf` file or an HF directory,
+    /// without the weights: for formatting prompts sent to a server that runs the model.
+    pub fn load_tokenizer(path: impl AsRef<Path>) -> Result<SlmTokenizer> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            hf_tokenizer(path)
+        } else {
+            SlmTokenizer::from_gguf(&GgufFile::open(path)?)
+        }
+    }
+
     /// Builds the network on `device` from parts read by [`Slm::load_parts`].
     pub fn from_parts(
         cfg: LlamaConfig,
@@ -102,11 +113,7 @@ impl Slm {
 
     /// The chat format of the model's template.
     pub fn chat_format(&self) -> Result<ChatFormat> {
-        let t = self
-            .tokenizer
-            .chat_template()
-            .ok_or_else(|| SlmError::ChatTemplate("the model has no chat template".into()))?;
-        ChatFormat::detect(t)
+        ChatFormat::of(&self.tokenizer)
     }
 
     /// A one-turn chat prompt; the system turn appears only if `system` is non-empty.
@@ -146,6 +153,12 @@ fn ids(v: Option<&serde_json::Value>) -> Vec<u32> {
 fn load_hf_dir(dir: &Path) -> Result<(LlamaConfig, ModelWeights, SlmTokenizer)> {
     let cfg = LlamaConfig::from_hf_json(dir.join("config.json"))?;
     let weights = ModelWeights::from_hf_dir(dir, &cfg)?;
+    Ok((cfg, weights, hf_tokenizer(dir)?))
+}
+
+/// The tokenizer of an HF directory (`tokenizer.json`, with the special ids and chat template of
+/// its JSON configs).
+fn hf_tokenizer(dir: &Path) -> Result<SlmTokenizer> {
     let config = json_file(&dir.join("config.json"))?;
     let generation = json_file(&dir.join("generation_config.json"))?;
     let tok_cfg = json_file(&dir.join("tokenizer_config.json"))?;
@@ -166,7 +179,5 @@ fn load_hf_dir(dir: &Path) -> Result<(LlamaConfig, ModelWeights, SlmTokenizer)> 
         .and_then(|t| t.get("chat_template"))
         .and_then(|t| t.as_str())
         .map(str::to_string);
-    let tokenizer =
-        SlmTokenizer::from_hf_file(dir.join("tokenizer.json"), bos, add_bos, eos, template)?;
-    Ok((cfg, weights, tokenizer))
+    SlmTokenizer::from_hf_file(dir.join("tokenizer.json"), bos, add_bos, eos, template)
 }

@@ -41,6 +41,12 @@ pub struct TokenBatch {
     /// elsewhere (never at position 0 or past the row's length). Other non-negative values
     /// weight the position.
     pub loss_mask: Vec<f32>,
+    /// Branches of a shared prefix: empty for plain causal rows, else `batch * seq` segment ids.
+    /// Segment 0 is the prefix; a token of segment `k > 0` attends to the prefix and to the
+    /// earlier tokens of segment `k` only, and its RoPE position counts just those tokens, so
+    /// several continuations of one prefix are trained in one row exactly as if each followed
+    /// the prefix alone (see [`TokenBatch::with_segments`]).
+    pub segments: Vec<u16>,
 }
 
 impl TokenBatch {
@@ -53,6 +59,7 @@ impl TokenBatch {
             seq,
             lengths: Vec::with_capacity(rows.len()),
             loss_mask: Vec::with_capacity(rows.len() * seq),
+            segments: Vec::new(),
         };
         for (i, (tokens, mask)) in rows.iter().enumerate() {
             if tokens.len() != mask.len() {
@@ -71,6 +78,43 @@ impl TokenBatch {
         Ok(batch)
     }
 
+    /// Gives every row its segment ids (one per real token, padded with the row's last id):
+    /// segment 0 is the shared prefix, each `k > 0` one continuation of it (see
+    /// [`TokenBatch::segments`]).
+    pub fn with_segments(mut self, rows: &[Vec<u16>]) -> Result<Self> {
+        if rows.len() != self.batch {
+            return Err(SlmError::InvalidBatch(format!(
+                "{} segment rows for {} rows",
+                rows.len(),
+                self.batch
+            )));
+        }
+        let mut segments = Vec::with_capacity(self.batch * self.seq);
+        for (r, ids) in rows.iter().enumerate() {
+            if ids.len() != self.lengths[r] {
+                return Err(SlmError::InvalidBatch(format!(
+                    "row {r}: {} segment ids for {} tokens",
+                    ids.len(),
+                    self.lengths[r]
+                )));
+            }
+            segments.extend_from_slice(ids);
+            let last = ids.last().copied().unwrap_or(0);
+            segments.resize((r + 1) * self.seq, last);
+        }
+        self.segments = segments;
+        Ok(self)
+    }
+
+    /// Whether token `j` is visible from token `i` (`j <= i`) of row `r`.
+    fn sees(&self, r: usize, i: usize, j: usize) -> bool {
+        if self.segments.is_empty() {
+            return true;
+        }
+        let seg = &self.segments[r * self.seq..(r + 1) * self.seq];
+        seg[j] == 0 || seg[j] == seg[i]
+    }
+
     /// Checks shapes, lengths, token ids (`< vocab`), context length and the mask.
     pub fn validate(&self, vocab: usize, context: usize) -> Result<()> {
         let bad = |m: String| Err(SlmError::InvalidBatch(m));
@@ -84,6 +128,14 @@ impl TokenBatch {
                 self.tokens.len(),
                 self.loss_mask.len(),
                 self.lengths.len(),
+                self.batch,
+                self.seq
+            ));
+        }
+        if !self.segments.is_empty() && self.segments.len() != n {
+            return bad(format!(
+                "{} segment ids for {} rows of {}",
+                self.segments.len(),
                 self.batch,
                 self.seq
             ));
@@ -369,26 +421,27 @@ impl LoraModel {
         self.embed.device()
     }
 
-    /// Final-norm hidden states of right-padded rows (full causal attention, positions from 0).
+    /// Final-norm hidden states of right-padded rows cut to `t` tokens: full causal attention
+    /// from position 0, or the branch layout of [`TokenBatch::segments`].
     ///
     /// # Shapes
-    /// - `tokens`: `batch * seq` ids; returns `[batch, seq, hidden]`
-    fn hidden(&self, tokens: &[u32], batch: usize, seq: usize) -> Tensor<3> {
+    /// - `tokens`: `batch * t` ids; returns `[batch, t, hidden]`
+    fn hidden(&self, tokens: &[u32], layout: &TokenBatch, t: usize) -> Tensor<3> {
         let device = self.device();
+        let batch = layout.batch;
         let (h, kv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [batch * seq]), &device);
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [batch * t]), &device);
         let mut x = self
             .embed
             .clone()
             .select(0, ids)
-            .reshape([batch, seq, self.cfg.hidden_size]);
-        let (cos, sin) = self.rope_tables(seq, &device);
-        let mask = causal_mask(seq, &device);
+            .reshape([batch, t, self.cfg.hidden_size]);
+        let (mask, cos, sin) = self.attention_layout(layout, t, &device);
         let eps = self.cfg.rms_norm_eps;
         for blk in &self.blocks {
             let xn = rms_norm(x.clone(), &blk.attn_norm, eps);
-            let heads = |y: Tensor<3>, n: usize| y.reshape([batch, seq, n, hd]).swap_dims(1, 2);
+            let heads = |y: Tensor<3>, n: usize| y.reshape([batch, t, n, hd]).swap_dims(1, 2);
             let q = rope(heads(blk.q.forward(xn.clone()), h), &cos, &sin);
             let k = rope(heads(blk.k.forward(xn.clone()), kv), &cos, &sin);
             let v = heads(blk.v.forward(xn), kv);
@@ -401,23 +454,68 @@ impl LoraModel {
         rms_norm(x, &self.norm, eps)
     }
 
-    /// RoPE cos/sin for positions `0..seq`.
+    /// The additive attention mask and the RoPE cos/sin of the first `t` tokens of `batch`'s
+    /// rows: causal with positions `0..t` for plain rows (shared by every row), per row for the
+    /// branch layout (a token sees the prefix and its own segment; its position counts them).
     ///
     /// # Shapes
-    /// - returns two `[1, 1, seq, head_dim / 2]` tensors
-    fn rope_tables(&self, seq: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
+    /// - returns `[1 or batch, 1, t, t]` and two `[1 or batch, 1, t, head_dim / 2]` tensors
+    fn attention_layout(
+        &self,
+        batch: &TokenBatch,
+        t: usize,
+        device: &Device,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let rows = if batch.segments.is_empty() {
+            1
+        } else {
+            batch.batch
+        };
+        let mut mask = vec![f32::NEG_INFINITY; rows * t * t];
+        let mut positions = Vec::with_capacity(rows * t);
+        for r in 0..rows {
+            for i in 0..t {
+                let mut seen = 0;
+                for j in 0..=i {
+                    if batch.sees(r, i, j) {
+                        mask[(r * t + i) * t + j] = 0.0;
+                        seen += 1;
+                    }
+                }
+                positions.push(seen - 1);
+            }
+        }
+        let mask = Tensor::<4>::from_data(TensorData::new(mask, [rows, 1, t, t]), device);
+        let (cos, sin) = self.rope_tables(&positions, rows, device);
+        (mask, cos, sin)
+    }
+
+    /// RoPE cos/sin at `positions` (`rows * t` of them, row-major).
+    ///
+    /// # Shapes
+    /// - returns two `[rows, 1, t, head_dim / 2]` tensors
+    fn rope_tables(
+        &self,
+        positions: &[usize],
+        rows: usize,
+        device: &Device,
+    ) -> (Tensor<4>, Tensor<4>) {
         let (hd, theta) = (self.cfg.head_dim, self.cfg.rope_theta);
         let half = hd / 2;
-        let mut cos = Vec::with_capacity(seq * half);
-        let mut sin = Vec::with_capacity(seq * half);
-        for p in 0..seq {
-            for i in 0..half {
-                let a = p as f32 / theta.powf(2.0 * i as f32 / hd as f32);
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f32 / hd as f32))
+            .collect();
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            for f in &inv_freq {
+                let a = p as f32 * f;
                 cos.push(a.cos());
                 sin.push(a.sin());
             }
         }
-        let mk = |v| Tensor::<4>::from_data(TensorData::new(v, [1, 1, seq, half]), device);
+        let t = positions.len() / rows.max(1);
+        let mk = |v| Tensor::<4>::from_data(TensorData::new(v, [rows, 1, t, half]), device);
         (mk(cos), mk(sin))
     }
 
@@ -437,7 +535,7 @@ impl LoraModel {
     pub fn logits(&self, batch: &TokenBatch) -> Result<Tensor<3>> {
         batch.validate(self.cfg.vocab_size, self.cfg.max_position)?;
         let (b, t) = (batch.batch, batch.seq);
-        let h = self.hidden(&batch.tokens, b, t);
+        let h = self.hidden(&batch.tokens, batch, t);
         Ok(self
             .head(h.reshape([b * t, self.cfg.hidden_size]))
             .reshape([b, t, self.cfg.vocab_size]))
@@ -450,6 +548,26 @@ impl LoraModel {
     /// # Shapes
     /// - returns `[1]`
     pub fn loss(&self, batch: &TokenBatch) -> Result<Tensor<1>> {
+        let logp = self.target_log_probs(batch)?;
+        let weights: Vec<f32> = batch
+            .loss_mask
+            .iter()
+            .copied()
+            .filter(|&w| w > 0.0)
+            .collect();
+        let total: f32 = weights.iter().sum();
+        let n = weights.len();
+        let weights = Tensor::<1>::from_data(TensorData::new(weights, [n]), &self.device());
+        Ok((logp * weights).sum() * (-1.0 / total))
+    }
+
+    /// Log-probability of every target token: the positions with a positive loss mask, row by
+    /// row, in order (differentiable on an autodiff device). The LM head runs only on the hidden
+    /// states that predict a target, and rows are cut after the longest row's last token.
+    ///
+    /// # Shapes
+    /// - returns `[n]`, `n` = [`TokenBatch::target_count`]
+    pub fn target_log_probs(&self, batch: &TokenBatch) -> Result<Tensor<1>> {
         batch.validate(self.cfg.vocab_size, self.cfg.max_position)?;
         if batch.target_count() == 0 {
             return Err(SlmError::InvalidBatch(
@@ -459,31 +577,29 @@ impl LoraModel {
         let (b, seq) = (batch.batch, batch.seq);
         let t = batch.lengths.iter().copied().max().unwrap_or(seq);
         let mut tokens = Vec::with_capacity(b * t);
-        let (mut rows, mut targets, mut weights) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut rows, mut targets) = (Vec::new(), Vec::new());
         for r in 0..b {
             tokens.extend_from_slice(&batch.tokens[r * seq..r * seq + t]);
             for p in 1..t {
-                let w = batch.loss_mask[r * seq + p];
-                if w > 0.0 {
-                    // The hidden state at p - 1 predicts token p.
-                    rows.push((r * t + p - 1) as i64);
+                if batch.loss_mask[r * seq + p] > 0.0 {
+                    // The hidden state of the token before p predicts token p (in the branch
+                    // layout: the last one p sees; a continuation's first token follows the
+                    // prefix's last token).
+                    let prev = (0..p).rev().find(|&j| batch.sees(r, p, j)).unwrap_or(p - 1);
+                    rows.push((r * t + prev) as i64);
                     targets.push(batch.tokens[r * seq + p] as i64);
-                    weights.push(w);
                 }
             }
         }
         let device = self.device();
         let n = rows.len();
-        let total: f32 = weights.iter().sum();
         let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
         let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
-        let weights = Tensor::<1>::from_data(TensorData::new(weights, [n]), &device);
         let h = self
-            .hidden(&tokens, b, t)
+            .hidden(&tokens, batch, t)
             .reshape([b * t, self.cfg.hidden_size])
             .select(0, rows);
-        let logp = log_softmax(self.head(h), 1).gather(1, targets).reshape([n]);
-        Ok((logp * weights).sum() * (-1.0 / total))
+        Ok(log_softmax(self.head(h), 1).gather(1, targets).reshape([n]))
     }
 
     fn adapter(&self, layer: usize, target: LoraTarget) -> Result<&Adapter> {
@@ -713,19 +829,4 @@ impl LoraModel {
         }
         Ok(merged)
     }
-}
-
-/// Additive causal mask (`-inf` above the diagonal); right padding needs nothing more, since
-/// real tokens never attend to the pads after them.
-///
-/// # Shapes
-/// - returns `[1, 1, seq, seq]`
-fn causal_mask(seq: usize, device: &Device) -> Tensor<4> {
-    let mut m = vec![0.0f32; seq * seq];
-    for i in 0..seq {
-        for j in i + 1..seq {
-            m[i * seq + j] = f32::NEG_INFINITY;
-        }
-    }
-    Tensor::<4>::from_data(TensorData::new(m, [1, 1, seq, seq]), device)
 }

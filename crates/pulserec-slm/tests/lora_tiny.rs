@@ -361,3 +361,68 @@ fn adapters_on_the_top_layers_only_merge_save_and_load() {
     let e = every.load_adapter(dir.path()).unwrap_err().to_string();
     assert!(e.contains("layers_to_transform"), "{e}");
 }
+
+/// Target log-probabilities of `batch` as plain numbers.
+fn target_log_probs(m: &LoraModel, batch: &TokenBatch) -> Vec<f32> {
+    m.target_log_probs(batch)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn branches_of_a_prefix_score_as_if_each_followed_it_alone() {
+    let prefixes: [&[u32]; 2] = [&[5, 17, 99, 3], &[7, 1]];
+    let branches: [&[&[u32]]; 2] = [
+        &[&[64, 127, 8], &[40, 2], &[11, 12, 13, 14]],
+        &[&[9], &[33, 21]],
+    ];
+    for arch in ["llama", "qwen2"] {
+        let (cfg, w) = tiny(arch);
+        let mut m = LoraModel::new(&cfg, &w, &all_targets(), 0, &Device::flex()).unwrap();
+        perturb(&mut m);
+        // Each continuation after its prefix in a row of its own.
+        let mut plain = Vec::new();
+        for (prefix, conts) in prefixes.iter().zip(branches) {
+            for c in conts {
+                let tokens = [*prefix, *c].concat();
+                let mask = [vec![0.0; prefix.len()], vec![1.0; c.len()]].concat();
+                plain.push((tokens, mask));
+            }
+        }
+        let want = target_log_probs(&m, &TokenBatch::from_rows(&plain, 0).unwrap());
+        // Each prefix once, its continuations after it as segments 1, 2, ... (rows of different
+        // lengths, so the second is padded).
+        let (mut rows, mut segments) = (Vec::new(), Vec::new());
+        for (prefix, conts) in prefixes.iter().zip(branches) {
+            let (mut tokens, mut mask, mut seg) = (
+                prefix.to_vec(),
+                vec![0.0; prefix.len()],
+                vec![0u16; prefix.len()],
+            );
+            for (k, c) in conts.iter().enumerate() {
+                tokens.extend_from_slice(c);
+                mask.extend(vec![1.0; c.len()]);
+                seg.extend(vec![k as u16 + 1; c.len()]);
+            }
+            rows.push((tokens, mask));
+            segments.push(seg);
+        }
+        let batch = TokenBatch::from_rows(&rows, 0)
+            .unwrap()
+            .with_segments(&segments)
+            .unwrap();
+        let got = target_log_probs(&m, &batch);
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!((g - w).abs() < 1e-4, "{arch} target {i}: {g} vs {w}");
+        }
+        // A wrong number of segment ids is refused, naming the row.
+        let err = TokenBatch::from_rows(&rows, 0)
+            .unwrap()
+            .with_segments(&[segments[0].clone(), vec![0]])
+            .unwrap_err();
+        assert!(err.to_string().contains("row 1"), "{err}");
+    }
+}
