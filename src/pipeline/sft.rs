@@ -282,9 +282,14 @@ fn train_variant(
         prompt_version: PROMPT_VERSION.into(),
         model: base.name.clone(),
         training_users: training_users.len(),
+        // A packed row holds one example per target; a ranking row one example whose targets
+        // are its candidates.
         examples: encoded
             .iter()
-            .map(|e: &EncodedExample| e.targets.len())
+            .map(|e: &EncodedExample| match config.objective {
+                Objective::Generative => e.targets.len(),
+                Objective::Ranking => 1,
+            })
             .sum(),
         skipped_no_rationale: set.skipped_no_rationale.len(),
         skipped_no_target: set.skipped_no_target.len(),
