@@ -206,3 +206,62 @@ fn bad_settings_are_refused() {
         .is_err()
     );
 }
+
+/// A server that answers every request with `status` and `body`; returns how many it saw.
+fn canned_server(status: u16, body: &'static str) -> (String, std::thread::JoinHandle<usize>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+    let handle = std::thread::spawn(move || {
+        let mut seen = 0;
+        while let Ok(Some(req)) = server.recv_timeout(Duration::from_secs(2)) {
+            seen += 1;
+            let response = tiny_http::Response::from_string(body).with_status_code(status);
+            req.respond(response).unwrap();
+        }
+        seen
+    });
+    (url, handle)
+}
+
+#[test]
+fn bad_answers_end_with_an_error_naming_the_endpoint_and_the_request() {
+    // (status, body, what the error says, attempts: client errors and bad bodies are final).
+    let cases: [(u16, &'static str, &str, usize); 5] = [
+        (
+            401,
+            r#"{"error":{"message":"invalid API key"}}"#,
+            "HTTP 401",
+            1,
+        ),
+        (200, "{\"choices\": [", "unreadable completion response", 1),
+        (200, r#"{"choices": []}"#, "the response has no choices", 1),
+        (
+            200,
+            r#"{"choices": [{"finish_reason": "stop"}]}"#,
+            "unreadable completion response",
+            1,
+        ),
+        (500, "internal error", "HTTP 500", 3),
+    ];
+    for (status, body, needle, attempts) in cases {
+        let (url, handle) = canned_server(status, body);
+        let mut remote = RemoteGenerator::new(RemoteConfig {
+            max_retries: 2,
+            concurrency: 1,
+            ..fast(url.clone())
+        })
+        .unwrap();
+        let err = remote
+            .generate(&[request("x", 1), request("y", 2)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("{url}/v1/completions")), "{err}");
+        assert!(err.contains("request 0") && err.contains(needle), "{err}");
+        assert!(
+            err.contains(&format!("after {attempts} attempt(s)")),
+            "{status} {body}: {err}"
+        );
+        // After the first request fails for good, the second is not sent.
+        assert_eq!(handle.join().unwrap(), attempts, "{status} {body}");
+    }
+}

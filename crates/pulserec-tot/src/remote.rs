@@ -251,15 +251,26 @@ impl TextGenerator for RemoteGenerator {
             (0..requests.len()).map(|_| None).collect();
         let workers = self.config.concurrency.min(requests.len()).max(1);
         let this = &*self;
+        // Once a request has failed for good the batch fails, so nothing more is sent.
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let failed = &failed;
         std::thread::scope(|scope| {
             // Worker k takes requests k, k + workers, ...; results go back by index.
             let handles: Vec<_> = (0..workers)
                 .map(|k| {
                     scope.spawn(move || {
-                        (k..requests.len())
-                            .step_by(workers)
-                            .map(|i| (i, this.complete(i, &requests[i])))
-                            .collect::<Vec<_>>()
+                        let mut done = Vec::new();
+                        for i in (k..requests.len()).step_by(workers) {
+                            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                                break;
+                            }
+                            let result = this.complete(i, &requests[i]);
+                            if result.is_err() {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
+                            done.push((i, result));
+                        }
+                        done
                     })
                 })
                 .collect();
@@ -270,9 +281,16 @@ impl TextGenerator for RemoteGenerator {
                 }
             }
         });
+        // The first failure in request order; requests left unsent after it have no result.
+        if let Some(err) = out.iter_mut().find_map(|r| match r {
+            Some(Err(_)) => r.take().and_then(Result::err),
+            _ => None,
+        }) {
+            return Err(err.into());
+        }
         out.into_iter()
             .map(|r| {
-                r.expect("every request was handled")
+                r.expect("every request was handled when none failed")
                     .map_err(pulserec_core::Error::from)
             })
             .collect()
