@@ -536,6 +536,28 @@ fn incomplete(
     }
 }
 
+/// A generator that fails once it has been asked for more than `left` prompts.
+struct FailAfter {
+    inner: pulserec_slm::Slm,
+    left: usize,
+}
+
+impl pulserec_core::TextGenerator for FailAfter {
+    fn generate(
+        &mut self,
+        requests: &[pulserec_core::GenerationRequest],
+    ) -> pulserec_core::Result<Vec<pulserec_core::Generation>> {
+        if requests.len() > self.left {
+            return Err(pulserec_core::Error::stage(
+                "test generator",
+                std::io::Error::other("the engine died"),
+            ));
+        }
+        self.left -= requests.len();
+        self.inner.generate(requests)
+    }
+}
+
 #[test]
 fn generation_stages_on_a_server_in_shards_write_the_stores_of_the_local_run() {
     use pulserec::config::{GeneratorConfig, GeneratorKind};
@@ -623,13 +645,58 @@ fn generation_stages_on_a_server_in_shards_write_the_stores_of_the_local_run() {
     assert_eq!(settings["generator"]["base_url"], server.url());
     assert_eq!(settings["generator"]["model"], "smollm2");
 
-    // A server that is gone: the stage fails with an error naming the endpoint, writes no
-    // rationale and is not marked done.
+    drop(server);
+
+    // A server that dies in the middle of the stage (its generator fails after 4 prompts, as a
+    // killed engine would): the stage stops with the first batch stored; restarted against a
+    // healthy server it resumes with the missing users only, and ends with the local run's store.
+    let load =
+        || pulserec_slm::Slm::load(&local.assets.slm, &burn::tensor::Device::flex()).unwrap();
+    let dying = FailAfter {
+        inner: load(),
+        left: 4,
+    };
+    let server =
+        CompletionServer::start("127.0.0.1:0", "smollm2", dying, ServeConfig::default()).unwrap();
+    let mut killed = remote.clone();
+    killed.run_dir = tmp.path().join("killed");
+    killed.generator.base_url = Some(server.url());
+    killed.generator.concurrency = 1;
+    killed.generator.retries = 0;
+    let err = Pipeline::new(killed.clone())
+        .unwrap()
+        .run_until(Stage::Rationales)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("HTTP 500"), "{err}");
+    let store = killed.run_dir.join("rationales/hindsight");
+    let first = texts(&store);
+    assert_eq!(
+        first.len(),
+        local.rationales.batch_size,
+        "one batch stored before the failure"
+    );
+    // The engine restarts on the same address.
+    let addr = server.url().trim_start_matches("http://").to_string();
+    drop(server);
+    let server =
+        CompletionServer::start(addr.as_str(), "smollm2", load(), ServeConfig::default()).unwrap();
+    Pipeline::new(killed.clone())
+        .unwrap()
+        .run_until(Stage::Rationales)
+        .unwrap();
+    assert_eq!(parts(&store).len(), 2, "the resumed run added one part");
+    assert_eq!(
+        texts(&store),
+        texts(&local.run_dir.join("rationales/hindsight"))
+    );
     let url = server.url();
     drop(server);
-    let mut dead = remote.clone();
+
+    // A server that is gone: the stage fails with an error naming the endpoint, writes no
+    // rationale and is not marked done.
+    let mut dead = killed.clone();
     dead.run_dir = tmp.path().join("dead");
-    dead.generator.retries = 0;
     let err = Pipeline::new(dead.clone())
         .unwrap()
         .run_until(Stage::Rationales)
