@@ -29,6 +29,7 @@ fn bench(c: &mut Criterion) {
         let opts = LoadOptions {
             weights: mode,
             max_batch: 32,
+            ..LoadOptions::default()
         };
         let slm = Slm::load_with(&path, &device, &opts).expect("load model");
         let m = slm.model();

@@ -76,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             WeightMode::Auto
         },
         max_batch: args.batch.max(1),
+        ..LoadOptions::default()
     };
     let t = std::time::Instant::now();
     let slm = Slm::load_with(&args.model, &device, &opts)

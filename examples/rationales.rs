@@ -245,6 +245,7 @@ fn similar_users(
 }
 
 fn main() -> anyhow::Result<()> {
+    pulserec::malloc::tune_malloc();
     pulserec::init_logging("warn");
     let args = Args::parse();
     let shard = parse_shard(&args.shard)?;

@@ -120,6 +120,7 @@ fn resolve(cli: &Cli, preset: Option<&str>) -> Result<PipelineConfig, Box<dyn st
 }
 
 fn main() -> ExitCode {
+    pulserec::malloc::tune_malloc();
     pulserec::init_logging("info");
     let cli = Cli::parse();
     match run(&cli) {

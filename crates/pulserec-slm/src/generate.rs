@@ -13,7 +13,8 @@ use crate::slm::Slm;
 /// Token counts and wall time of a call, for throughput reports.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GenerationStats {
-    /// Prompt tokens actually run through the model (shared prompts count once).
+    /// Prompt tokens actually run through the model (shared prompts count once; a prefix
+    /// reused from the prefix store does not count).
     pub prefill_tokens: usize,
     /// Seconds spent in prefill.
     pub prefill_secs: f64,
@@ -82,23 +83,110 @@ pub(crate) fn chunk_by_prompt(prompts: &[Vec<u32>], max: usize) -> Vec<PromptChu
         .collect()
 }
 
+/// Prompt indices with the cache and last-token logits of their prefill.
+type Prefilled = (Vec<usize>, (KvCache, Vec<f32>));
+
 impl Slm {
-    /// Runs left-padded prompts through an empty cache; returns the cache and the logits at
-    /// each prompt's last token (`[prompts, vocab]`).
-    pub(crate) fn prefill(&self, prompts: &[Vec<u32>]) -> Result<(KvCache, Vec<f32>)> {
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        let mut tokens = Vec::with_capacity(prompts.len() * longest);
-        let mut pads = Vec::with_capacity(prompts.len());
-        for p in prompts {
+    /// Runs prompts through a new cache; returns the cache (row `i`: prompt `i`), the logits at
+    /// each prompt's last token (`[prompts, vocab]`) and the number of prompt tokens run.
+    ///
+    /// A prompt that shares at least [`crate::prefix::MIN_REUSE`] leading tokens with one kept
+    /// in the prefix store starts from that prompt's keys and values and runs only the rest;
+    /// the others are run whole, left-padded to the longest. Every prompt is then kept in the
+    /// store. `reserve` spare slots are allocated for what will follow.
+    pub(crate) fn prefill(
+        &self,
+        prompts: &[Vec<u32>],
+        reserve: usize,
+    ) -> Result<(KvCache, Vec<f32>, usize)> {
+        let reused: Vec<Option<(KvCache, usize)>> = {
+            let mut store = self.store()?;
+            prompts.iter().map(|p| store.longest(p)).collect()
+        };
+        let (warm, cold): (Vec<usize>, Vec<usize>) =
+            (0..prompts.len()).partition(|&i| reused[i].is_some());
+        let mut parts = Vec::new();
+        let mut run = 0;
+        if !cold.is_empty() {
+            let group: Vec<&[u32]> = cold.iter().map(|&i| prompts[i].as_slice()).collect();
+            run += group.iter().map(|p| p.len()).sum::<usize>();
+            parts.push((cold, self.prefill_padded(&group, reserve)?));
+        }
+        if !warm.is_empty() {
+            let prefixes: Vec<(&KvCache, usize)> = warm
+                .iter()
+                .filter_map(|&i| reused[i].as_ref().map(|(kv, n)| (kv, *n)))
+                .collect();
+            let mut cache = KvCache::from_prefixes(&prefixes, reserve)?;
+            let rests: Vec<&[u32]> = warm
+                .iter()
+                .zip(&prefixes)
+                .map(|(&i, &(_, n))| &prompts[i][n..])
+                .collect();
+            run += rests.iter().map(|p| p.len()).sum::<usize>();
+            let logits = self.run_padded(&rests, &mut cache)?;
+            parts.push((warm, (cache, logits)));
+        }
+        let (cache, logits) = self.in_prompt_order(parts, prompts.len())?;
+        let mut store = self.store()?;
+        for (r, p) in prompts.iter().enumerate() {
+            store.insert(p.clone(), cache.compact_row(r)?);
+        }
+        Ok((cache, logits, run))
+    }
+
+    fn store(&self) -> Result<std::sync::MutexGuard<'_, crate::prefix::PrefixStore>> {
+        self.prefixes
+            .lock()
+            .map_err(|_| SlmError::Backend("the prefix store's lock is poisoned".into()))
+    }
+
+    /// Runs prompts, left-padded to the longest, through an empty cache.
+    fn prefill_padded(&self, prompts: &[&[u32]], reserve: usize) -> Result<(KvCache, Vec<f32>)> {
+        let mut cache = self.model.new_cache(prompts.len()).with_reserve(reserve);
+        let logits = self.run_padded(prompts, &mut cache)?;
+        Ok((cache, logits))
+    }
+
+    /// Appends one token sequence per cache row, each left-padded to the longest (the padding
+    /// hidden); returns the logits at each row's last token.
+    fn run_padded(&self, rows: &[&[u32]], cache: &mut KvCache) -> Result<Vec<f32>> {
+        let longest = rows.iter().map(|p| p.len()).max().unwrap_or(0);
+        let mut tokens = Vec::with_capacity(rows.len() * longest);
+        let mut pads = Vec::with_capacity(rows.len());
+        for p in rows {
             pads.push(longest - p.len());
             tokens.extend(std::iter::repeat_n(0, longest - p.len()));
             tokens.extend_from_slice(p);
         }
-        let mut cache = self.model.new_cache(prompts.len());
-        let hidden = self
-            .model
-            .forward(&tokens, prompts.len(), &pads, &mut cache)?;
-        Ok((cache, self.model.last_logits(hidden)?))
+        let hidden = self.model.forward(&tokens, rows.len(), &pads, cache)?;
+        self.model.last_logits(hidden)
+    }
+
+    /// Joins the caches and logits of groups of prompts (`(prompt indices, (cache, logits))`)
+    /// into one batch in prompt order; a shorter cache is left-padded with hidden slots.
+    fn in_prompt_order(&self, mut parts: Vec<Prefilled>, n: usize) -> Result<(KvCache, Vec<f32>)> {
+        if parts.len() == 1 {
+            let (order, (cache, logits)) = parts.remove(0);
+            if order.iter().enumerate().all(|(i, &p)| i == p) {
+                return Ok((cache, logits));
+            }
+            parts.push((order, (cache, logits)));
+        }
+        let vocab = self.model.config().vocab_size;
+        let mut row_of = vec![0; n];
+        let mut logits = vec![0.0; n * vocab];
+        let mut offset = 0;
+        for (order, (_, part_logits)) in &parts {
+            for (r, &p) in order.iter().enumerate() {
+                row_of[p] = offset + r;
+                logits[p * vocab..(p + 1) * vocab]
+                    .copy_from_slice(&part_logits[r * vocab..(r + 1) * vocab]);
+            }
+            offset += order.len();
+        }
+        let joined = KvCache::cat_rows(parts.into_iter().map(|(_, (c, _))| c).collect())?;
+        Ok((joined.select_rows(&row_of)?, logits))
     }
 
     /// Completes token-id prompts; returns one generation per request plus timing.
@@ -138,6 +226,14 @@ impl Slm {
             .into_iter()
             .map(|g| g.ok_or_else(|| SlmError::Backend("a request produced no generation".into())))
             .collect::<Result<_>>()?;
+        tracing::debug!(
+            requests = requests.len(),
+            prefill_tokens = stats.prefill_tokens,
+            prefill_secs = stats.prefill_secs,
+            decode_tokens = stats.decode_tokens,
+            decode_secs = stats.decode_secs,
+            "generate call done"
+        );
         Ok((gens, stats))
     }
 
@@ -149,9 +245,14 @@ impl Slm {
     ) -> Result<(Vec<Generation>, GenerationStats)> {
         let vocab = self.model.config().vocab_size;
         let t0 = Instant::now();
-        let (cache, first_logits) = self.prefill(uniques)?;
+        let reserve = rows
+            .iter()
+            .map(|&(req, _)| requests[req].params.max_new_tokens)
+            .max()
+            .unwrap_or(0);
+        let (cache, first_logits, prefilled) = self.prefill(uniques, reserve)?;
         let mut stats = GenerationStats {
-            prefill_tokens: uniques.iter().map(Vec::len).sum(),
+            prefill_tokens: prefilled,
             prefill_secs: t0.elapsed().as_secs_f64(),
             ..Default::default()
         };
@@ -174,26 +275,24 @@ impl Slm {
                 finish: (requests[req].params.max_new_tokens == 0).then_some(FinishReason::Length),
             })
             .collect();
-        let mut active: Vec<usize> = (0..state.len())
-            .filter(|&i| state[i].finish.is_none())
-            .collect();
-        if active.len() != state.len() {
-            cache = cache.select_rows(&active)?;
-            logits = active
-                .iter()
-                .flat_map(|&i| logits[i * vocab..(i + 1) * vocab].to_vec())
-                .collect();
-        }
-        while !active.is_empty() {
-            let mut next = Vec::with_capacity(active.len());
-            for (slot, &i) in active.iter().enumerate() {
+        // `slots[s]` is the state row in cache row `s`. A finished row stays in the batch (fed
+        // its last token, its outputs ignored) until a quarter of the batch is finished: then
+        // the cache is compacted. Copying the cache costs about as much as a few steps of the
+        // rows it holds, so compacting at every finish cost more than it saved.
+        let mut slots: Vec<usize> = (0..state.len()).collect();
+        let mut next: Vec<u32> = vec![0; slots.len()];
+        loop {
+            for (slot, &i) in slots.iter().enumerate() {
                 let row = &mut state[i];
+                if row.finish.is_some() {
+                    continue;
+                }
                 let l = &logits[slot * vocab..(slot + 1) * vocab];
                 let tok = row.sampler.sample(l);
                 row.ids.push(tok);
                 row.logprobs.push(log_prob(l, tok));
                 stats.decode_tokens += 1;
-                next.push(tok);
+                next[slot] = tok;
                 let params = &requests[row.req].params;
                 if self.tokenizer.eos_ids().contains(&tok) {
                     row.finish = Some(FinishReason::Eos);
@@ -213,18 +312,18 @@ impl Slm {
                     row.finish = Some(FinishReason::Length);
                 }
             }
-            let keep: Vec<usize> = (0..active.len())
-                .filter(|&s| state[active[s]].finish.is_none())
+            let keep: Vec<usize> = (0..slots.len())
+                .filter(|&s| state[slots[s]].finish.is_none())
                 .collect();
             if keep.is_empty() {
                 break;
             }
-            if keep.len() != active.len() {
+            if (slots.len() - keep.len()) * 4 >= slots.len() {
                 cache = cache.select_rows(&keep)?;
                 next = keep.iter().map(|&s| next[s]).collect();
-                active = keep.iter().map(|&s| active[s]).collect();
+                slots = keep.iter().map(|&s| slots[s]).collect();
             }
-            let hidden = self.model.forward(&next, active.len(), &[], &mut cache)?;
+            let hidden = self.model.forward(&next, slots.len(), &[], &mut cache)?;
             logits = self.model.last_logits(hidden)?;
         }
         stats.decode_secs = t1.elapsed().as_secs_f64();

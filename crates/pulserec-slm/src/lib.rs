@@ -23,6 +23,7 @@ pub use model::Llama;
 pub mod chat;
 pub mod generate;
 mod likelihood;
+mod prefix;
 pub mod sampler;
 pub mod slm;
 pub mod thought;

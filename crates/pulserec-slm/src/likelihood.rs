@@ -53,7 +53,13 @@ impl Slm {
         groups.sort_by_key(|(c, _)| c.len());
         for chunk in groups.chunks(self.max_batch) {
             let uniques: Vec<Vec<u32>> = chunk.iter().map(|(c, _)| c.to_vec()).collect();
-            let (cache, first) = self.prefill(&uniques)?;
+            // Room for the longest continuation scored on these contexts.
+            let reserve = chunk
+                .iter()
+                .flat_map(|(_, requests)| requests.iter().map(|&r| continuations[r].len()))
+                .max()
+                .unwrap_or(0);
+            let (cache, first, _) = self.prefill(&uniques, reserve)?;
             let mut rows: Vec<(usize, usize)> = Vec::new();
             for (u, (_, requests)) in chunk.iter().enumerate() {
                 for &req in requests {

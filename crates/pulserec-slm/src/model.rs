@@ -225,8 +225,10 @@ impl Llama {
 
     /// Runs new tokens through the model, appending their keys/values to `cache`.
     ///
-    /// `tokens` is `[batch, seq]` row-major; `new_pads[i]` of row `i`'s first tokens are left
-    /// padding (only allowed when the cache is empty). Returns the final-norm hidden states.
+    /// `tokens` is `[batch, seq]` row-major; `new_pads[i]` of row `i`'s first new tokens are
+    /// padding, hidden from attention and skipped by the positions (left padding on an empty
+    /// cache; on a filled one, the gap between a reused prefix and the rest of a prompt). Empty
+    /// `new_pads`: no padding. Returns the final-norm hidden states.
     ///
     /// # Shapes
     /// - `tokens`: `batch * seq` ids
@@ -255,13 +257,7 @@ impl Llama {
             });
         }
         cache.push_pads(new_pads)?;
-        let positions: Vec<Vec<usize>> = (0..batch)
-            .map(|r| {
-                (start..start + t)
-                    .map(|s| s.saturating_sub(cache.pad(r)))
-                    .collect()
-            })
-            .collect();
+        let positions: Vec<Vec<usize>> = (0..batch).map(|r| cache.positions(r, start, t)).collect();
         let (cos, sin) = self.rope_tables(&positions);
         let mask_values = self.attention_mask(cache, start, t);
         // On flex the mask stays a host buffer for the one-pass softmax.
@@ -303,18 +299,21 @@ impl Llama {
         Ok(rms_norm(x, &self.norm, self.cfg.rms_norm_eps))
     }
 
-    /// Additive mask over `[batch, 1, t, start + t]` (row-major): causal, pad keys hidden (a
-    /// pad query still sees itself so its row stays finite).
+    /// Additive mask over `[batch, 1, t, start + t]` (row-major): causal, hidden (padding) keys
+    /// hidden (a padding query still sees itself so its row stays finite).
     fn attention_mask(&self, cache: &KvCache, start: usize, t: usize) -> Vec<f32> {
         let b = cache.batch();
         let s = start + t;
         let mut m = vec![0.0f32; b * t * s];
         for r in 0..b {
-            let pad = cache.pad(r);
+            let mut hidden = vec![false; s];
+            for h in cache.hidden(r) {
+                hidden[h.start.min(s)..h.end.min(s)].fill(true);
+            }
             for i in 0..t {
                 let qi = start + i;
                 for j in 0..s {
-                    if j > qi || (j < pad && j != qi) {
+                    if j > qi || (hidden[j] && j != qi) {
                         m[(r * t + i) * s + j] = f32::NEG_INFINITY;
                     }
                 }

@@ -1,6 +1,7 @@
 //! [`Slm`]: a model plus its tokenizer, loaded from a GGUF file or an HF directory.
 
 use std::path::Path;
+use std::sync::Mutex;
 
 use burn::tensor::Device;
 
@@ -10,6 +11,7 @@ use crate::error::{Result, SlmError};
 use crate::gguf::GgufFile;
 use crate::linear::WeightMode;
 use crate::model::Llama;
+use crate::prefix::PrefixStore;
 use crate::tokenizer::SlmTokenizer;
 use crate::weights::ModelWeights;
 
@@ -20,6 +22,11 @@ pub struct LoadOptions {
     pub weights: WeightMode,
     /// Most sequences run together in one batch (larger requests are split).
     pub max_batch: usize,
+    /// Memory for the caches of recent prompts, in bytes (0: none kept). A prompt that starts
+    /// like a kept one is prefilled only from where they differ: Tree-of-Thought's prompts
+    /// repeat the user's context at every depth. Outputs equal those without the store up to
+    /// float summation order.
+    pub prefix_cache_bytes: usize,
 }
 
 impl Default for LoadOptions {
@@ -27,6 +34,7 @@ impl Default for LoadOptions {
         Self {
             weights: WeightMode::Auto,
             max_batch: 32,
+            prefix_cache_bytes: 1 << 30,
         }
     }
 }
@@ -36,6 +44,7 @@ pub struct Slm {
     pub(crate) model: Llama,
     pub(crate) tokenizer: SlmTokenizer,
     pub(crate) max_batch: usize,
+    pub(crate) prefixes: Mutex<PrefixStore>,
 }
 
 impl std::fmt::Debug for Slm {
@@ -93,11 +102,16 @@ impl Slm {
         device: &Device,
         opts: &LoadOptions,
     ) -> Result<Self> {
+        // f32 keys and values of every layer.
+        let slot_bytes = cfg.num_layers * 2 * cfg.num_kv_heads * cfg.head_dim * 4;
         let model = Llama::new(cfg, weights, opts.weights, device)?;
         Ok(Self {
             model,
             tokenizer,
             max_batch: opts.max_batch.max(1),
+            prefixes: Mutex::new(PrefixStore::new(
+                opts.prefix_cache_bytes / slot_bytes.max(1),
+            )),
         })
     }
 

@@ -97,6 +97,7 @@ fn dense_slm(weights: &ModelWeights) -> Option<Slm> {
     let opts = LoadOptions {
         weights: WeightMode::Dense,
         max_batch: 1,
+        ..LoadOptions::default()
     };
     Some(Slm::from_parts(cfg.clone(), weights, tok.clone(), &Device::flex(), &opts).unwrap())
 }

@@ -35,6 +35,7 @@ pub fn load_on(mode: WeightMode, device: &burn::tensor::Device) -> Option<Slm> {
     let opts = LoadOptions {
         weights: mode,
         max_batch: 32,
+        ..LoadOptions::default()
     };
     Some(Slm::load_with(&path, device, &opts).expect("load SmolLM2"))
 }

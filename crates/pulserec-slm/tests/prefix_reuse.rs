@@ -1,0 +1,189 @@
+//! Reusing a prompt's keys and values: a cache built from stored prefixes, with hidden gaps
+//! between a prefix and the rest of a prompt, must give the logits of a fresh prefill, at the
+//! prompt's last token and while decoding after it; and generation through `Slm`'s prefix
+//! store must give the same tokens as without the store.
+
+mod common;
+
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use pulserec_core::{GenerationRequest, SamplingParams};
+use pulserec_slm::weights::ModelWeights;
+use pulserec_slm::{KvCache, Llama, LlamaConfig, LoadOptions, Slm, WeightMode};
+
+fn tiny(arch: &str) -> Llama {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hf")
+        .join(arch);
+    let cfg = LlamaConfig::from_hf_json(dir.join("config.json")).unwrap();
+    let w = ModelWeights::from_hf_dir(&dir, &cfg).unwrap();
+    Llama::new(cfg, &w, WeightMode::Dense, &Device::flex()).unwrap()
+}
+
+fn ids(seed: u32, n: usize, vocab: usize) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i * 7 + seed * 13 + 3) % vocab as u32)
+        .collect()
+}
+
+/// Logits after `prompt` and after each of `then`, from a fresh one-row cache.
+fn reference(m: &Llama, prompt: &[u32], then: &[u32]) -> Vec<Vec<f32>> {
+    let mut cache = m.new_cache(1);
+    let h = m.forward(prompt, 1, &[], &mut cache).unwrap();
+    let mut out = vec![m.last_logits(h).unwrap()];
+    for &t in then {
+        let h = m.forward(&[t], 1, &[], &mut cache).unwrap();
+        out.push(m.last_logits(h).unwrap());
+    }
+    out
+}
+
+fn row(logits: &[f32], r: usize, vocab: usize) -> &[f32] {
+    &logits[r * vocab..(r + 1) * vocab]
+}
+
+fn check(arch: &str) {
+    let m = tiny(arch);
+    let vocab = m.config().vocab_size;
+    let stored = ids(1, 30, vocab);
+    // Prompts sharing 20 and 12 leading tokens with the stored one, then their own tokens.
+    let a: Vec<u32> = stored[..20]
+        .iter()
+        .copied()
+        .chain(ids(2, 7, vocab))
+        .collect();
+    let b: Vec<u32> = stored[..12]
+        .iter()
+        .copied()
+        .chain(ids(3, 5, vocab))
+        .collect();
+    let c = ids(4, 10, vocab);
+    let next = [5u32, 9];
+
+    let mut full = m.new_cache(1);
+    m.forward(&stored, 1, &[], &mut full).unwrap();
+    let entry = full.compact_row(0).unwrap();
+    assert_eq!((entry.batch(), entry.len()), (1, 30));
+
+    // Row 0: 20 reused slots; row 1: 12, left-padded by 8 hidden slots; the rests are
+    // left-padded to 7 tokens (row 1's 5 after a hidden gap of 2).
+    let mut cache = KvCache::from_prefixes(&[(&entry, 20), (&entry, 12)], 4).unwrap();
+    assert_eq!(cache.hidden(1), std::slice::from_ref(&(0..8)));
+    let mut rest = a[20..].to_vec();
+    rest.extend([0, 0]);
+    rest.extend_from_slice(&b[12..]);
+    let h = m.forward(&rest, 2, &[0, 2], &mut cache).unwrap();
+    assert_eq!(cache.hidden(1), &[0..8, 20..22]);
+    assert_eq!(cache.positions(1, 27, 1), vec![17]);
+    let got = m.last_logits(h).unwrap();
+    let (want_a, want_b) = (reference(&m, &a, &next), reference(&m, &b, &next));
+    let tol = 1e-4;
+    let d = common::max_abs_diff(row(&got, 0, vocab), &want_a[0]);
+    assert!(d < tol, "{arch}: reused prefix of 20, max |diff| {d}");
+    let d = common::max_abs_diff(row(&got, 1, vocab), &want_b[0]);
+    assert!(
+        d < tol,
+        "{arch}: reused prefix of 12 with gaps, max |diff| {d}"
+    );
+
+    // Joined with a freshly prefilled shorter prompt (left-padded to 27 slots), then decoded.
+    let mut cold = m.new_cache(1).with_reserve(2);
+    m.forward(&c, 1, &[], &mut cold).unwrap();
+    let mut joined = KvCache::cat_rows(vec![cache, cold]).unwrap();
+    assert_eq!((joined.batch(), joined.len()), (3, 27));
+    assert_eq!(joined.hidden(2), std::slice::from_ref(&(0..17)));
+    let want_c = reference(&m, &c, &next);
+    for (step, &t) in next.iter().enumerate() {
+        let h = m.forward(&[t; 3], 3, &[], &mut joined).unwrap();
+        let got = m.last_logits(h).unwrap();
+        for (r, want) in [&want_a, &want_b, &want_c].into_iter().enumerate() {
+            let d = common::max_abs_diff(row(&got, r, vocab), &want[step + 1]);
+            assert!(
+                d < tol,
+                "{arch}: decode step {step}, row {r}, max |diff| {d}"
+            );
+        }
+    }
+}
+
+#[test]
+fn reused_prefixes_with_hidden_gaps_give_the_logits_of_a_fresh_prefill() {
+    check("llama");
+    check("qwen2");
+}
+
+#[test]
+fn bad_prefix_batches_are_errors() {
+    let m = tiny("llama");
+    let mut full = m.new_cache(1);
+    m.forward(&ids(1, 8, m.config().vocab_size), 1, &[], &mut full)
+        .unwrap();
+    let entry = full.compact_row(0).unwrap();
+    assert!(KvCache::from_prefixes(&[], 0).is_err());
+    assert!(KvCache::from_prefixes(&[(&entry, 9)], 0).is_err());
+    assert!(KvCache::from_prefixes(&[(&entry, 0)], 0).is_err());
+    assert!(full.compact_row(1).is_err());
+    assert!(KvCache::cat_rows(Vec::new()).is_err());
+    assert!(KvCache::cat_rows(vec![m.new_cache(1)]).is_err());
+}
+
+/// Tree-of-Thought's pattern on SmolLM2: prompts that repeat a long context and differ at
+/// the end, sampled with per-request seeds. With the store the second call prefills only the
+/// differing ends, and every call gives the tokens of a model without a store.
+#[test]
+fn generation_through_the_prefix_store_equals_generation_without_it() {
+    let Some(path) = common::smollm2_path() else {
+        return;
+    };
+    let load = |bytes| {
+        let opts = LoadOptions {
+            prefix_cache_bytes: bytes,
+            ..LoadOptions::default()
+        };
+        Slm::load_with(&path, &Device::flex(), &opts).unwrap()
+    };
+    let (with, without) = (load(1 << 28), load(0));
+    let context = "A customer bought, oldest first: 1. Halo 3 2. Gears of War 3. Forza \
+                   Motorsport 4. an Xbox 360 wireless controller 5. Mass Effect 2. ";
+    let prompt = |tail: &str| with.chat_prompt(None, &format!("{context}{tail}")).unwrap();
+    let request = |prompt: String, seed| GenerationRequest {
+        prompt,
+        params: SamplingParams {
+            temperature: 1.0,
+            top_k: Some(51),
+            top_p: Some(0.95),
+            max_new_tokens: 12,
+            seed,
+            ..SamplingParams::default()
+        },
+    };
+    let first: Vec<GenerationRequest> = (0..3)
+        .map(|s| request(prompt("Write the first step of the reasoning."), s))
+        .collect();
+    let second: Vec<GenerationRequest> = ["They like shooters.", "They own an Xbox 360."]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, step)| {
+            let p = prompt(&format!("Reasoning so far: {step} Write step 2."));
+            (0..3).map(move |s| request(p.clone(), 10 * i as u64 + s))
+        })
+        .collect();
+    for requests in [&first, &second] {
+        let (got, stats) = with.generate_with_stats(requests).unwrap();
+        let (want, plain) = without.generate_with_stats(requests).unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.token_ids, w.token_ids);
+        }
+        if std::ptr::eq(requests, &second) {
+            assert!(
+                stats.prefill_tokens * 3 < plain.prefill_tokens,
+                "the shared context was prefilled again: {} of {} tokens",
+                stats.prefill_tokens,
+                plain.prefill_tokens
+            );
+        } else {
+            assert_eq!(stats.prefill_tokens, plain.prefill_tokens);
+        }
+    }
+}
