@@ -249,10 +249,19 @@ impl Llama {
             )));
         }
         let start = cache.len();
-        if start + t > self.cfg.max_position {
+        // The context limit bounds positions (visible slots), not slots: hidden padding after a
+        // reused prefix may make a row's slots outnumber its tokens.
+        let visible = (0..batch)
+            .map(|r| {
+                let hidden: usize = cache.hidden(r).iter().map(|h| h.len()).sum();
+                start + t - hidden - new_pads.get(r).copied().unwrap_or(0).min(t)
+            })
+            .max()
+            .unwrap_or(0);
+        if visible > self.cfg.max_position {
             return Err(SlmError::ContextOverflow {
                 index: 0,
-                tokens: start + t,
+                tokens: visible,
                 context: self.cfg.max_position,
             });
         }
