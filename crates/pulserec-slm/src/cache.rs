@@ -10,10 +10,12 @@ use crate::error::{Result, SlmError};
 ///
 /// Slots are shared by all rows; some of a row's slots may be hidden from attention
 /// ([`KvCache::hidden`]): left padding, and padding between a reused prompt prefix and the rest
-/// of the prompt. A token's RoPE position counts only the visible slots before it. Each layer's keys and values live in buffers with room for more slots than
-/// are filled ([`KvCache::with_reserve`]), so a decode step writes its new slot in place (on
-/// flex, where a uniquely held buffer is written without a copy) instead of copying the whole
-/// cache into a longer one; a full buffer grows by half. Cloning is cheap-ish (tensors are
+/// of the prompt. A token's RoPE position counts only the visible slots before it.
+///
+/// Each layer's keys and values live in buffers with room for more slots than are filled
+/// ([`KvCache::with_reserve`]), so a decode step writes its new slot in place (on flex, where
+/// a uniquely held buffer is written without a copy) instead of copying the whole cache into a
+/// longer one; a full buffer grows by half. Cloning is cheap-ish (tensors are
 /// reference counted; a clone's first write copies), and [`KvCache::select_rows`] builds a new
 /// batch from chosen rows, repeating rows as needed: that is how many continuations of one
 /// prompt reuse its prefill.
@@ -241,14 +243,46 @@ impl KvCache {
     /// The rows of several caches in one batch (in order), right-aligned: a cache with fewer
     /// filled slots is left-padded with hidden ones. The spare slots are the most any part had.
     pub fn cat_rows(parts: Vec<KvCache>) -> Result<KvCache> {
-        let Some(len) = parts.iter().map(|c| c.len).max() else {
-            return Err(SlmError::Backend("no caches to join".into()));
-        };
         let spare = parts
             .iter()
             .map(|c| c.capacity().saturating_sub(c.len))
             .max()
             .unwrap_or(0);
+        let reserve = parts.first().map_or(DEFAULT_RESERVE, |c| c.reserve);
+        Self::join(&parts, spare, reserve)
+    }
+
+    /// A batch whose row `i` holds the first `prefixes[i].1` slots of the one-row cache
+    /// `prefixes[i].0` (a row without hidden slots, as [`KvCache::compact_row`] makes),
+    /// right-aligned: shorter prefixes are left-padded with hidden slots. `reserve` spare slots
+    /// follow.
+    pub fn from_prefixes(prefixes: &[(&KvCache, usize)], reserve: usize) -> Result<KvCache> {
+        if let Some((c, n)) = prefixes
+            .iter()
+            .find(|(c, n)| c.batch() != 1 || !c.hidden[0].is_empty() || *n > c.len || *n == 0)
+        {
+            return Err(SlmError::Backend(format!(
+                "a prefix of {n} slots from a cache of {} rows and {} slots",
+                c.batch(),
+                c.len
+            )));
+        }
+        // The first `n` slots of each: the same buffers, fewer filled slots.
+        let views: Vec<KvCache> = prefixes
+            .iter()
+            .map(|&(c, n)| KvCache {
+                len: n,
+                ..c.clone()
+            })
+            .collect();
+        Self::join(&views, reserve, reserve)
+    }
+
+    /// [`KvCache::cat_rows`] with `spare` slots after the filled ones.
+    fn join(parts: &[KvCache], spare: usize, reserve: usize) -> Result<KvCache> {
+        let Some(len) = parts.iter().map(|c| c.len).max() else {
+            return Err(SlmError::Backend("no caches to join".into()));
+        };
         let num_layers = parts[0].layers.len();
         if parts
             .iter()
@@ -259,7 +293,7 @@ impl KvCache {
             ));
         }
         let mut hidden = Vec::new();
-        for c in &parts {
+        for c in parts {
             let shift = len - c.len;
             for ranges in &c.hidden {
                 let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len() + 1);
@@ -280,7 +314,7 @@ impl KvCache {
         for l in 0..num_layers {
             let mut ks = Vec::with_capacity(parts.len());
             let mut vs = Vec::with_capacity(parts.len());
-            for c in &parts {
+            for c in parts {
                 let Some((k, v)) = &c.layers[l] else {
                     return Err(SlmError::Backend(format!("cache without layer {l}")));
                 };
@@ -305,67 +339,6 @@ impl KvCache {
             layers,
             hidden,
             len,
-            reserve: parts[0].reserve,
-        })
-    }
-
-    /// A batch whose row `i` holds the first `prefixes[i].1` slots of the one-row cache
-    /// `prefixes[i].0` (a row without hidden slots, as [`KvCache::compact_row`] makes),
-    /// right-aligned: shorter prefixes are left-padded with hidden slots. `reserve` spare slots
-    /// follow.
-    pub fn from_prefixes(prefixes: &[(&KvCache, usize)], reserve: usize) -> Result<KvCache> {
-        let Some(longest) = prefixes.iter().map(|p| p.1).max() else {
-            return Err(SlmError::Backend("no prefixes to batch".into()));
-        };
-        if let Some((c, n)) = prefixes
-            .iter()
-            .find(|(c, n)| c.batch() != 1 || !c.hidden[0].is_empty() || *n > c.len || *n == 0)
-        {
-            return Err(SlmError::Backend(format!(
-                "a prefix of {n} slots from a cache of {} rows and {} slots",
-                c.batch(),
-                c.len
-            )));
-        }
-        let num_layers = prefixes[0].0.layers.len();
-        let mut layers = Vec::with_capacity(num_layers);
-        for l in 0..num_layers {
-            let mut ks = Vec::with_capacity(prefixes.len());
-            let mut vs = Vec::with_capacity(prefixes.len());
-            for (c, n) in prefixes {
-                let Some((k, v)) = &c.layers[l] else {
-                    return Err(SlmError::Backend(format!("prefix cache without layer {l}")));
-                };
-                let [_, heads, _, hd] = k.dims();
-                let pad = |t: &Tensor<4>| {
-                    let mut parts = Vec::with_capacity(3);
-                    if longest > *n {
-                        parts.push(Tensor::<4>::zeros([1, heads, longest - n, hd], &t.device()));
-                    }
-                    parts.push(t.clone().narrow(2, 0, *n));
-                    if reserve > 0 {
-                        parts.push(Tensor::<4>::zeros([1, heads, reserve, hd], &t.device()));
-                    }
-                    Tensor::cat(parts, 2)
-                };
-                ks.push(pad(k));
-                vs.push(pad(v));
-            }
-            layers.push(Some((Tensor::cat(ks, 0), Tensor::cat(vs, 0))));
-        }
-        Ok(KvCache {
-            layers,
-            hidden: prefixes
-                .iter()
-                .map(|&(_, n)| {
-                    if n < longest {
-                        std::iter::once(0..longest - n).collect()
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect(),
-            len: longest,
             reserve,
         })
     }

@@ -130,7 +130,9 @@ impl Slm {
         let (cache, logits) = self.in_prompt_order(parts, prompts.len())?;
         let mut store = self.store()?;
         for (r, p) in prompts.iter().enumerate() {
-            store.insert(p.clone(), cache.compact_row(r)?);
+            if store.would_keep(p) {
+                store.insert(p.clone(), cache.compact_row(r)?);
+            }
         }
         Ok((cache, logits, run))
     }

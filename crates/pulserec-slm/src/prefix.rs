@@ -63,15 +63,20 @@ impl PrefixStore {
         Some((self.entries[best].kv.clone(), n))
     }
 
+    /// Whether [`PrefixStore::insert`] would keep `tokens` (callers skip building the cache of
+    /// a prompt that would be refused).
+    pub(crate) fn would_keep(&self, tokens: &[u32]) -> bool {
+        !tokens.is_empty()
+            && tokens.len() <= self.budget
+            && !self.entries.iter().any(|e| e.tokens.starts_with(tokens))
+    }
+
     /// Keeps `kv`, the one-row cache of `tokens` without hidden slots. An entry whose tokens
     /// are a prefix of `tokens` is replaced; nothing is stored if `tokens` is a prefix of an
     /// entry or larger than the whole budget.
     pub(crate) fn insert(&mut self, tokens: Vec<u32>, kv: KvCache) {
         let n = tokens.len();
-        if n == 0 || n > self.budget || kv.len() != n || kv.batch() != 1 {
-            return;
-        }
-        if self.entries.iter().any(|e| e.tokens.starts_with(&tokens)) {
+        if !self.would_keep(&tokens) || kv.len() != n || kv.batch() != 1 {
             return;
         }
         self.entries.retain(|e| !tokens.starts_with(&e.tokens));
