@@ -565,17 +565,26 @@ fn generation_stages_on_a_server_in_shards_write_the_stores_of_the_local_run() {
     use pulserec::serve::{CompletionServer, ServeConfig};
 
     let tmp = tempfile::tempdir().unwrap();
-    let Some(local) = tiny_config(&tmp.path().join("local")) else {
+    let Some(mut local) = tiny_config(&tmp.path().join("local")) else {
         return;
     };
+    // Every generate call holds one user's prompts, as every server call below holds one
+    // prompt: a prompt's numbers do not depend on its batch or on the prefix store, but a
+    // decode step's do depend on the padding of the rows beside it (float summation order).
+    local.rationales.batch_size = 1;
+    local.tot.batch_size = 1;
     Pipeline::new(local.clone())
         .unwrap()
         .run_until(Stage::Tot)
         .unwrap();
 
-    // The same SmolLM2 behind the project's own OpenAI-compatible server, over loopback.
+    // The same SmolLM2 behind the project's own OpenAI-compatible server, over loopback,
+    // taking one prompt per generate call.
     let slm = pulserec_slm::Slm::load(&local.assets.slm, &burn::tensor::Device::flex()).unwrap();
-    let serve = ServeConfig::for_slm(&slm);
+    let serve = ServeConfig {
+        batch_prompts: 1,
+        ..ServeConfig::for_slm(&slm)
+    };
     let server = CompletionServer::start("127.0.0.1:0", "smollm2", slm, serve).unwrap();
     let mut remote = local.clone();
     remote.run_dir = tmp.path().join("remote");
@@ -648,16 +657,21 @@ fn generation_stages_on_a_server_in_shards_write_the_stores_of_the_local_run() {
     drop(server);
 
     // A server that dies in the middle of the stage (its generator fails after 4 prompts, as a
-    // killed engine would): the stage stops with the first batch stored; restarted against a
-    // healthy server it resumes with the missing users only, and ends with the local run's store.
+    // killed engine would): the stage stops with the batches done so far stored (one user
+    // each); restarted against a healthy server it resumes with the missing users only, and
+    // ends with the local run's store.
     let load =
         || pulserec_slm::Slm::load(&local.assets.slm, &burn::tensor::Device::flex()).unwrap();
     let dying = FailAfter {
         inner: load(),
         left: 4,
     };
+    let one_prompt = ServeConfig {
+        batch_prompts: 1,
+        ..ServeConfig::default()
+    };
     let server =
-        CompletionServer::start("127.0.0.1:0", "smollm2", dying, ServeConfig::default()).unwrap();
+        CompletionServer::start("127.0.0.1:0", "smollm2", dying, one_prompt.clone()).unwrap();
     let mut killed = remote.clone();
     killed.run_dir = tmp.path().join("killed");
     killed.generator.base_url = Some(server.url());
@@ -671,21 +685,21 @@ fn generation_stages_on_a_server_in_shards_write_the_stores_of_the_local_run() {
     assert!(err.contains("HTTP 500"), "{err}");
     let store = killed.run_dir.join("rationales/hindsight");
     let first = texts(&store);
-    assert_eq!(
-        first.len(),
-        local.rationales.batch_size,
-        "one batch stored before the failure"
-    );
+    assert_eq!(first.len(), 4, "the batches before the failure are stored");
+    assert_eq!(parts(&store).len(), 4);
     // The engine restarts on the same address.
     let addr = server.url().trim_start_matches("http://").to_string();
     drop(server);
-    let server =
-        CompletionServer::start(addr.as_str(), "smollm2", load(), ServeConfig::default()).unwrap();
+    let server = CompletionServer::start(addr.as_str(), "smollm2", load(), one_prompt).unwrap();
     Pipeline::new(killed.clone())
         .unwrap()
         .run_until(Stage::Rationales)
         .unwrap();
-    assert_eq!(parts(&store).len(), 2, "the resumed run added one part");
+    assert_eq!(
+        parts(&store).len(),
+        6,
+        "the resumed run added the two missing users"
+    );
     assert_eq!(
         texts(&store),
         texts(&local.run_dir.join("rationales/hindsight"))

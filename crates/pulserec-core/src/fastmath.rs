@@ -211,7 +211,9 @@ pub fn softmax_rows_scaled_masked(
         // Separate passes so each one vectorises: a running sum inside the exp loop would be a
         // strict sequential f32 reduction and keep the whole loop scalar.
         row.iter_mut().for_each(|v| *v = exp(*v - max));
-        let inv = 1.0 / lane_sum(row, |v| v);
+        // A sequential sum, not lanes: masked columns add exact zeros wherever they sit, so a
+        // row's probabilities do not depend on how much padding its batch put around it.
+        let inv = 1.0 / row.iter().sum::<f32>();
         row.iter_mut().for_each(|v| *v *= inv);
     };
     if values.len() < PARALLEL_MIN {

@@ -153,7 +153,9 @@ impl Slm {
     /// Appends one token sequence per cache row, each left-padded to the longest (the padding
     /// hidden); returns the logits at each row's last token.
     fn run_padded(&self, rows: &[&[u32]], cache: &mut KvCache) -> Result<Vec<f32>> {
-        let longest = rows.iter().map(|p| p.len()).max().unwrap_or(0);
+        // At least two positions, so a prompt never runs on the decode kernels: a row's
+        // numbers must not depend on the lengths of the other rows in its batch.
+        let longest = rows.iter().map(|p| p.len()).max().unwrap_or(0).max(2);
         let mut tokens = Vec::with_capacity(rows.len() * longest);
         let mut pads = Vec::with_capacity(rows.len());
         for p in rows {

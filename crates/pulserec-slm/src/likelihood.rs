@@ -103,6 +103,9 @@ impl Slm {
         if t == 0 {
             return Ok(());
         }
+        // At least two positions: one new token per row would take the decode kernels, and a
+        // continuation's scores must not depend on the lengths of the others in its batch.
+        let t = t.max(2);
         let mut tokens = Vec::with_capacity(rows.len() * t);
         for &(r, _) in rows {
             let c = &continuations[r];

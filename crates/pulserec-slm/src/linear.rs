@@ -11,21 +11,22 @@ use crate::weights::WeightMatrix;
 pub enum WeightMode {
     /// Dequantise everything to f32 burn tensors (works on every device, exact f32 reference).
     Dense,
-    /// Keep ggml-quantised weights and use this crate's CPU kernels for small batches, plus an
-    /// f32 copy for large ones (prefill), when the device is `flex` and the weights are
-    /// quantised; otherwise the same as `Dense`.
+    /// Keep ggml-quantised weights and use this crate's CPU kernels for decode steps of few
+    /// rows, plus an f32 copy for prompts and larger steps, when the device is `flex` and the
+    /// weights are quantised; otherwise the same as `Dense`.
     #[default]
     Auto,
 }
 
-/// Inputs with at least this many rows use the dense f32 copy (gemm) rather than the
+/// Decode steps of at least this many rows use the dense f32 copy (gemm) rather than the
 /// quantised kernels. Measured on SmolLM2 Q4_1 (2 threads, batched greedy decode, tok/s): at 16
 /// rows the kernels ran 198-208 and gemm 154-159, at 32 rows the kernels 218 and gemm 242-248.
 const QUANT_MAX_ROWS: usize = 32;
 
 /// `y = x Wᵀ + b`.
 pub(crate) struct Linear {
-    /// `[in, out]`, always kept: batches of `QUANT_MAX_ROWS` rows or more (prefill) run on it.
+    /// `[in, out]`, always kept: prompts and decode steps of `QUANT_MAX_ROWS` rows or more run
+    /// on it.
     dense: Tensor<2>,
     quant: Option<WeightMatrix>,
     bias: Option<Tensor<1>>,
@@ -74,27 +75,56 @@ impl Linear {
         })
     }
 
+    /// `x Wᵀ + b`. One position per row (a decode step) of fewer than `QUANT_MAX_ROWS` rows
+    /// runs on the quantised kernels; everything else, prompts included whatever their batch,
+    /// on the dense copy, so a prompt's numbers do not depend on what it was batched with.
+    ///
     /// # Shapes
     /// - `x`: `[batch, seq, in]`
     /// - returns `[batch, seq, out]`
     pub(crate) fn forward(&self, x: Tensor<3>) -> Result<Tensor<3>> {
         let [b, t, _] = x.dims();
         let y = match &self.quant {
-            Some(q) if b * t < QUANT_MAX_ROWS => {
+            Some(q) if t == 1 && b < QUANT_MAX_ROWS => {
                 let device = x.device();
                 let xs = tensor_vec(x)?;
-                let y = matmul_quantized(q, &xs, b * t);
-                Tensor::<3>::from_data(TensorData::new(y, [b, t, self.out_features]), &device)
+                let y = matmul_quantized(q, &xs, b);
+                Tensor::<3>::from_data(TensorData::new(y, [b, 1, self.out_features]), &device)
             }
-            // One 2-D gemm over all rows against the row-major `[in, out]` copy.
-            _ => x
-                .reshape([b * t, self.dense.dims()[0]])
-                .matmul(self.dense.clone())
-                .reshape([b, t, self.out_features]),
+            _ => self.dense_matmul(x),
         };
-        Ok(match &self.bias {
+        Ok(self.add_bias(y))
+    }
+
+    /// Always the dense f32 copy (gemm), whatever the shape.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, in]`
+    /// - returns `[batch, seq, out]`
+    pub(crate) fn forward_dense(&self, x: Tensor<3>) -> Result<Tensor<3>> {
+        Ok(self.add_bias(self.dense_matmul(x)))
+    }
+
+    /// One 2-D gemm over all rows against the row-major `[in, out]` copy. A single row is
+    /// doubled: gemm's one-row path sums in another order, and a row's result must not depend
+    /// on how many rows share the call.
+    fn dense_matmul(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, d] = x.dims();
+        let rows = x.reshape([b * t, d]);
+        if b * t == 1 {
+            return Tensor::cat(vec![rows.clone(), rows], 0)
+                .matmul(self.dense.clone())
+                .narrow(0, 0, 1)
+                .reshape([b, t, self.out_features]);
+        }
+        rows.matmul(self.dense.clone())
+            .reshape([b, t, self.out_features])
+    }
+
+    fn add_bias(&self, y: Tensor<3>) -> Tensor<3> {
+        match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze::<3>(),
             None => y,
-        })
+        }
     }
 }

@@ -337,7 +337,7 @@ impl Llama {
     /// - `hidden`: `[n, hidden]`; returns `[n, vocab]` as a row-major `Vec`
     pub fn logits(&self, hidden: Tensor<2>) -> Result<Vec<f32>> {
         let [n, d] = hidden.dims();
-        let y = self.lm_head.forward(hidden.reshape([1, n, d]))?;
+        let y = self.lm_head.forward_dense(hidden.reshape([1, n, d]))?;
         tensor_vec(y)
     }
 
@@ -346,8 +346,15 @@ impl Llama {
     /// # Shapes
     /// - `hidden`: `[batch, seq, hidden]`; returns `[batch, vocab]` row-major
     pub fn last_logits(&self, hidden: Tensor<3>) -> Result<Vec<f32>> {
-        let [b, t, d] = hidden.dims();
-        self.logits(hidden.narrow(1, t - 1, 1).reshape([b, d]))
+        let t = hidden.dims()[1];
+        let last = hidden.narrow(1, t - 1, 1);
+        // A prompt's (t > 1) on the dense copy, whatever the batch; a decode step's as the
+        // step's other layers ran.
+        tensor_vec(if t == 1 {
+            self.lm_head.forward(last)?
+        } else {
+            self.lm_head.forward_dense(last)?
+        })
     }
 }
 

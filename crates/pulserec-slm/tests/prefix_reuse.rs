@@ -187,3 +187,96 @@ fn generation_through_the_prefix_store_equals_generation_without_it() {
         }
     }
 }
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// A prompt's numbers on SmolLM2 (quantised weights, `WeightMode::Auto`) are the same to the
+/// bit alone, left-padded in a batch with a longer prompt, in a batch of 40 prompts (past the
+/// quantised kernels' row limit), and continued from another prompt's stored prefix; so are a
+/// decode step's, alone and beside a copy of itself, and a continuation's log-probabilities
+/// scored alone and beside a longer one. This is what lets the prefix store and batching change
+/// speed without changing a sampled token.
+#[test]
+fn a_prompt_gives_the_same_bits_alone_batched_and_from_a_stored_prefix() {
+    let Some(path) = common::smollm2_path() else {
+        return;
+    };
+    let slm = Slm::load(&path, &Device::flex()).unwrap();
+    let m = slm.model();
+    let vocab = m.config().vocab_size;
+    let encode = |user: &str| {
+        let text = slm.chat_prompt(None, user).unwrap();
+        slm.tokenizer().encode(&text).unwrap()
+    };
+    let context = "A customer bought, oldest first: 1. Halo 3 2. Gears of War 3. Forza \
+                   Motorsport 4. an Xbox 360 wireless controller 5. Mass Effect 2 6. Portal 2. ";
+    let p = encode(&format!("{context}Write the first step."));
+    let other = encode(&format!("{context}They like shooters. Write step 2."));
+    let long = encode(&format!("{context}{context}Which one next?"));
+    let shared = p.iter().zip(&other).take_while(|(a, b)| a == b).count();
+    assert!(shared >= 16 && shared + 2 <= p.len() && long.len() > p.len());
+
+    let alone = |prompt: &[u32]| {
+        let mut cache = m.new_cache(1);
+        let h = m.forward(prompt, 1, &[], &mut cache).unwrap();
+        (m.last_logits(h).unwrap(), cache)
+    };
+    let (want, mut cache) = alone(&p);
+
+    let pad = long.len() - p.len();
+    let mut tokens = vec![0; pad];
+    tokens.extend_from_slice(&p);
+    tokens.extend_from_slice(&long);
+    let mut padded = m.new_cache(2);
+    let h = m.forward(&tokens, 2, &[pad, 0], &mut padded).unwrap();
+    assert!(
+        same_bits(&m.last_logits(h).unwrap()[..vocab], &want),
+        "padded"
+    );
+
+    let many: Vec<u32> = (0..40).flat_map(|_| p.iter().copied()).collect();
+    let mut wide = m.new_cache(40);
+    let h = m.forward(&many, 40, &[], &mut wide).unwrap();
+    assert!(
+        same_bits(&m.last_logits(h).unwrap()[39 * vocab..], &want),
+        "40 rows"
+    );
+
+    let (_, stored) = alone(&other);
+    let entry = stored.compact_row(0).unwrap();
+    let mut warm = KvCache::from_prefixes(&[(&entry, shared)], 1).unwrap();
+    let h = m.forward(&p[shared..], 1, &[], &mut warm).unwrap();
+    assert!(
+        same_bits(&m.last_logits(h).unwrap(), &want),
+        "stored prefix"
+    );
+
+    // One decode step: alone, from the stored prefix, and as one of two identical rows.
+    let mut twice = m.new_cache(2);
+    m.forward(&[p.clone(), p.clone()].concat(), 2, &[], &mut twice)
+        .unwrap();
+    let step = |cache: &mut KvCache, rows| {
+        let h = m.forward(&vec![42; rows], rows, &[], cache).unwrap();
+        m.last_logits(h).unwrap()
+    };
+    let want = step(&mut cache, 1);
+    assert!(
+        same_bits(&step(&mut warm, 1), &want),
+        "decode after a stored prefix"
+    );
+    assert!(
+        same_bits(&step(&mut twice, 2)[..vocab], &want),
+        "decode beside a copy"
+    );
+
+    // Two-token continuations scored alone, then beside a longer one (right-padded in one
+    // batch; the context now comes from the store).
+    let short = p[3..5].to_vec();
+    let alone = slm.score_ids(&[p.clone()], &[short.clone()]).unwrap();
+    let both = slm
+        .score_ids(&[p.clone(), p.clone()], &[short, p[3..9].to_vec()])
+        .unwrap();
+    assert!(same_bits(&alone[0], &both[0]), "likelihood");
+}
