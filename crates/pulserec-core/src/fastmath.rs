@@ -136,6 +136,22 @@ fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
 }
 
+/// `sum(values)` in [`LANES`] partial sums, the `i`-th non-zero value going to lane `i %
+/// LANES`: zeros anywhere (a softmax row's masked columns) change neither the lanes nor the
+/// result, so a row sums to the same bits whatever padding surrounds its values.
+#[inline(always)]
+fn nonzero_lane_sum(values: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut lane = 0;
+    for &v in values {
+        if v != 0.0 {
+            acc[lane] += v;
+            lane = (lane + 1) % LANES;
+        }
+    }
+    acc.iter().sum()
+}
+
 /// Largest value of `values` (`-inf` for an empty slice or one of `-inf`s; NaNs are skipped, as
 /// `f32::max` does).
 #[inline(always)]
@@ -181,7 +197,9 @@ pub fn rms_norm_rows(values: &mut [f32], weight: &[f32], eps: f32) {
 
 /// Row-wise `softmax(scale * x + mask)` in place over rows of `cols` values; row `r` adds the
 /// mask row `mask_row(r)` (`mask` is `[mask rows, cols]`, `-inf` hides a position). A row
-/// whose every position is hidden becomes all zeros.
+/// whose every position is hidden becomes all zeros. A row's values do not depend on where its
+/// hidden positions sit (the normaliser skips their zeros), so left padding or a hidden gap
+/// gives the probabilities of the visible positions alone, to the bit.
 ///
 /// # Panics
 /// If the lengths do not fit `cols` or `mask_row` points past the mask (a caller bug).
@@ -211,9 +229,7 @@ pub fn softmax_rows_scaled_masked(
         // Separate passes so each one vectorises: a running sum inside the exp loop would be a
         // strict sequential f32 reduction and keep the whole loop scalar.
         row.iter_mut().for_each(|v| *v = exp(*v - max));
-        // A sequential sum, not lanes: masked columns add exact zeros wherever they sit, so a
-        // row's probabilities do not depend on how much padding its batch put around it.
-        let inv = 1.0 / row.iter().sum::<f32>();
+        let inv = 1.0 / nonzero_lane_sum(row);
         row.iter_mut().for_each(|v| *v *= inv);
     };
     if values.len() < PARALLEL_MIN {
@@ -316,6 +332,43 @@ mod tests {
                 assert!((s[i] as f64 - want_silu).abs() < tol, "silu({x})");
             }
         }
+    }
+
+    #[test]
+    fn masked_columns_do_not_change_a_softmax_row() {
+        // The same 40 scores alone, and with 23 masked columns before them and 9 between.
+        let scores: Vec<f32> = (0..40).map(|i| (i as f32 * 0.37).cos() * 4.0).collect();
+        let mut alone = scores.clone();
+        softmax_rows_scaled_masked(&mut alone, 40, 0.125, &[0.0; 40], |_| 0);
+        let mut padded = vec![1.0f32; 23];
+        padded.extend_from_slice(&scores[..17]);
+        padded.extend_from_slice(&[-2.0; 9]);
+        padded.extend_from_slice(&scores[17..]);
+        let mask: Vec<f32> = (0..padded.len())
+            .map(|i| {
+                if i < 23 || (40..49).contains(&i) {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        softmax_rows_scaled_masked(&mut padded, mask.len(), 0.125, &mask, |_| 0);
+        let visible: Vec<f32> = padded[23..40]
+            .iter()
+            .chain(&padded[49..])
+            .copied()
+            .collect();
+        assert!(
+            padded[..23]
+                .iter()
+                .chain(&padded[40..49])
+                .all(|&p| p == 0.0)
+        );
+        assert_eq!(
+            visible.iter().map(|p| p.to_bits()).collect::<Vec<_>>(),
+            alone.iter().map(|p| p.to_bits()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
