@@ -32,11 +32,11 @@ use pulserec_seqrec::checkpoint::WEIGHTS_FILE;
 use pulserec_seqrec::{
     SasRec, SasRecConfig, SasRecRecommender, TrainConfig, TrainData, load_checkpoint, top_k_of,
 };
-use pulserec_slm::{LikelihoodThoughtScorer, Slm};
+use pulserec_slm::{SharedSlm, Slm};
 use pulserec_thoughtspace::{ConsistencyScorer, EncoderOptions, ThoughtSpace};
 use pulserec_tot::{
-    ContextBuilder, HindsightConfig, HindsightRationales, PromptFormat, RationaleStore, Shard,
-    StoredRationale, TotConfig, TreeOfThought,
+    ContextBuilder, HindsightConfig, HindsightRationales, LikelihoodThoughtScorer, PromptFormat,
+    RationaleStore, Shard, StoredRationale, TotConfig, TreeOfThought,
 };
 
 #[derive(Parser, Debug)]
@@ -282,8 +282,11 @@ fn main() -> anyhow::Result<()> {
             shown as f64 / contexts.len().max(1) as f64
         );
     }
-    let slm = Slm::load(&args.model, &device)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    // One model generates and (with `--scorer likelihood`) scores.
+    let slm = SharedSlm::from(
+        Slm::load(&args.model, &device)
+            .with_context(|| format!("loading {}", args.model.display()))?,
+    );
     let chat = slm.chat_format()?;
     let format =
         || -> PromptFormat { Box::new(move |p| chat.prompt(p.system.as_deref(), &p.user)) };
@@ -292,7 +295,7 @@ fn main() -> anyhow::Result<()> {
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_default();
-    let mut generator = Some(slm);
+    let mut generator = Some(slm.clone());
 
     if args.stage == "hindsight" || args.stage == "both" {
         let store = RationaleStore::open(args.out.join("hindsight"))?;
@@ -329,10 +332,10 @@ fn main() -> anyhow::Result<()> {
 
     if args.stage == "tot" || args.stage == "both" {
         let scorer: Box<dyn ThoughtScorer> = if args.scorer == "likelihood" {
-            // The scorer owns a second copy of the SLM (see LikelihoodThoughtScorer).
-            let slm = Slm::load(&args.model, &device)
-                .with_context(|| format!("loading {}", args.model.display()))?;
-            Box::new(LikelihoodThoughtScorer::new(slm))
+            Box::new(LikelihoodThoughtScorer::new(
+                Box::new(slm.clone()),
+                format(),
+            ))
         } else {
             let space = match &args.thought_space {
                 Some(dir) => ThoughtSpace::load(dir, &EncoderOptions::default(), &device)?,

@@ -1,10 +1,14 @@
 //! The likelihood thought scorer on SmolLM2: reasoning that points at the actual choice makes it
-//! more likely than reasoning about something else; batched scoring equals one-by-one scoring.
+//! more likely than reasoning about something else; batched scoring equals one-by-one scoring;
+//! one shared model generates and scores.
 
-mod common;
-
-use pulserec_core::{HistoryEntry, ItemId, ThoughtScorer, UserContext, UserId};
-use pulserec_slm::{LikelihoodThoughtScorer, Slm};
+use pulserec_core::{
+    GenerationRequest, HistoryEntry, ItemId, SamplingParams, TextGenerator, ThoughtScorer,
+    UserContext, UserId,
+};
+use pulserec_data::locate::asset;
+use pulserec_slm::{SharedSlm, Slm};
+use pulserec_tot::LikelihoodThoughtScorer;
 
 fn entry(id: u32, title: &str) -> HistoryEntry {
     HistoryEntry {
@@ -30,11 +34,14 @@ fn user() -> UserContext {
 
 #[test]
 fn reasoning_towards_the_choice_scores_higher() {
-    let Some(path) = common::smollm2_path() else {
+    let Some(path) = asset("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") else {
         return;
     };
-    let slm = Slm::load(&path, &burn::tensor::Device::flex()).unwrap();
-    let mut scorer = LikelihoodThoughtScorer::new(slm);
+    let slm = SharedSlm::from(Slm::load(&path, &burn::tensor::Device::flex()).unwrap());
+    let chat = slm.chat_format().unwrap();
+    let format =
+        Box::new(move |p: &pulserec_tot::Prompt| chat.prompt(p.system.as_deref(), &p.user));
+    let mut scorer = LikelihoodThoughtScorer::new(Box::new(slm.clone()), format);
     assert_eq!(scorer.name(), "likelihood");
     let chains = vec![
         "They love the Halo series and will buy the next Halo game, Halo 4.".to_string(),
@@ -71,4 +78,14 @@ fn reasoning_towards_the_choice_scores_higher() {
         ..user()
     };
     assert!(scorer.score(&no_target, &chains).is_err());
+
+    // The scorer's model is the one that generates: one `Slm` behind both handles.
+    let mut generator = slm.clone();
+    let request = GenerationRequest {
+        prompt: slm.chat_prompt(None, "Name one Halo game.").unwrap(),
+        params: SamplingParams::greedy(8),
+    };
+    let out = generator.generate(std::slice::from_ref(&request)).unwrap();
+    assert!(!out[0].text.is_empty());
+    assert_eq!(scorer.score(&ctx, &chains).unwrap(), scores);
 }

@@ -448,13 +448,18 @@ impl Pipeline {
                 "sasrec_protocol": c.sasrec.protocol,
             }),
             Stage::SasRec => json!({"seed": c.seed, "sasrec": c.sasrec}),
-            Stage::Rationales => {
-                json!({"seed": c.seed, "slm": c.assets.slm, "rationales": c.rationales})
-            }
+            // The prompts' wording version: a change to it must not continue an older store.
+            Stage::Rationales => json!({
+                "seed": c.seed, "slm": c.assets.slm, "rationales": c.rationales,
+                "prompt": pulserec_tot::PROMPT_VERSION,
+            }),
             Stage::ThoughtSpace => json!({
                 "seed": c.seed, "encoder": c.assets.encoder, "thought_space": c.thought_space,
             }),
-            Stage::Tot => json!({"seed": c.seed, "slm": c.assets.slm, "tot": c.tot}),
+            Stage::Tot => json!({
+                "seed": c.seed, "slm": c.assets.slm, "tot": c.tot,
+                "prompt": pulserec_tot::PROMPT_VERSION,
+            }),
             Stage::Sft => json!({"seed": c.seed, "slm": c.assets.slm, "sft": c.sft}),
             // The SFT keys (variants, prompt shape) shape every SLM row, the base SLM's too.
             Stage::Eval => json!({"seed": c.seed, "eval": c.eval, "sft": c.sft}),

@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use pulserec_core::{TextGenerator, ThoughtScorer, UserContext};
 use pulserec_data::LeaveOneOut;
-use pulserec_slm::{ChatFormat, LikelihoodThoughtScorer, Slm};
+use pulserec_slm::{ChatFormat, SharedSlm, Slm};
 use pulserec_thoughtspace::{ConsistencyScorer, EncoderOptions, ThoughtSpace};
 use pulserec_tot::{
-    ContextBuilder, HindsightConfig, HindsightRationales, PromptFormat, RationaleStore,
-    RemoteConfig, RemoteGenerator, Shard, StoredRationale, TotConfig, TreeOfThought,
+    ContextBuilder, HindsightConfig, HindsightRationales, LikelihoodThoughtScorer, PromptFormat,
+    RationaleStore, RemoteConfig, RemoteGenerator, Shard, StoredRationale, TotConfig,
+    TreeOfThought,
 };
 use serde_json::{Value, json};
 
@@ -31,14 +32,37 @@ pub(super) fn tot_store(p: &Pipeline, scorer: ScorerKind) -> PathBuf {
     p.stage_dir(Stage::Tot).join(scorer.name())
 }
 
-/// The configured generator (`[generator]`: the local SLM or an OpenAI-compatible server), the
-/// SLM's chat format as the prompt format, and the model's name for the store.
-fn generator(p: &Pipeline, stage: Stage) -> Result<(Box<dyn TextGenerator>, PromptFormat, String)> {
+/// The local SLM of a stage, loaded on first use and then shared (the Tree-of-Thought search
+/// generates and, with the likelihood scorer, scores with one copy).
+fn local_slm(p: &Pipeline, stage: Stage, slot: &mut Option<SharedSlm>) -> Result<SharedSlm> {
+    if let Some(slm) = slot {
+        return Ok(slm.clone());
+    }
+    let slm = SharedSlm::from(Slm::load(&p.config().assets.slm, p.device()).at(stage)?);
+    *slot = Some(slm.clone());
+    Ok(slm)
+}
+
+/// The SLM's chat template as a prompt format.
+fn chat_format(chat: ChatFormat) -> PromptFormat {
+    Box::new(move |prompt: &pulserec_tot::Prompt| {
+        chat.prompt(prompt.system.as_deref(), &prompt.user)
+    })
+}
+
+/// The configured generator (`[generator]`: the local SLM, shared through `slm`, or an
+/// OpenAI-compatible server), the SLM's chat format as the prompt format, and the model's name
+/// for the store.
+fn generator(
+    p: &Pipeline,
+    stage: Stage,
+    slm: &mut Option<SharedSlm>,
+) -> Result<(Box<dyn TextGenerator>, PromptFormat, String)> {
     let c = p.config();
     let path = &c.assets.slm;
     let (generator, chat, name): (Box<dyn TextGenerator>, _, _) = match c.generator.kind {
         GeneratorKind::Local => {
-            let slm = Slm::load(path, p.device()).at(stage)?;
+            let slm = local_slm(p, stage, slm)?;
             let chat = slm.chat_format().at(stage)?;
             let name = path
                 .file_stem()
@@ -61,10 +85,7 @@ fn generator(p: &Pipeline, stage: Stage) -> Result<(Box<dyn TextGenerator>, Prom
             )
         }
     };
-    let format: PromptFormat = Box::new(move |prompt: &pulserec_tot::Prompt| {
-        chat.prompt(prompt.system.as_deref(), &prompt.user)
-    });
-    Ok((generator, format, name))
+    Ok((generator, chat_format(chat), name))
 }
 
 /// The client settings of `[generator]` with `kind = "remote"`; the API key is read from the
@@ -231,7 +252,7 @@ pub(super) fn run_hindsight(p: &Pipeline, _dir: &Path) -> Result<Value> {
         .iter()
         .filter_map(|&u| builder.context(&prepared.dataset, &split, u, &[]))
         .collect();
-    let (generator, format, model) = generator(p, Stage::Rationales)?;
+    let (generator, format, model) = generator(p, Stage::Rationales, &mut None)?;
     let mut config = HindsightConfig::paper(c.seed);
     config.batch_size = c.rationales.batch_size;
     config.sampling.temperature = c.rationales.temperature;
@@ -266,7 +287,11 @@ pub(super) fn run_hindsight(p: &Pipeline, _dir: &Path) -> Result<Value> {
     )))
 }
 
-fn scorer(p: &Pipeline, kind: ScorerKind) -> Result<Box<dyn ThoughtScorer>> {
+fn scorer(
+    p: &Pipeline,
+    kind: ScorerKind,
+    slm: &mut Option<SharedSlm>,
+) -> Result<Box<dyn ThoughtScorer>> {
     Ok(match kind {
         ScorerKind::Consistency => {
             let options = EncoderOptions {
@@ -279,8 +304,11 @@ fn scorer(p: &Pipeline, kind: ScorerKind) -> Result<Box<dyn ThoughtScorer>> {
             Box::new(ConsistencyScorer::new(space))
         }
         ScorerKind::Likelihood => {
-            let slm = Slm::load(&p.config().assets.slm, p.device()).at(Stage::Tot)?;
-            Box::new(LikelihoodThoughtScorer::new(slm))
+            // The local SLM scores, whether or not it also generates (a remote generator's
+            // server does not give prompt log-probabilities on every engine).
+            let slm = local_slm(p, Stage::Tot, slm)?;
+            let format = chat_format(slm.chat_format().at(Stage::Tot)?);
+            Box::new(LikelihoodThoughtScorer::new(Box::new(slm), format))
         }
     })
 }
@@ -308,9 +336,10 @@ pub(super) fn run_tot(p: &Pipeline, _dir: &Path) -> Result<Value> {
     config.sampling.max_new_tokens = c.tot.max_new_tokens;
     record_shards(p, Stage::Tot)?;
     let mut per_scorer = serde_json::Map::new();
+    let mut slm = None;
     for &kind in &c.tot.scorers {
-        let (generator, format, model) = generator(p, Stage::Tot)?;
-        let mut tot = TreeOfThought::new(generator, scorer(p, kind)?, config.clone())
+        let (generator, format, model) = generator(p, Stage::Tot, &mut slm)?;
+        let mut tot = TreeOfThought::new(generator, scorer(p, kind, &mut slm)?, config.clone())
             .at(Stage::Tot)?
             .with_format(format);
         let store = RationaleStore::open(tot_store(p, kind)).at(Stage::Tot)?;

@@ -364,3 +364,14 @@ impl pulserec_core::TextGenerator for Slm {
         Ok(self.generate_with_stats(requests)?.0)
     }
 }
+
+/// One model shared by several users (generation and likelihood scoring in one run): its
+/// methods take `&self`.
+impl pulserec_core::TextGenerator for crate::SharedSlm {
+    fn generate(
+        &mut self,
+        requests: &[GenerationRequest],
+    ) -> pulserec_core::Result<Vec<Generation>> {
+        Ok(self.generate_with_stats(requests)?.0)
+    }
+}

@@ -139,11 +139,12 @@ impl Slm {
     }
 }
 
-impl pulserec_core::LikelihoodScorer for Slm {
-    fn log_likelihoods(
-        &mut self,
-        requests: &[LikelihoodRequest],
-    ) -> pulserec_core::Result<Vec<Vec<f32>>> {
+impl Slm {
+    /// Per-token log-probabilities of each request's continuation given its context (texts;
+    /// the continuation is tokenised as text following the context, [`SlmTokenizer::encode_continuation`]).
+    ///
+    /// [`SlmTokenizer::encode_continuation`]: crate::SlmTokenizer::encode_continuation
+    pub fn score_texts(&self, requests: &[LikelihoodRequest]) -> Result<Vec<Vec<f32>>> {
         let ctx = requests
             .iter()
             .map(|r| self.tokenizer.encode(&r.context))
@@ -152,6 +153,26 @@ impl pulserec_core::LikelihoodScorer for Slm {
             .iter()
             .map(|r| self.tokenizer.encode_continuation(&r.continuation))
             .collect::<Result<Vec<_>>>()?;
-        Ok(self.score_ids(&ctx, &cont)?)
+        self.score_ids(&ctx, &cont)
+    }
+}
+
+impl pulserec_core::LikelihoodScorer for Slm {
+    fn log_likelihoods(
+        &mut self,
+        requests: &[LikelihoodRequest],
+    ) -> pulserec_core::Result<Vec<Vec<f32>>> {
+        Ok(self.score_texts(requests)?)
+    }
+}
+
+/// One model shared by several users (a Tree-of-Thought search that generates with it and
+/// scores with it): its methods take `&self`.
+impl pulserec_core::LikelihoodScorer for crate::SharedSlm {
+    fn log_likelihoods(
+        &mut self,
+        requests: &[LikelihoodRequest],
+    ) -> pulserec_core::Result<Vec<Vec<f32>>> {
+        Ok(self.score_texts(requests)?)
     }
 }

@@ -1,7 +1,7 @@
 //! [`Slm`]: a model plus its tokenizer, loaded from a GGUF file or an HF directory.
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use burn::tensor::Device;
 
@@ -50,6 +50,33 @@ pub struct Slm {
 impl std::fmt::Debug for Slm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Slm").field("model", &self.model).finish()
+    }
+}
+
+/// A shared handle to one loaded [`Slm`]: clones share the weights and the prefix store, so one
+/// copy of the model can generate and score in the same run (a Tree-of-Thought search with the
+/// likelihood scorer). It implements the same `pulserec_core` traits as `Slm`.
+///
+/// ```no_run
+/// # use pulserec_slm::{SharedSlm, Slm};
+/// let slm = SharedSlm::from(Slm::load("model.gguf", &burn::tensor::Device::flex())?);
+/// let (generator, scorer) = (slm.clone(), slm);
+/// # Ok::<(), pulserec_slm::SlmError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct SharedSlm(Arc<Slm>);
+
+impl From<Slm> for SharedSlm {
+    fn from(slm: Slm) -> Self {
+        Self(Arc::new(slm))
+    }
+}
+
+impl std::ops::Deref for SharedSlm {
+    type Target = Slm;
+
+    fn deref(&self) -> &Slm {
+        &self.0
     }
 }
 

@@ -1,4 +1,5 @@
-//! Prompt builders for hindsight rationales and Tree-of-Thought steps.
+//! Prompt builders for hindsight rationales, Tree-of-Thought steps and the likelihood scorer of
+//! Tree-of-Thought chains.
 //!
 //! A builder produces a [`Prompt`]: an optional system text and the user message. Turning that
 //! into the model's input (its chat template, special tokens) is the generator's business, passed
@@ -156,6 +157,28 @@ impl PromptConfig {
             system: Some(SYSTEM.to_string()),
             user,
             answer_prefix: None,
+        }
+    }
+
+    /// The "ToT with likelihood" scorer's prompt ([`crate::LikelihoodThoughtScorer`]): the
+    /// history titles (at most `max_history`, without ratings or reviews) and the chain, asking
+    /// which item came next; the reply opens with "The customer's next purchase:", after which
+    /// the chosen item's title is scored. No system turn.
+    pub fn likelihood(&self, context: &UserContext, chain: &str) -> Prompt {
+        let mut user = String::from("A customer bought, oldest first:\n");
+        let start = context.history.len().saturating_sub(self.max_history);
+        for entry in &context.history[start..] {
+            user.push_str("- ");
+            user.push_str(entry.title.trim());
+            user.push('\n');
+        }
+        user.push_str("\nReasoning: ");
+        user.push_str(chain.trim());
+        user.push_str("\n\nWhich item did they buy next?");
+        Prompt {
+            system: None,
+            user,
+            answer_prefix: Some("The customer's next purchase:".to_string()),
         }
     }
 
