@@ -84,9 +84,11 @@ fn done_markers(run: &Path) -> Vec<(Stage, String)> {
 fn pipeline_runs_end_to_end_caches_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let Some(config) = tiny_config(&run) else {
+    let Some(mut config) = tiny_config(&run) else {
         return;
     };
+    // Both scorers: the likelihood one scores with the SLM that generates (one copy).
+    config.tot.scorers = vec![ScorerKind::Consistency, ScorerKind::Likelihood];
     let pipeline = Pipeline::new(config.clone()).unwrap();
     let summary = pipeline.run_until(Stage::Tot).unwrap();
     let ran: Vec<Stage> = summary
@@ -148,6 +150,18 @@ fn pipeline_runs_end_to_end_caches_and_resumes() {
             .filter(|r| !r.text.is_empty())
             .all(|r| r.score.is_some())
     );
+    let by_likelihood = run.join("tot/likelihood");
+    assert_eq!(store_users(&by_likelihood), training);
+    let chosen = RationaleStore::open(&by_likelihood)
+        .unwrap()
+        .load()
+        .unwrap();
+    assert!(chosen.iter().all(|r| {
+        r.scorer.as_deref() == Some("likelihood")
+            && (r.text.is_empty() || r.score.is_some_and(|s| s.is_finite() && s < 0.0))
+    }));
+    let settings = json(&run.join("tot/settings.json"));
+    assert_eq!(settings["prompt"], pulserec_tot::PROMPT_VERSION);
 
     // Thought Space: a loadable checkpoint, retrieval before and after, the map and the curve.
     assert!(run.join("thought_space/space/thought_space.json").is_file());
