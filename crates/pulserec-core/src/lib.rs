@@ -8,6 +8,7 @@ pub mod fs;
 pub mod ids;
 pub mod interaction;
 pub mod metrics;
+pub mod seed;
 pub mod sequences;
 pub mod stats;
 pub mod text;

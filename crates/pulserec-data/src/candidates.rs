@@ -57,12 +57,11 @@ pub struct CandidateSets {
     items: Vec<ItemId>,
 }
 
+/// One user's seed: SplitMix64 over the three inputs. Stored candidate lists depend on these
+/// exact values (`tests` pins one).
 fn mix(seed: u64, target: Target, user: UserId) -> u64 {
-    // splitmix64 over the three inputs: well-spread per-user seeds.
-    let mut z = seed ^ ((user.0 as u64) << 2 | target as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    use pulserec_core::seed::{GOLDEN, splitmix64};
+    splitmix64(seed ^ ((user.0 as u64) << 2 | target as u64).wrapping_mul(GOLDEN))
 }
 
 impl CandidateSets {
@@ -265,4 +264,17 @@ fn draw(
         seen[it.index()] = false;
     }
     Ok(drawn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-user seeds behind every stored candidate list (values of the formula before it
+    /// moved to `pulserec_core::seed`, computed independently in Python).
+    #[test]
+    fn user_seeds_are_pinned() {
+        assert_eq!(mix(2024, Target::Test, UserId(7)), 0x5144_1f49_be43_6ecc);
+        assert_eq!(mix(2024, Target::Valid, UserId(7)), 0xfde2_1c30_524d_e8c0);
+    }
 }

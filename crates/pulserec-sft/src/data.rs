@@ -237,11 +237,9 @@ pub(crate) enum Stream {
     EarlierNegatives = 6,
 }
 
-/// A ChaCha stream for (`purpose`, `user`) under `seed`.
-pub(crate) fn rng_for(seed: u64, purpose: Stream, user: UserId) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(((purpose as u64) << 32) | u64::from(user.0));
-    rng
+/// A ChaCha stream for (`purpose`, `index`: a user id or an epoch number) under `seed`.
+pub(crate) fn rng_for(seed: u64, purpose: Stream, index: u32) -> ChaCha8Rng {
+    pulserec_core::seed::stream_rng(seed, purpose as u32, index)
 }
 
 impl<'a> ExampleBuilder<'a> {
@@ -436,14 +434,14 @@ impl<'a> ExampleBuilder<'a> {
                 self.split.history_before(user, Target::LastTrain),
                 Some(target),
                 candidates.to_vec(),
-                rng_for(self.config.seed, Stream::TrainOrder, user),
+                rng_for(self.config.seed, Stream::TrainOrder, user.0),
                 rationale,
             )?;
             set.examples.push(SftExample { prompt, target });
             // Earlier positions: the k-th training item from the end, with the items before it
             // and fresh negatives from one stream per user (drawn in order of k).
             let train = self.split.train(user);
-            let mut rng = rng_for(self.config.seed, Stream::EarlierNegatives, user);
+            let mut rng = rng_for(self.config.seed, Stream::EarlierNegatives, user.0);
             let seen: HashSet<ItemId> = match self.config.train_positions {
                 1 => HashSet::new(),
                 _ => self
@@ -538,7 +536,7 @@ impl<'a> ExampleBuilder<'a> {
                     self.split.history_before(user, sets.target),
                     None,
                     candidates.to_vec(),
-                    rng_for(self.config.seed, Stream::TestOrder, user),
+                    rng_for(self.config.seed, Stream::TestOrder, user.0),
                     None,
                 )?;
                 Ok(SftExample {
@@ -561,7 +559,7 @@ pub fn choose_test_users(
     // Shuffle first, exclude after: two calls whose exclusions differ by a few users then
     // share almost all their test users.
     let mut pool: Vec<UserId> = split.eval_users().collect();
-    pool.shuffle(&mut rng_for(seed, Stream::TestUsers, UserId(0)));
+    pool.shuffle(&mut rng_for(seed, Stream::TestUsers, 0));
     let mut chosen: Vec<UserId> = pool
         .into_iter()
         .filter(|u| !exclude.contains(u))

@@ -83,7 +83,7 @@ impl<G: TextGenerator> CandidateSelector for GenerativeSelector<G> {
                     top_p: self.config.top_p,
                     max_new_tokens: self.config.max_new_tokens,
                     stop: self.config.stop.clone(),
-                    seed: rng_for(self.config.seed, Stream::Generation, p.user).next_u64(),
+                    seed: rng_for(self.config.seed, Stream::Generation, p.user.0).next_u64(),
                 },
             })
             .collect();

@@ -329,11 +329,7 @@ impl SftTrainer {
         let mut order: Vec<usize> = (0..examples.len()).collect();
         let start = Instant::now();
         for epoch in 1..=self.config.epochs {
-            let mut rng = rng_for(
-                self.config.seed,
-                Stream::Epochs,
-                pulserec_core::UserId(epoch as u32),
-            );
+            let mut rng = rng_for(self.config.seed, Stream::Epochs, epoch as u32);
             order.shuffle(&mut rng);
             let mut epoch_sum = 0.0f64;
             let mut epoch_weight = 0.0f64;

@@ -10,7 +10,7 @@ use crate::batch::generate_exact;
 use crate::error::{Result, TotError};
 use crate::parse::parse_rationale;
 use crate::prompt::{PROMPT_VERSION, Prompt, PromptConfig, PromptFormat, plain_format};
-use crate::seed::derive_seed;
+use pulserec_core::seed::derive_seed;
 
 /// Settings of stage-1 generation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,6 @@ pub mod parse;
 pub mod prompt;
 pub mod remote;
 pub mod search;
-pub mod seed;
 pub mod store;
 pub mod tree;
 
@@ -21,6 +20,5 @@ pub use parse::{ParsedText, parse_rationale, parse_thought};
 pub use prompt::{PROMPT_VERSION, Prompt, PromptConfig, PromptFormat, plain_format};
 pub use remote::{MAX_RETRY_AFTER, RemoteConfig, RemoteGenerator};
 pub use search::{TotConfig, TreeOfThought};
-pub use seed::derive_seed;
 pub use store::{RationaleStore, Shard, StoredRationale};
 pub use tree::{NodeStatus, ThoughtNode, ThoughtTree};

@@ -27,8 +27,8 @@ use crate::batch::generate_exact;
 use crate::error::{Result, TotError};
 use crate::parse::parse_thought;
 use crate::prompt::{PromptConfig, PromptFormat, plain_format};
-use crate::seed::derive_seed;
 use crate::tree::{NodeStatus, ThoughtNode, ThoughtTree};
+use pulserec_core::seed::derive_seed;
 
 /// Settings of the Tree-of-Thought search.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
