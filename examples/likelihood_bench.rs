@@ -66,7 +66,8 @@ struct Args {
     /// Write the requests as JSON lines for the HF peer.
     #[arg(long)]
     dump: Option<PathBuf>,
-    /// Write our per-token log-probabilities as JSON lines (the peer's `--out` format).
+    /// Write our per-token log-probabilities as JSON lines (the peer's `--out` format, plus
+    /// `target`, the positive's index in the shown order).
     #[arg(long)]
     scores: Option<PathBuf>,
     /// A LoRA adapter checkpoint (`sft/<variant>/checkpoints/epoch-NNN`) merged into the model.
@@ -219,9 +220,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.scores {
         let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
         let mut rows = all.into_iter();
-        for (user, _, conts) in &per_user {
+        for ((user, _, conts), case) in per_user.iter().zip(&cases) {
             let lps: Vec<Vec<f32>> = rows.by_ref().take(conts.len()).collect();
-            writeln!(f, "{}", json!({"user": user.0, "logprobs": lps}))?;
+            let line = json!({"user": user.0, "target": case.target_index(), "logprobs": lps});
+            writeln!(f, "{line}")?;
         }
     }
     println!(
