@@ -331,7 +331,8 @@ impl Llama {
         m
     }
 
-    /// Logits of selected hidden states.
+    /// Logits of selected hidden states, always on the dense copy of the output layer (gemm),
+    /// so a row's logits do not depend on how many rows are selected.
     ///
     /// # Shapes
     /// - `hidden`: `[n, hidden]`; returns `[n, vocab]` as a row-major `Vec`
