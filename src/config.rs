@@ -348,11 +348,15 @@ pub enum SftVariantKind {
     TotLikelihood,
     /// The chain selected by Thought-Space consistency (PULSE).
     Pulse,
+    /// A placebo, not in the paper: the stage-1 rationales, each given to another training user
+    /// (`pulserec_sft::Variant::ShuffledReasons`), so that a gain from what "with reasons" says
+    /// can be told from a gain from a longer prompt.
+    ShuffledReasons,
 }
 
 impl SftVariantKind {
-    /// Every variant, in the order of the paper's tables.
-    pub const ALL: [Self; 4] = [
+    /// The paper's four variants, in the order of its tables (the placebo is opt-in).
+    pub const PAPER: [Self; 4] = [
         Self::NoRationale,
         Self::WithReasons,
         Self::TotLikelihood,
@@ -366,6 +370,7 @@ impl SftVariantKind {
             Self::WithReasons => "with-reasons",
             Self::TotLikelihood => "tot-likelihood",
             Self::Pulse => "pulse",
+            Self::ShuffledReasons => "shuffled-reasons",
         }
     }
 
@@ -376,6 +381,7 @@ impl SftVariantKind {
             Self::WithReasons => "SFT with reasons",
             Self::TotLikelihood => "ToT with likelihood",
             Self::Pulse => "PULSE",
+            Self::ShuffledReasons => "SFT with shuffled reasons (placebo)",
         }
     }
 
@@ -742,7 +748,7 @@ impl PipelineConfig {
                 scorers: vec![ScorerKind::Consistency, ScorerKind::Likelihood],
             },
             sft: SftStage {
-                variants: SftVariantKind::ALL.to_vec(),
+                variants: SftVariantKind::PAPER.to_vec(),
                 epochs: 7,
                 effective_batch: 64,
                 micro_batch: 8,
@@ -1141,7 +1147,7 @@ mod tests {
             include_str!("../configs/experiments/ml100k.toml"),
         ] {
             let c = PipelineConfig::from_toml(text).unwrap();
-            assert_eq!(c.sft.variants, SftVariantKind::ALL.to_vec());
+            assert_eq!(c.sft.variants, SftVariantKind::PAPER.to_vec());
             assert_eq!(c.sft.adapters_from, None);
         }
         // The source runs are not in the checkout: refused before any work, naming the key and
@@ -1154,7 +1160,7 @@ mod tests {
             "{msg}"
         );
         let tmp = tempfile::tempdir().unwrap();
-        for v in SftVariantKind::ALL {
+        for v in SftVariantKind::PAPER {
             let dir = tmp.path().join("sft").join(v.name());
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("train.json"), "{}").unwrap();

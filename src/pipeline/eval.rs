@@ -95,7 +95,7 @@ pub(crate) fn table_rows(p: &Pipeline) -> Vec<Row> {
 }
 
 /// The paired comparisons the tables print: every SLM row against SFT without rationale and
-/// against most popular.
+/// against most popular, and SFT with reasons against its placebo (shuffled reasons).
 pub(crate) fn table_pairs(p: &Pipeline) -> Vec<(String, String)> {
     let rows = rows(p);
     let has = |r: EvalRow| rows.contains(&r);
@@ -110,6 +110,13 @@ pub(crate) fn table_pairs(p: &Pipeline) -> Vec<(String, String)> {
                 pairs.push((r.name().to_string(), b.name().to_string()));
             }
         }
+    }
+    let (reasons, placebo) = (
+        EvalRow::Variant(SftVariantKind::WithReasons),
+        EvalRow::Variant(SftVariantKind::ShuffledReasons),
+    );
+    if has(reasons) && has(placebo) {
+        pairs.push((reasons.name().to_string(), placebo.name().to_string()));
     }
     pairs
 }

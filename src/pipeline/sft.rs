@@ -56,6 +56,7 @@ fn sft_variant(v: SftVariantKind) -> Variant {
         SftVariantKind::WithReasons => Variant::WithReasons,
         SftVariantKind::TotLikelihood => Variant::TotLikelihood,
         SftVariantKind::Pulse => Variant::Pulse,
+        SftVariantKind::ShuffledReasons => Variant::ShuffledReasons,
     }
 }
 

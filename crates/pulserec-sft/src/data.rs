@@ -33,8 +33,8 @@ use crate::error::{Result, SftError};
 
 /// Which rationales the training prompts carry (PAPER.md's ablations).
 ///
-/// The three rationale variants build identical examples apart from the rationale text; which
-/// store the text comes from is the caller's choice. The name is stored in every metrics file.
+/// The rationale variants build identical examples apart from the rationale text; which store
+/// the text comes from is the caller's choice. The name is stored in every metrics file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Variant {
@@ -46,24 +46,32 @@ pub enum Variant {
     TotLikelihood,
     /// Tree-of-Thought rationales selected by Thought-Space consistency (PULSE).
     Pulse,
+    /// A placebo, not in the paper: the rationales of [`Variant::WithReasons`], each given to
+    /// another training user ([`ExampleBuilder::training_set`] deranges them by seed), so the
+    /// prompts are as long and as fluent while the rationale says nothing about this user's
+    /// choice. A gain of "with reasons" over it is a gain from what the rationales say.
+    ShuffledReasons,
 }
 
 impl Variant {
-    /// Every variant, in the paper's ablation order.
-    pub const ALL: [Variant; 4] = [
+    /// Every variant: the paper's ablation order, then the placebo.
+    pub const ALL: [Variant; 5] = [
         Variant::NoRationale,
         Variant::WithReasons,
         Variant::TotLikelihood,
         Variant::Pulse,
+        Variant::ShuffledReasons,
     ];
 
-    /// The stored name: `no_rationale`, `with_reasons`, `tot_likelihood`, `pulse`.
+    /// The stored name: `no_rationale`, `with_reasons`, `tot_likelihood`, `pulse`,
+    /// `shuffled_reasons`.
     pub fn name(self) -> &'static str {
         match self {
             Self::NoRationale => "no_rationale",
             Self::WithReasons => "with_reasons",
             Self::TotLikelihood => "tot_likelihood",
             Self::Pulse => "pulse",
+            Self::ShuffledReasons => "shuffled_reasons",
         }
     }
 
@@ -93,7 +101,7 @@ impl FromStr for Variant {
                     "variant",
                     format!(
                         "unknown variant `{s}` (expected no_rationale, with_reasons, \
-                         tot_likelihood or pulse)"
+                         tot_likelihood, pulse or shuffled_reasons)"
                     ),
                 )
             })
@@ -235,6 +243,7 @@ pub(crate) enum Stream {
     Generation = 4,
     Epochs = 5,
     EarlierNegatives = 6,
+    Placebo = 7,
 }
 
 /// A ChaCha stream for (`purpose`, `index`: a user id or an epoch number) under `seed`.
@@ -370,23 +379,71 @@ impl<'a> ExampleBuilder<'a> {
         Ok(out)
     }
 
+    /// The placebo's rationales: the users of `users` that would train with a rationale (a last
+    /// training item and a non-blank text in `rationales`), each given the text of another of
+    /// them. The users are shuffled by the seed and each takes the next one's text around the
+    /// cycle, so no user keeps their own and every text is used once.
+    ///
+    /// # Errors
+    /// [`SftError::Config`] when fewer than two users have a rationale to swap.
+    pub fn placebo_rationales(
+        &self,
+        users: &[UserId],
+        rationales: &HashMap<UserId, String>,
+    ) -> Result<HashMap<UserId, String>> {
+        let mut donors: Vec<(UserId, &str)> = users
+            .iter()
+            .filter(|u| u.index() < self.dataset.n_users())
+            .filter(|&&u| self.split.target(u, Target::LastTrain).is_some())
+            .filter_map(|&u| {
+                let text = rationales
+                    .get(&u)
+                    .map(|r| r.trim())
+                    .filter(|r| !r.is_empty())?;
+                Some((u, text))
+            })
+            .collect();
+        donors.sort_unstable_by_key(|(u, _)| *u);
+        donors.dedup_by_key(|(u, _)| *u);
+        if donors.len() < 2 {
+            return Err(SftError::config(
+                "rationales",
+                format!(
+                    "the placebo needs at least two users with a rationale to swap, found {}",
+                    donors.len()
+                ),
+            ));
+        }
+        donors.shuffle(&mut rng_for(self.config.seed, Stream::Placebo, 0));
+        Ok((0..donors.len())
+            .map(|i| (donors[i].0, donors[(i + 1) % donors.len()].1.to_string()))
+            .collect())
+    }
+
     /// Training examples for `users` (in that order).
     ///
     /// `rationales` must be given for the rationale variants (and is ignored for
     /// [`Variant::NoRationale`]); a user without a non-empty rationale is skipped and listed in
-    /// [`TrainingSet::skipped_no_rationale`], never given another user's text or none.
+    /// [`TrainingSet::skipped_no_rationale`], never given another user's text or none. For
+    /// [`Variant::ShuffledReasons`] the same users train, each with the rationale of another of
+    /// them ([`ExampleBuilder::placebo_rationales`]).
     pub fn training_set(
         &self,
         variant: Variant,
         users: &[UserId],
         rationales: Option<&HashMap<UserId, String>>,
     ) -> Result<TrainingSet> {
+        let placebo;
         let rationales = match (variant.uses_rationale(), rationales) {
             (true, None) => {
                 return Err(SftError::config(
                     "rationales",
                     format!("variant {variant} needs a rationale per user"),
                 ));
+            }
+            (true, Some(map)) if variant == Variant::ShuffledReasons => {
+                placebo = self.placebo_rationales(users, map)?;
+                Some(&placebo)
             }
             (true, r) => r,
             (false, _) => None,

@@ -73,6 +73,21 @@ fn examples_are_deterministic_by_seed() {
     assert_eq!(one.examples[0], build(3).examples[5]);
 }
 
+/// Asserts that `result` is a configuration error naming the `rationales` argument.
+fn assert_rationales_error<T: std::fmt::Debug>(result: Result<T, SftError>) {
+    let err = result.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SftError::Config {
+                field: "rationales",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn users_without_a_rationale_are_skipped_and_counted() {
     let ds = common::toy_dataset();
@@ -104,19 +119,7 @@ fn users_without_a_rationale_are_skipped_and_counted() {
         set.examples[1].prompt.candidates
     );
     // A rationale variant without rationales is a configuration error.
-    let err = builder
-        .training_set(Variant::WithReasons, &users, None)
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            SftError::Config {
-                field: "rationales",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_rationales_error(builder.training_set(Variant::WithReasons, &users, None));
     let err = builder
         .training_set(Variant::Pulse, &[UserId(999)], Some(&rationales))
         .unwrap_err();
@@ -130,6 +133,71 @@ fn users_without_a_rationale_are_skipped_and_counted() {
         ),
         "{err}"
     );
+}
+
+#[test]
+fn the_placebo_gives_every_user_another_users_rationale() {
+    let ds = common::toy_dataset();
+    let builder = ExampleBuilder::new(&ds, DataConfig::paper(1)).unwrap();
+    let users = all_users(6);
+    let mut rationales = HashMap::new();
+    for u in [0, 1, 3, 4, 5] {
+        rationales.insert(UserId(u), format!("Reason of user {u}."));
+    }
+    rationales.insert(UserId(2), " ".to_string());
+    let reasons = builder
+        .training_set(Variant::WithReasons, &users, Some(&rationales))
+        .unwrap();
+    let placebo = builder
+        .training_set(Variant::ShuffledReasons, &users, Some(&rationales))
+        .unwrap();
+    // The same users train, on the same examples, skipping the same user.
+    assert_eq!(placebo.skipped_no_rationale, vec![UserId(2)]);
+    assert_eq!(placebo.skipped_no_rationale, reasons.skipped_no_rationale);
+    assert_eq!(placebo.examples.len(), reasons.examples.len());
+    let mut given = Vec::new();
+    for (p, r) in placebo.examples.iter().zip(&reasons.examples) {
+        assert_eq!(p.prompt.user, r.prompt.user);
+        assert_eq!(p.prompt.candidates, r.prompt.candidates);
+        assert_eq!(p.target, r.target);
+        let text = p.prompt.rationale.clone().unwrap();
+        // Nobody keeps their own.
+        assert_ne!(
+            Some(&text),
+            r.prompt.rationale.as_ref(),
+            "{:?}",
+            p.prompt.user
+        );
+        given.push(text);
+    }
+    // Every text is used once.
+    given.sort();
+    let mut own: Vec<String> = reasons
+        .examples
+        .iter()
+        .map(|e| e.prompt.rationale.clone().unwrap())
+        .collect();
+    own.sort();
+    assert_eq!(given, own);
+    // Reproducible by seed, and another seed deals them otherwise.
+    let again = builder
+        .training_set(Variant::ShuffledReasons, &users, Some(&rationales))
+        .unwrap();
+    assert_eq!(again, placebo);
+    let other = ExampleBuilder::new(&ds, DataConfig::paper(2))
+        .unwrap()
+        .placebo_rationales(&users, &rationales)
+        .unwrap();
+    let this = builder.placebo_rationales(&users, &rationales).unwrap();
+    assert_eq!(this.len(), 5);
+    assert_ne!(this, other);
+    // One user has nobody to swap with.
+    assert_rationales_error(builder.training_set(
+        Variant::ShuffledReasons,
+        &users[..1],
+        Some(&rationales),
+    ));
+    assert!("shuffled-reasons".parse::<Variant>().unwrap() == Variant::ShuffledReasons);
 }
 
 #[test]
