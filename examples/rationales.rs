@@ -26,6 +26,7 @@ use anyhow::Context;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use pulserec::device::DeviceSpec;
+use pulserec::pipeline::chat_format;
 use pulserec_core::{ItemId, ThoughtScorer, UserContext, UserId};
 use pulserec_data::{Dataset, LeaveOneOut, Target, load};
 use pulserec_seqrec::checkpoint::WEIGHTS_FILE;
@@ -35,8 +36,8 @@ use pulserec_seqrec::{
 use pulserec_slm::{SharedSlm, Slm};
 use pulserec_thoughtspace::{ConsistencyScorer, EncoderOptions, ThoughtSpace};
 use pulserec_tot::{
-    ContextBuilder, HindsightConfig, HindsightRationales, LikelihoodThoughtScorer, PromptFormat,
-    RationaleStore, Shard, StoredRationale, TotConfig, TreeOfThought,
+    ContextBuilder, HindsightConfig, HindsightRationales, LikelihoodThoughtScorer, RationaleStore,
+    Shard, StoredRationale, TotConfig, TreeOfThought,
 };
 
 #[derive(Parser, Debug)]
@@ -288,8 +289,7 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("loading {}", args.model.display()))?,
     );
     let chat = slm.chat_format()?;
-    let format =
-        || -> PromptFormat { Box::new(move |p| chat.prompt(p.system.as_deref(), &p.user)) };
+    let format = || chat_format(chat);
     let model_name = args
         .model
         .file_stem()

@@ -2,6 +2,7 @@
 //! more likely than reasoning about something else; batched scoring equals one-by-one scoring;
 //! one shared model generates and scores.
 
+use pulserec::pipeline::chat_format;
 use pulserec_core::{
     GenerationRequest, HistoryEntry, ItemId, SamplingParams, TextGenerator, ThoughtScorer,
     UserContext, UserId,
@@ -39,9 +40,7 @@ fn reasoning_towards_the_choice_scores_higher() {
     };
     let slm = SharedSlm::from(Slm::load(&path, &burn::tensor::Device::flex()).unwrap());
     let chat = slm.chat_format().unwrap();
-    let format =
-        Box::new(move |p: &pulserec_tot::Prompt| chat.prompt(p.system.as_deref(), &p.user));
-    let mut scorer = LikelihoodThoughtScorer::new(Box::new(slm.clone()), format);
+    let mut scorer = LikelihoodThoughtScorer::new(Box::new(slm.clone()), chat_format(chat));
     assert_eq!(scorer.name(), "likelihood");
     let chains = vec![
         "They love the Halo series and will buy the next Halo game, Halo 4.".to_string(),

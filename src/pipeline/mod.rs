@@ -43,6 +43,7 @@ use crate::device::DeviceSpec;
 use crate::results::Results;
 
 pub use marker::DoneMarker;
+pub use rationales::chat_format;
 pub use verify::{StageCheck, StageState, StoreCheck, Verification};
 
 use marker::StageDir;

@@ -43,8 +43,9 @@ fn local_slm(p: &Pipeline, stage: Stage, slot: &mut Option<SharedSlm>) -> Result
     Ok(slm)
 }
 
-/// The SLM's chat template as a prompt format.
-fn chat_format(chat: ChatFormat) -> PromptFormat {
+/// The SLM's chat template as the prompt format of the generation stages and the likelihood
+/// thought scorer (system text and user turn, then the open assistant turn).
+pub fn chat_format(chat: ChatFormat) -> PromptFormat {
     Box::new(move |prompt: &pulserec_tot::Prompt| {
         chat.prompt(prompt.system.as_deref(), &prompt.user)
     })
