@@ -352,10 +352,15 @@ pub enum SftVariantKind {
     /// (`pulserec_sft::Variant::ShuffledReasons`), so that a gain from what "with reasons" says
     /// can be told from a gain from a longer prompt.
     ShuffledReasons,
+    /// Not in the paper: the stage-1 rationales as a second training target beside the answer
+    /// (`pulserec_sft::Variant::AuxiliaryReasons`); prompts carry no rationale, in training as at
+    /// test time.
+    AuxiliaryReasons,
 }
 
 impl SftVariantKind {
-    /// The paper's four variants, in the order of its tables (the placebo is opt-in).
+    /// The paper's four variants, in the order of its tables (the placebo and the auxiliary
+    /// target are opt-in).
     pub const PAPER: [Self; 4] = [
         Self::NoRationale,
         Self::WithReasons,
@@ -371,6 +376,7 @@ impl SftVariantKind {
             Self::TotLikelihood => "tot-likelihood",
             Self::Pulse => "pulse",
             Self::ShuffledReasons => "shuffled-reasons",
+            Self::AuxiliaryReasons => "auxiliary-reasons",
         }
     }
 
@@ -382,6 +388,7 @@ impl SftVariantKind {
             Self::TotLikelihood => "ToT with likelihood",
             Self::Pulse => "PULSE",
             Self::ShuffledReasons => "SFT with shuffled reasons (placebo)",
+            Self::AuxiliaryReasons => "SFT with reasons as an auxiliary target",
         }
     }
 

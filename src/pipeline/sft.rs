@@ -57,6 +57,7 @@ fn sft_variant(v: SftVariantKind) -> Variant {
         SftVariantKind::TotLikelihood => Variant::TotLikelihood,
         SftVariantKind::Pulse => Variant::Pulse,
         SftVariantKind::ShuffledReasons => Variant::ShuffledReasons,
+        SftVariantKind::AuxiliaryReasons => Variant::AuxiliaryReasons,
     }
 }
 

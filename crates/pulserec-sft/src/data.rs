@@ -51,20 +51,27 @@ pub enum Variant {
     /// prompts are as long and as fluent while the rationale says nothing about this user's
     /// choice. A gain of "with reasons" over it is a gain from what the rationales say.
     ShuffledReasons,
+    /// Not in the paper: the rationales of [`Variant::WithReasons`] as a second training target
+    /// instead of prompt text. A user's prompts carry no rationale (as at test time), and
+    /// [`SftExample::auxiliary`] holds the rationale, which the model learns to write after the
+    /// history ([`crate::encode_all`] adds it as a row of its own): answer and rationale are
+    /// learned as two tasks, and the answer is given without one.
+    AuxiliaryReasons,
 }
 
 impl Variant {
-    /// Every variant: the paper's ablation order, then the placebo.
-    pub const ALL: [Variant; 5] = [
+    /// Every variant: the paper's ablation order, then the two that are not in it.
+    pub const ALL: [Variant; 6] = [
         Variant::NoRationale,
         Variant::WithReasons,
         Variant::TotLikelihood,
         Variant::Pulse,
         Variant::ShuffledReasons,
+        Variant::AuxiliaryReasons,
     ];
 
     /// The stored name: `no_rationale`, `with_reasons`, `tot_likelihood`, `pulse`,
-    /// `shuffled_reasons`.
+    /// `shuffled_reasons`, `auxiliary_reasons`.
     pub fn name(self) -> &'static str {
         match self {
             Self::NoRationale => "no_rationale",
@@ -72,10 +79,12 @@ impl Variant {
             Self::TotLikelihood => "tot_likelihood",
             Self::Pulse => "pulse",
             Self::ShuffledReasons => "shuffled_reasons",
+            Self::AuxiliaryReasons => "auxiliary_reasons",
         }
     }
 
-    /// Whether training prompts carry a rationale.
+    /// Whether the variant needs a rationale per training user (in its prompts, or as its
+    /// auxiliary target).
     pub fn uses_rationale(self) -> bool {
         self != Self::NoRationale
     }
@@ -101,7 +110,7 @@ impl FromStr for Variant {
                     "variant",
                     format!(
                         "unknown variant `{s}` (expected no_rationale, with_reasons, \
-                         tot_likelihood, pulse or shuffled_reasons)"
+                         tot_likelihood, pulse, shuffled_reasons or auxiliary_reasons)"
                     ),
                 )
             })
@@ -177,6 +186,10 @@ pub struct SftExample {
     pub prompt: CandidatePrompt,
     /// The correct candidate.
     pub target: ItemId,
+    /// [`Variant::AuxiliaryReasons`]: the rationale the model also learns to write after the
+    /// history, as a target of its own; the prompt carries none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auxiliary: Option<String>,
 }
 
 impl SftExample {
@@ -486,6 +499,11 @@ impl<'a> ExampleBuilder<'a> {
                 user,
                 message: "no training candidates were drawn".into(),
             })?;
+            // The auxiliary variant learns the rationale beside the prompt, not from it.
+            let (rationale, auxiliary) = match variant {
+                Variant::AuxiliaryReasons => (None, rationale),
+                _ => (rationale, None),
+            };
             let prompt = self.prompt(
                 user,
                 self.split.history_before(user, Target::LastTrain),
@@ -494,7 +512,11 @@ impl<'a> ExampleBuilder<'a> {
                 rng_for(self.config.seed, Stream::TrainOrder, user.0),
                 rationale,
             )?;
-            set.examples.push(SftExample { prompt, target });
+            set.examples.push(SftExample {
+                prompt,
+                target,
+                auxiliary,
+            });
             // Earlier positions: the k-th training item from the end, with the items before it
             // and fresh negatives from one stream per user (drawn in order of k).
             let train = self.split.train(user);
@@ -524,7 +546,11 @@ impl<'a> ExampleBuilder<'a> {
                 let order = ChaCha8Rng::seed_from_u64(rng.next_u64());
                 let prompt =
                     self.prompt(user, &train[..end], Some(target), candidates, order, None)?;
-                set.examples.push(SftExample { prompt, target });
+                set.examples.push(SftExample {
+                    prompt,
+                    target,
+                    auxiliary: None,
+                });
             }
         }
         if !set.skipped_no_rationale.is_empty() {
@@ -599,6 +625,7 @@ impl<'a> ExampleBuilder<'a> {
                 Ok(SftExample {
                     prompt,
                     target: candidates[0],
+                    auxiliary: None,
                 })
             })
             .collect()

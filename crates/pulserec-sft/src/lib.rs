@@ -25,7 +25,8 @@ pub use select::{
     GenerativeConfig, GenerativeSelector, LikelihoodConfig, LikelihoodSelector, Reduction,
 };
 pub use tokenize::{
-    EncodedExample, EncodedSet, encode_all, encode_example, encode_ranking, encode_sequence,
+    EncodedExample, EncodedSet, encode_all, encode_auxiliary, encode_example, encode_ranking,
+    encode_sequence,
 };
 pub use train::{
     Objective, SFT_CONFIG_FILE, Schedule, SftConfig, SftTrainer, load_adapter, token_batch,

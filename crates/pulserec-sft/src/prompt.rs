@@ -109,6 +109,34 @@ impl PromptStyle {
         text
     }
 
+    /// The cue that opens a rationale in this style's prompts ([`RATIONALE_CUE`] in the
+    /// assistant turn, or [`SEQUENCE_RATIONALE_CUE`] on its own line).
+    pub fn rationale_cue(self) -> &'static str {
+        match self {
+            Self::Chat(_) | Self::Plain => RATIONALE_CUE,
+            Self::Sequence | Self::Choice => SEQUENCE_RATIONALE_CUE,
+        }
+    }
+
+    /// The rationale as a target of its own (the auxiliary variant): the prompt text up to and
+    /// including [`PromptStyle::rationale_cue`], with the `drop_oldest` oldest history titles
+    /// left out, and the target ` <rationale>` and a newline, exactly as the rationale stands in
+    /// [`PromptStyle::render_with_history`]. `None` when `prompt` has no non-blank rationale.
+    pub fn rationale_target(
+        self,
+        prompt: &CandidatePrompt,
+        drop_oldest: usize,
+    ) -> Option<(String, String)> {
+        let rationale = normalize_whitespace(prompt.rationale.as_deref().unwrap_or(""));
+        if rationale.is_empty() {
+            return None;
+        }
+        let text = self.render_with_history(prompt, drop_oldest);
+        let line = format!("{} {rationale}\n", self.rationale_cue());
+        let start = text.rfind(&line)? + self.rationale_cue().len();
+        Some((text[..start].to_string(), format!(" {rationale}\n")))
+    }
+
     /// The answer for a title as the title styles write it after the cue: a space and the title.
     pub fn title_answer(title: &str) -> String {
         format!(" {}", title.trim())

@@ -37,6 +37,10 @@ pub struct EncodedExample {
     /// follows the prompt alone ([`pulserec_slm::TokenBatch::segments`]).
     #[serde(default)]
     pub segments: Vec<u16>,
+    /// Whether this row is an auxiliary rationale target ([`encode_auxiliary`]): one target,
+    /// learned by its token likelihood under either objective.
+    #[serde(default)]
+    pub auxiliary: bool,
 }
 
 impl EncodedExample {
@@ -79,6 +83,43 @@ pub fn encode_example(
 ) -> Result<EncodedExample> {
     let target = answer_tokens(tokenizer, style, example, example.target_index())?;
     fit_prompt(tokenizer, style, example, vec![target], max_len)
+}
+
+/// Tokenises `rationale` as a target of its own for `example`'s user
+/// ([`crate::Variant::AuxiliaryReasons`]): the prompt with the rationale, up to its cue, then
+/// ` <rationale>` and a newline ([`PromptStyle::rationale_target`]), within `max_len` tokens.
+pub fn encode_auxiliary(
+    tokenizer: &SlmTokenizer,
+    style: PromptStyle,
+    example: &SftExample,
+    rationale: &str,
+    max_len: usize,
+) -> Result<EncodedExample> {
+    let user = example.prompt.user;
+    let mut prompt = example.prompt.clone();
+    prompt.rationale = Some(rationale.to_string());
+    let (_, target) = style
+        .rationale_target(&prompt, 0)
+        .ok_or_else(|| SftError::Data {
+            user,
+            message: "the auxiliary rationale is blank".into(),
+        })?;
+    let target = tokenizer.encode_continuation(&target)?;
+    let render = |dropped| {
+        style
+            .rationale_target(&prompt, dropped)
+            .map_or_else(String::new, |(text, _)| text)
+    };
+    let mut encoded = fit(
+        tokenizer,
+        user,
+        prompt.history.len(),
+        render,
+        vec![target],
+        max_len,
+    )?;
+    encoded.auxiliary = true;
+    Ok(encoded)
 }
 
 /// Tokenises `example` for the ranking objective: the prompt once, then every candidate's
@@ -147,12 +188,32 @@ fn fit_prompt(
     answers: Vec<Vec<u32>>,
     max_len: usize,
 ) -> Result<EncodedExample> {
-    let user = example.prompt.user;
-    let answer_len: usize = answers.iter().map(Vec::len).sum();
+    let render = |dropped| style.render_with_history(&example.prompt, dropped);
     let history = example.prompt.history.len();
+    fit(
+        tokenizer,
+        example.prompt.user,
+        history,
+        render,
+        answers,
+        max_len,
+    )
+}
+
+/// `render(dropped)` (the prompt without its `dropped` oldest of `history` titles) followed by
+/// `answers`, with the fewest titles dropped that fit `max_len` tokens.
+fn fit(
+    tokenizer: &SlmTokenizer,
+    user: UserId,
+    history: usize,
+    render: impl Fn(usize) -> String,
+    answers: Vec<Vec<u32>>,
+    max_len: usize,
+) -> Result<EncodedExample> {
+    let answer_len: usize = answers.iter().map(Vec::len).sum();
     let mut dropped = 0;
     loop {
-        let prompt = tokenizer.encode(&style.render_with_history(&example.prompt, dropped))?;
+        let prompt = tokenizer.encode(&render(dropped))?;
         let total = prompt.len() + answer_len;
         if total <= max_len {
             if dropped > 0 {
@@ -170,6 +231,7 @@ fn fit_prompt(
                 targets,
                 history_dropped: dropped,
                 segments: Vec::new(),
+                auxiliary: false,
             });
         }
         if dropped == history {
@@ -193,8 +255,9 @@ pub struct EncodedSet {
     pub too_long: Vec<UserId>,
 }
 
-/// Tokenises every example for `objective` ([`encode_example`] or [`encode_ranking`]); one
-/// that does not fit even with no history is skipped with a warning and its user listed in
+/// Tokenises every example for `objective` ([`encode_example`] or [`encode_ranking`]), each
+/// followed by its auxiliary rationale row when it has one ([`encode_auxiliary`]); a row that
+/// does not fit even with no history is skipped with a warning and its user listed in
 /// [`EncodedSet::too_long`]. Any other error stops the run.
 pub fn encode_all(
     tokenizer: &SlmTokenizer,
@@ -209,13 +272,20 @@ pub fn encode_all(
     };
     let mut set = EncodedSet::default();
     for example in examples {
-        match encode(tokenizer, style, example, max_len) {
-            Ok(e) => set.examples.push(e),
-            Err(e @ SftError::TooLong { .. }) => {
-                tracing::warn!("{e}; skipped");
-                set.too_long.push(example.prompt.user);
+        let auxiliary = example
+            .auxiliary
+            .as_deref()
+            .map(|rationale| encode_auxiliary(tokenizer, style, example, rationale, max_len));
+        for encoded in std::iter::once(encode(tokenizer, style, example, max_len)).chain(auxiliary)
+        {
+            match encoded {
+                Ok(e) => set.examples.push(e),
+                Err(e @ SftError::TooLong { .. }) => {
+                    tracing::warn!("{e}; skipped");
+                    set.too_long.push(example.prompt.user);
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
     }
     Ok(set)
@@ -284,6 +354,7 @@ pub fn encode_sequence(
             targets,
             history_dropped: 0,
             segments: Vec::new(),
+            auxiliary: false,
         });
         start = end - min_history;
     }

@@ -448,8 +448,10 @@ fn objective_loss(
 }
 
 /// Listwise ranking loss of [`Objective::Ranking`]: each candidate's score is the mean
-/// log-probability of its answer tokens, and the loss is the mean over examples of
-/// `-log softmax(scores)[correct]` (the correct answer is each example's first target).
+/// log-probability of its answer tokens, and an example's loss is `-log softmax(scores)[correct]`
+/// (the correct answer is each example's first target). An auxiliary rationale row
+/// ([`EncodedExample::auxiliary`]) adds the negative mean log-probability of its tokens instead.
+/// The result is the mean over the rows.
 ///
 /// # Shapes
 /// - returns `[1]`
@@ -459,8 +461,15 @@ fn ranking_loss(
     examples: &[&EncodedExample],
 ) -> Result<burn::tensor::Tensor<1>> {
     use burn::tensor::{Tensor, TensorData, activation::log_softmax};
-    let k = examples[0].targets.len();
-    if let Some(e) = examples.iter().find(|e| e.targets.len() != k || k < 2) {
+    let ranked = examples.iter().filter(|e| !e.auxiliary).count();
+    let k = examples
+        .iter()
+        .find(|e| !e.auxiliary)
+        .map_or(0, |e| e.targets.len());
+    if let Some(e) = examples
+        .iter()
+        .find(|e| !e.auxiliary && (e.targets.len() != k || k < 2))
+    {
         return Err(SftError::Data {
             user: e.user,
             message: format!(
@@ -471,21 +480,41 @@ fn ranking_loss(
     }
     let logp = model.target_log_probs(batch)?;
     let n = logp.dims()[0];
-    // Row c of `mean` averages candidate c's answer tokens (they are consecutive in `logp`).
-    let mut mean = vec![0.0f32; examples.len() * k * n];
-    let mut offset = 0;
-    for (c, range) in examples.iter().flat_map(|e| e.targets.iter()).enumerate() {
-        let len = range.len();
-        mean[c * n + offset..c * n + offset + len].fill(1.0 / len as f32);
-        offset += len;
+    // Row r of `mean` averages one target's tokens (they are consecutive in `logp`): first the
+    // candidates of the ranked examples, k per example, then the auxiliary rows.
+    let auxiliary = examples.len() - ranked;
+    let rows = ranked * k + auxiliary;
+    let mut mean = vec![0.0f32; rows * n];
+    let (mut offset, mut candidate, mut extra) = (0, 0, ranked * k);
+    for e in examples {
+        for range in &e.targets {
+            let next = if e.auxiliary {
+                &mut extra
+            } else {
+                &mut candidate
+            };
+            let (row, len) = (*next, range.len());
+            *next += 1;
+            mean[row * n + offset..row * n + offset + len].fill(1.0 / len as f32);
+            offset += len;
+        }
     }
     let device = model.device();
-    let mean = Tensor::<2>::from_data(TensorData::new(mean, [examples.len() * k, n]), &device);
-    let scores = mean
-        .matmul(logp.reshape([n, 1]))
-        .reshape([examples.len(), k]);
-    let correct = log_softmax(scores, 1).narrow(1, 0, 1);
-    Ok(correct.mean().neg().reshape([1]))
+    let mean = Tensor::<2>::from_data(TensorData::new(mean, [rows, n]), &device);
+    let scores = mean.matmul(logp.reshape([n, 1])).reshape([rows]);
+    let mut total = Tensor::<1>::zeros([1], &device);
+    if ranked > 0 {
+        let ranked_scores = scores.clone().narrow(0, 0, ranked * k).reshape([ranked, k]);
+        total = total
+            - log_softmax(ranked_scores, 1)
+                .narrow(1, 0, 1)
+                .sum()
+                .reshape([1]);
+    }
+    if auxiliary > 0 {
+        total = total - scores.narrow(0, ranked * k, auxiliary).sum();
+    }
+    Ok(total / examples.len() as f32)
 }
 
 fn scalar(t: burn::tensor::Tensor<1>) -> Result<f32> {

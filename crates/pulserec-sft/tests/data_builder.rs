@@ -201,6 +201,36 @@ fn the_placebo_gives_every_user_another_users_rationale() {
 }
 
 #[test]
+fn the_auxiliary_variant_moves_the_rationale_from_the_prompt_to_a_target() {
+    let ds = common::toy_dataset();
+    let mut config = DataConfig::paper(1);
+    config.train_positions = 2;
+    let builder = ExampleBuilder::new(&ds, config).unwrap();
+    let users = all_users(4);
+    let rationales: HashMap<UserId, String> = [0, 2, 3]
+        .into_iter()
+        .map(|u| (UserId(u), format!("Reason of user {u}.")))
+        .collect();
+    let reasons = builder
+        .training_set(Variant::WithReasons, &users, Some(&rationales))
+        .unwrap();
+    let aux = builder
+        .training_set(Variant::AuxiliaryReasons, &users, Some(&rationales))
+        .unwrap();
+    // The same users and examples; the text moved from the prompt to the auxiliary target.
+    assert_eq!(aux.skipped_no_rationale, vec![UserId(1)]);
+    assert_eq!(aux.examples.len(), reasons.examples.len());
+    for (a, r) in aux.examples.iter().zip(&reasons.examples) {
+        assert_eq!(a.prompt.rationale, None);
+        assert_eq!(a.auxiliary, r.prompt.rationale);
+        assert_eq!(a.prompt.candidates, r.prompt.candidates);
+    }
+    assert!(aux.examples.iter().any(|e| e.auxiliary.is_some()));
+    assert_rationales_error(builder.training_set(Variant::AuxiliaryReasons, &users, None));
+    assert!("auxiliary-reasons".parse::<Variant>().unwrap() == Variant::AuxiliaryReasons);
+}
+
+#[test]
 fn test_cases_use_stored_candidates_and_disjoint_users() {
     let ds = common::toy_dataset();
     let builder = ExampleBuilder::new(&ds, DataConfig::paper(11)).unwrap();

@@ -10,7 +10,8 @@ use indicatif::ProgressBar;
 use pulserec_core::{CandidatePrompt, CandidateSelector, ItemId, UserId};
 use pulserec_sft::{
     EncodedExample, LikelihoodConfig, LikelihoodSelector, Objective, PromptStyle, Schedule,
-    SftConfig, SftError, SftExample, SftTrainer, encode_example, encode_ranking, load_adapter,
+    SftConfig, SftError, SftExample, SftTrainer, encode_auxiliary, encode_example, encode_ranking,
+    load_adapter,
 };
 use pulserec_slm::weights::ModelWeights;
 use pulserec_slm::{ChatFormat, LlamaConfig, LoadOptions, LoraConfig, Slm, SlmTokenizer};
@@ -47,6 +48,7 @@ fn examples() -> Vec<SftExample> {
                     popularity: None,
                 },
                 target: ItemId(user * 10 + target as u32 + 1),
+                auxiliary: None,
             }
         };
     vec![
@@ -268,6 +270,44 @@ fn the_ranking_objective_scores_as_the_selector_and_is_learned() {
         assert_eq!(best, e.target_index(), "scores {s:?}");
     }
     assert!(cross_entropy(&tuned) < 0.5 * selector_loss);
+}
+
+/// The auxiliary variant's rationale row: under the ranking objective it adds the negative mean
+/// log-probability of its tokens (the generative objective's loss of the same row), and a
+/// micro-batch that mixes a ranked example and a rationale row averages the two losses.
+#[test]
+fn an_auxiliary_rationale_row_adds_its_token_loss_to_the_ranking_loss() {
+    let Some((cfg, weights, tok)) = parts() else {
+        return;
+    };
+    let device = Device::flex();
+    let ex = examples().remove(0);
+    let ranked = encode_ranking(tok, STYLE, &ex, 256).unwrap();
+    let aux = encode_auxiliary(tok, STYLE, &ex, "They collect racing games.", 256).unwrap();
+    let trainer = |objective| {
+        let config = SftConfig {
+            objective,
+            // Both rows in one micro-batch: the mixed path is what is checked.
+            micro_batch: 2,
+            ..config(1, 1e-3)
+        };
+        SftTrainer::new(cfg, weights, config, "smollm2-test", &device).unwrap()
+    };
+    let ranking = trainer(Objective::Ranking);
+    let aux_loss = ranking.eval_loss(std::slice::from_ref(&aux)).unwrap();
+    let token_loss = trainer(Objective::Generative)
+        .eval_loss(std::slice::from_ref(&aux))
+        .unwrap();
+    assert!(
+        (aux_loss - token_loss).abs() < 1e-4,
+        "{aux_loss} vs {token_loss}"
+    );
+    let ranked_loss = ranking.eval_loss(std::slice::from_ref(&ranked)).unwrap();
+    let both = ranking.eval_loss(&[ranked, aux]).unwrap();
+    assert!(
+        (both - 0.5 * (ranked_loss + aux_loss)).abs() < 1e-4,
+        "{both} vs {ranked_loss} and {aux_loss}"
+    );
 }
 
 #[test]

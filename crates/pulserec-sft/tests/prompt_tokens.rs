@@ -22,6 +22,7 @@ fn example(rationale: Option<&str>) -> SftExample {
             popularity: None,
         },
         target: ItemId(9),
+        auxiliary: None,
     }
 }
 
@@ -365,4 +366,70 @@ fn a_ranking_example_is_the_prompt_once_then_every_candidate_as_its_own_branch()
         ),
         "{err}"
     );
+}
+
+#[test]
+fn an_auxiliary_row_is_the_prompt_up_to_the_rationale_cue_then_the_rationale() {
+    let Some(tok) = common::smollm2_tokenizer() else {
+        return;
+    };
+    let rationale = "They play  Xbox shooters\nwith friends.";
+    for style in [PromptStyle::Sequence, PromptStyle::Chat(ChatFormat::ChatMl)] {
+        // As text: the rendering with the rationale, cut after the cue.
+        let with = example(Some(rationale));
+        let (prompt, target) = style.rationale_target(&with.prompt, 0).unwrap();
+        assert!(prompt.ends_with(style.rationale_cue()), "{prompt}");
+        assert_eq!(target, " They play Xbox shooters with friends.\n");
+        assert!(
+            style
+                .render(&with.prompt)
+                .starts_with(&format!("{prompt}{target}"))
+        );
+        assert!(style.rationale_target(&example(None).prompt, 0).is_none());
+        // As tokens: the prompt carries no rationale, the row learns exactly the rationale.
+        let mut ex = example(None);
+        ex.auxiliary = Some(rationale.into());
+        let row = pulserec_sft::encode_auxiliary(&tok, style, &ex, rationale, 512).unwrap();
+        assert!(row.auxiliary && row.segments.is_empty());
+        assert_eq!(row.targets.len(), 1);
+        assert_eq!(
+            tok.decode(&row.tokens[row.targets[0].clone()], false)
+                .unwrap(),
+            target
+        );
+        assert_eq!(
+            tok.decode(&row.tokens[..row.target_start()], false)
+                .unwrap(),
+            prompt
+        );
+        assert_eq!(row.target_start() + row.target_len(), row.len());
+        // `encode_all` puts it right after the example's own row, whose prompt has none.
+        let set = pulserec_sft::encode_all(
+            &tok,
+            style,
+            std::slice::from_ref(&ex),
+            512,
+            pulserec_sft::Objective::Ranking,
+        )
+        .unwrap();
+        assert_eq!(set.examples.len(), 2);
+        assert!(!set.examples[0].auxiliary);
+        assert_eq!(set.examples[1], row);
+        assert_eq!(
+            set.examples[0],
+            pulserec_sft::encode_ranking(&tok, style, &ex, 512).unwrap()
+        );
+        // Too long even without history: refused, naming the user.
+        let err = pulserec_sft::encode_auxiliary(&tok, style, &ex, rationale, 8).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SftError::TooLong {
+                    user: UserId(42),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
 }

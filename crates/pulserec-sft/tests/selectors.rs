@@ -60,6 +60,7 @@ fn case(user: u32, titles: &[&str], target: usize) -> SftExample {
             popularity: None,
         },
         target: ItemId(user * 10 + target as u32 + 1),
+        auxiliary: None,
     }
 }
 
