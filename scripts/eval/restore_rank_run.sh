@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Seeds a run directory of the ranking-SFT ablation (configs/experiments/rank-games-*.toml) from
+# what earlier parts committed under docs/results/, so a part on a fresh machine does not redo
+# them: the seed-1 no-rationale adapter of configs/experiments/rank-games.toml and its rows
+# (random, most popular, no rationale; validation and test), and the hindsight store of
+# configs/experiments/rank-games-reasons.toml. The prepare stage is rebuilt from the data
+# (`pulserec prepare`, deterministic); the pipeline then skips every stage and row found here.
+#
+#   scripts/eval/restore_rank_run.sh configs/experiments/rank-games-tot.toml
+set -euo pipefail
+config=${1:?usage: restore_rank_run.sh CONFIG}
+cd "$(dirname "$0")/../.."
+run=$(sed -n 's/^run_dir = "\(.*\)"/\1/p' "$config")
+[ -n "$run" ] || { echo "no run_dir in $config" >&2; exit 1; }
+base=docs/results/rank-games-seed1
+adapter=$run/sft/no-rationale/checkpoints/epoch-001
+mkdir -p "$adapter" "$run/eval/valid" "$run/eval/test"
+cp "$base"/no-rationale-adapter/{adapter_config.json,adapter_model.safetensors,sft_config.json} "$adapter/"
+cp "$base"/no-rationale-adapter/{train.json,loss.svg} "$run/sft/no-rationale/"
+for split in valid test; do
+  src=$base
+  [ "$split" = valid ] && src=$base/valid
+  for row in random most-popular no-rationale; do
+    cp "$src/$row.json" "$run/eval/$split/"
+    gunzip -c "$src/$row.jsonl.gz" > "$run/eval/$split/$row.jsonl"
+  done
+done
+if [ ! -d "$run/rationales" ] && [ -d docs/results/rank-games-reasons-seed1/rationales ]; then
+  cp -r docs/results/rank-games-reasons-seed1/rationales "$run/"
+fi
+[ -d "$run/prepare" ] || target/release/pulserec prepare --config "$config"
+echo "seeded $run"
