@@ -461,9 +461,16 @@ impl Pipeline {
                 "seed": c.seed, "slm": c.assets.slm, "tot": c.tot,
                 "prompt": pulserec_tot::PROMPT_VERSION,
             }),
-            Stage::Sft => json!({"seed": c.seed, "slm": c.assets.slm, "sft": c.sft}),
-            // The SFT keys (variants, prompt shape) shape every SLM row, the base SLM's too.
-            Stage::Eval => json!({"seed": c.seed, "eval": c.eval, "sft": c.sft}),
+            Stage::Sft => json!({
+                "seed": c.seed, "slm": c.assets.slm, "sft": c.sft,
+                "prompt": pulserec_sft::PROMPT_VERSION,
+            }),
+            // The SFT keys (variants, prompt shape) and wording shape every SLM row, the base
+            // SLM's too.
+            Stage::Eval => json!({
+                "seed": c.seed, "eval": c.eval, "sft": c.sft,
+                "prompt": pulserec_sft::PROMPT_VERSION,
+            }),
         };
         // A remote generator's endpoint and model make the generated text what it is too (the
         // local SLM's file is recorded already).
