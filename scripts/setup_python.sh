@@ -7,5 +7,5 @@ venv=${1:-/opt/pyref}
 python3 -m venv "$venv"
 "$venv/bin/pip" install --quiet --upgrade pip
 "$venv/bin/pip" install --quiet torch==2.9.0 transformers accelerate gguf sentence-transformers \
-  pandas numpy safetensors peft matplotlib
+  pandas numpy safetensors peft matplotlib pyarrow
 echo "reference environment ready: $venv/bin/python"

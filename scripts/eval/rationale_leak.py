@@ -11,7 +11,7 @@ that carries it can name the answer; test prompts carry none.
     python3 scripts/eval/rationale_leak.py --data ../shared/data/amazon-games-2018 \
         runs/exp/rank-games-reasons/rationales/hindsight
 
-Needs pyarrow (the stores are Parquet).
+Needs pyarrow (the stores are Parquet; scripts/setup_python.sh installs it).
 """
 import argparse
 import glob

@@ -26,6 +26,15 @@ fn example(rationale: Option<&str>) -> SftExample {
     }
 }
 
+/// Asserts that `result` is [`SftError::TooLong`] naming `user`.
+fn assert_too_long<T: std::fmt::Debug>(result: Result<T, SftError>, user: UserId) {
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, SftError::TooLong { user: u, .. } if u == user),
+        "{err}"
+    );
+}
+
 #[test]
 fn chat_prompt_golden() {
     // Any change here is a wording change: bump PROMPT_VERSION with it.
@@ -251,16 +260,9 @@ fn packed_rows_split_at_the_item_and_token_limits() {
     assert!(tight.iter().all(|r| r.len() <= one));
     assert_eq!(tight.iter().map(|r| r.targets.len()).sum::<usize>(), 10);
     // Too short for one target after its context: an error naming the user.
-    let err = encode_sequence(&tok, UserId(3), &titles, 2, 5, 10).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            SftError::TooLong {
-                user: UserId(3),
-                ..
-            }
-        ),
-        "{err}"
+    assert_too_long(
+        encode_sequence(&tok, UserId(3), &titles, 2, 5, 10),
+        UserId(3),
     );
     assert!(
         encode_sequence(&tok, UserId(3), &titles[..2], 2, 5, 512)
@@ -355,16 +357,9 @@ fn a_ranking_example_is_the_prompt_once_then_every_candidate_as_its_own_branch()
     }
     assert_eq!(ranked.segments.len(), ranked.len());
     // Too long even without history: refused, naming the user.
-    let err = pulserec_sft::encode_ranking(&tok, style, &ex, 3).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            SftError::TooLong {
-                user: UserId(42),
-                ..
-            }
-        ),
-        "{err}"
+    assert_too_long(
+        pulserec_sft::encode_ranking(&tok, style, &ex, 3),
+        UserId(42),
     );
 }
 
@@ -420,16 +415,9 @@ fn an_auxiliary_row_is_the_prompt_up_to_the_rationale_cue_then_the_rationale() {
             pulserec_sft::encode_ranking(&tok, style, &ex, 512).unwrap()
         );
         // Too long even without history: refused, naming the user.
-        let err = pulserec_sft::encode_auxiliary(&tok, style, &ex, rationale, 8).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                SftError::TooLong {
-                    user: UserId(42),
-                    ..
-                }
-            ),
-            "{err}"
+        assert_too_long(
+            pulserec_sft::encode_auxiliary(&tok, style, &ex, rationale, 8),
+            UserId(42),
         );
     }
 }
