@@ -24,7 +24,6 @@ use burn::tensor::Device;
 
 use anyhow::Context;
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 use pulserec::device::DeviceSpec;
 use pulserec::pipeline::chat_format;
 use pulserec_core::{ItemId, ThoughtScorer, UserContext, UserId};
@@ -94,16 +93,6 @@ struct Args {
     /// Device: flex, tch, tch-cuda:N or cuda:N.
     #[arg(long, default_value = "flex")]
     device: DeviceSpec,
-}
-
-fn bar(n: usize, what: &str) -> ProgressBar {
-    let pb = ProgressBar::new(n as u64);
-    pb.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} users [{elapsed}<{eta}]")
-            .expect("valid template"),
-    );
-    pb.set_message(what.to_string());
-    pb
 }
 
 fn parse_shard(s: &str) -> anyhow::Result<Shard> {
@@ -209,7 +198,7 @@ fn similar_users(
         .map(UserId)
         .filter(|&u| !split.train(u).is_empty())
         .collect();
-    let pb = bar(others.len(), "user vectors");
+    let pb = pulserec_train::progress_bar(others.len() as u64, "user vectors");
     let mut keys = Vec::with_capacity(others.len() * dim);
     for chunk in others.chunks(4096) {
         let histories: Vec<&[ItemId]> = chunk.iter().map(|&u| split.train(u)).collect();
@@ -309,7 +298,7 @@ fn main() -> anyhow::Result<()> {
             HindsightConfig::paper(args.seed),
         )?
         .with_format(format());
-        let pb = bar(todo.len(), "hindsight");
+        let pb = pulserec_train::progress_bar(todo.len() as u64, "hindsight");
         let start = Instant::now();
         let mut done = Vec::new();
         for batch in todo.chunks(args.batch_size) {
@@ -360,7 +349,7 @@ fn main() -> anyhow::Result<()> {
             .filter(|c| pending.contains(&c.user))
             .cloned()
             .collect();
-        let pb = bar(todo.len(), "tree-of-thought");
+        let pb = pulserec_train::progress_bar(todo.len() as u64, "tree-of-thought");
         let start = Instant::now();
         let mut done = Vec::new();
         for batch in todo.chunks(args.batch_size) {

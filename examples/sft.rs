@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 use pulserec::device::DeviceSpec;
 use pulserec_core::UserId;
 use pulserec_data::{Target, load};
@@ -91,18 +90,6 @@ struct Args {
     device: DeviceSpec,
 }
 
-fn bar(n: usize, what: &str, unit: &str) -> ProgressBar {
-    let pb = ProgressBar::new(n as u64);
-    pb.set_style(
-        ProgressStyle::with_template(&format!(
-            "{{prefix}} {{bar:30}} {{pos}}/{{len}} {unit} [{{elapsed}}<{{eta}}] {{msg}}"
-        ))
-        .expect("valid template"),
-    );
-    pb.set_prefix(what.to_string());
-    pb
-}
-
 /// The store's records, which must exist (opening a store creates a missing directory).
 fn read_store(dir: &Path) -> anyhow::Result<Vec<pulserec_tot::StoredRationale>> {
     ensure!(
@@ -132,7 +119,10 @@ fn evaluate_model(
         if args.selector == "generative" || args.selector == "both" {
             let mut selector =
                 GenerativeSelector::new(slm, style, GenerativeConfig::paper(args.seed));
-            let pb = bar(cases.len(), &format!("{label} generative@{n}"), "users");
+            let pb = pulserec_train::progress_bar(
+                cases.len() as u64,
+                &format!("{label} generative@{n}"),
+            );
             let eval = evaluate(&mut selector, "generative", cases, args.eval_batch, &pb);
             pb.finish_and_clear();
             slm = selector.into_inner();
@@ -140,7 +130,10 @@ fn evaluate_model(
         }
         if args.selector == "likelihood" || args.selector == "both" {
             let mut selector = LikelihoodSelector::new(slm, style, LikelihoodConfig::default());
-            let pb = bar(cases.len(), &format!("{label} likelihood@{n}"), "users");
+            let pb = pulserec_train::progress_bar(
+                cases.len() as u64,
+                &format!("{label} likelihood@{n}"),
+            );
             let eval = evaluate(&mut selector, "likelihood", cases, args.eval_batch, &pb);
             pb.finish_and_clear();
             slm = selector.into_inner();
@@ -308,7 +301,7 @@ fn main() -> anyhow::Result<()> {
     };
 
     let mut trainer = SftTrainer::new(&model_cfg, &weights, config.clone(), &model_name, &device)?;
-    let pb = bar(0, "train", "steps");
+    let pb = pulserec_train::progress_bar(0, "train");
     let report = trainer.fit(&encoded, Some(&args.out.join("checkpoints")), &pb)?;
     pb.finish_and_clear();
     let merged = trainer.merged_weights(&weights)?;

@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 use pulserec::device::DeviceSpec;
 use pulserec_thoughtspace::{
     EncoderOptions, InfoNceConfig, MapPanel, ThoughtSpace, ThoughtSpaceTrainer, TrainConfig,
@@ -115,11 +114,7 @@ fn main() -> anyhow::Result<()> {
         ..Default::default()
     };
     let mut trainer = ThoughtSpaceTrainer::new(space, config.clone())?;
-    let bar = ProgressBar::new(0);
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = pulserec_train::progress_bar(0, "thought space");
     let start = Instant::now();
     let report = trainer.fit(train, Some(&args.out), &bar)?;
     let secs = start.elapsed().as_secs_f64();

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use pulserec_core::UserId;
 pub use pulserec_tot::Shard;
 use serde_json::{Value, json};
@@ -536,13 +536,7 @@ impl Pipeline {
         if !self.progress {
             return ProgressBar::hidden();
         }
-        let bar = ProgressBar::new(len as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} [{elapsed}<{eta}]")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.set_message(what.to_string());
-        bar
+        pulserec_train::progress_bar(len as u64, what)
     }
 
     pub(crate) fn device(&self) -> &Device {

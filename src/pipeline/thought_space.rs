@@ -94,7 +94,7 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     let bar = p.bar(per_epoch * ts.epochs, "thought space");
     let mut step_losses = Vec::new();
     let mut epoch_losses = Vec::new();
-    for epoch in 0..ts.epochs {
+    for epoch in 1..=ts.epochs {
         order.shuffle(&mut rng);
         let mut sum = 0.0;
         // A trailing partial batch is dropped: fewer negatives would change the loss scale.

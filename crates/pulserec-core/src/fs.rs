@@ -39,13 +39,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     sync_dir(dir)
 }
 
+/// Syncs the directory `dir` to disk, so that a rename or a new entry in it survives a power
+/// loss (a no-op off Unix).
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// Syncs the directory `dir` to disk, so that a rename or a new entry in it survives a power
+/// loss (a no-op off Unix).
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
+pub fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 

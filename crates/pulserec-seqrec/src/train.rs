@@ -8,7 +8,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use pulserec_core::ItemId;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -93,8 +93,7 @@ pub fn train(
             format!("training sequence of user {u}")
         })?;
     }
-    let ad = device.clone().autodiff();
-    ad.seed(config.seed);
+    let ad = pulserec_train::training_device(device, config.seed);
     let mut model = model_config.init(&ad)?;
     let mut optim = AdamConfig::new()
         .with_beta_1(config.beta_1)
@@ -110,12 +109,7 @@ pub fn train(
     let n_batches = order.len().div_ceil(config.batch_size);
     let options = EvalOptions::default();
     let bar = if config.progress {
-        let bar = ProgressBar::new((config.epochs * n_batches) as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
+        pulserec_train::progress_bar((config.epochs * n_batches) as u64, "SASRec")
     } else {
         ProgressBar::hidden()
     };

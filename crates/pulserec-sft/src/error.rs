@@ -41,20 +41,10 @@ pub enum SftError {
         /// The configured maximum length.
         max_len: usize,
     },
-    /// The training loss became NaN or infinite; the last good adapter is kept.
-    #[error(
-        "non-finite training loss {loss} at epoch {epoch}, step {step}; last good adapter: {last_good}"
-    )]
-    NonFiniteLoss {
-        /// The loss value.
-        loss: f32,
-        /// 1-based epoch.
-        epoch: usize,
-        /// Optimiser steps taken before the failure.
-        step: usize,
-        /// The last adapter checkpoint written, or `none`.
-        last_good: String,
-    },
+    /// Training stopped (a NaN or infinite loss, with the last good adapter kept) or its
+    /// checkpoint could not be written.
+    #[error(transparent)]
+    Train(#[from] pulserec_train::TrainError),
     /// A stored adapter does not fit the model or configuration it is loaded into.
     #[error("adapter {path}: {message}")]
     AdapterMismatch {

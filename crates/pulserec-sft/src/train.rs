@@ -11,11 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use indicatif::ProgressBar;
 use pulserec_slm::weights::ModelWeights;
 use pulserec_slm::{LlamaConfig, LoraConfig, LoraModel, TokenBatch};
+pub use pulserec_train::Schedule;
+use pulserec_train::{EpochCheckpoints, TrainError, WarmupSchedule};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
@@ -23,18 +25,6 @@ use crate::data::{Stream, rng_for};
 use crate::error::{Result, SftError};
 use crate::report::{TrainReport, write_atomic};
 use crate::tokenize::EncodedExample;
-
-/// How the learning rate decays after warmup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Schedule {
-    /// Constant after warmup.
-    Constant,
-    /// Linear decay to zero at the last step.
-    Linear,
-    /// Half-cosine decay to zero at the last step.
-    Cosine,
-}
 
 /// What a training example teaches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,23 +142,6 @@ impl SftConfig {
         }
         Ok(())
     }
-
-    /// The learning rate at 0-based `step` of `total` steps.
-    pub fn learning_rate_at(&self, step: usize, total: usize) -> f64 {
-        let total = total.max(1) as f64;
-        let warmup = (self.warmup_ratio * total).ceil();
-        let s = step as f64;
-        if s < warmup {
-            return self.learning_rate * (s + 1.0) / warmup;
-        }
-        let progress = ((s - warmup) / (total - warmup).max(1.0)).clamp(0.0, 1.0);
-        self.learning_rate
-            * match self.schedule {
-                Schedule::Constant => 1.0,
-                Schedule::Linear => 1.0 - progress,
-                Schedule::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
-            }
-    }
 }
 
 /// Fine-tunes LoRA adapters on encoded examples.
@@ -178,7 +151,7 @@ pub struct SftTrainer {
     config: SftConfig,
     base_name: String,
     steps: usize,
-    last_checkpoint: Option<PathBuf>,
+    checkpoints: EpochCheckpoints,
 }
 
 impl std::fmt::Debug for SftTrainer {
@@ -205,12 +178,7 @@ impl SftTrainer {
         device: &Device,
     ) -> Result<Self> {
         config.validate()?;
-        let train_device = if device.is_autodiff() {
-            device.clone()
-        } else {
-            device.clone().autodiff()
-        };
-        train_device.seed(config.seed);
+        let train_device = pulserec_train::training_device(device, config.seed);
         let model = LoraModel::new(
             model_config,
             weights,
@@ -218,19 +186,13 @@ impl SftTrainer {
             config.seed,
             &train_device,
         )?;
-        let mut adam = AdamWConfig::new().with_weight_decay(config.weight_decay);
-        if let Some(norm) = config.max_grad_norm {
-            adam = adam.with_grad_clipping(Some(
-                burn::optim::grad_clipping::GradientClippingConfig::Norm(norm),
-            ));
-        }
         Ok(Self {
             model,
-            optim: adam.init(),
+            optim: pulserec_train::adamw(config.weight_decay, config.max_grad_norm),
             config,
             base_name: base_name.to_string(),
             steps: 0,
-            last_checkpoint: None,
+            checkpoints: EpochCheckpoints::default(),
         })
     }
 
@@ -276,7 +238,8 @@ impl SftTrainer {
     /// One optimiser step over `examples` (accumulated in micro-batches); returns the step's
     /// mean loss (per target token, or per example for [`Objective::Ranking`]).
     ///
-    /// A non-finite loss leaves the adapters untouched and returns [`SftError::NonFiniteLoss`].
+    /// A non-finite loss leaves the adapters untouched and returns
+    /// [`pulserec_train::NonFiniteLoss`] (as [`SftError::Train`]).
     pub fn step(&mut self, examples: &[&EncodedExample], lr: f64, epoch: usize) -> Result<f32> {
         let step_weight = self.weight(examples);
         let mut accumulator = GradientsAccumulator::<LoraModel>::new();
@@ -285,17 +248,8 @@ impl SftTrainer {
             let share = self.weight(micro) / step_weight.max(1e-12);
             let loss = objective_loss(&self.model, self.config.objective, micro)?;
             let value = scalar(loss.clone())?;
-            if !value.is_finite() {
-                return Err(SftError::NonFiniteLoss {
-                    loss: value,
-                    epoch,
-                    step: self.steps,
-                    last_good: self
-                        .last_checkpoint
-                        .as_ref()
-                        .map_or_else(|| "none".to_string(), |p| p.display().to_string()),
-                });
-            }
+            pulserec_train::check_finite(value, epoch, self.steps, self.checkpoints.last_good())
+                .map_err(TrainError::from)?;
             step_loss += value as f64 * share;
             let grads = GradientsParams::from_grads((loss * share).backward(), &self.model);
             accumulator.accumulate(&self.model, grads);
@@ -327,6 +281,12 @@ impl SftTrainer {
             ..TrainReport::default()
         };
         let mut order: Vec<usize> = (0..examples.len()).collect();
+        let mut schedule = WarmupSchedule::new(
+            self.config.learning_rate,
+            self.config.warmup_ratio,
+            self.config.schedule,
+            total,
+        )?;
         let start = Instant::now();
         for epoch in 1..=self.config.epochs {
             let mut rng = rng_for(self.config.seed, Stream::Epochs, epoch as u32);
@@ -335,7 +295,7 @@ impl SftTrainer {
             let mut epoch_weight = 0.0f64;
             for chunk in order.chunks(self.config.effective_batch) {
                 let batch: Vec<&EncodedExample> = chunk.iter().map(|&i| &examples[i]).collect();
-                let lr = self.config.learning_rate_at(self.steps, total);
+                let lr = schedule.next_lr();
                 let loss = self.step(&batch, lr, epoch)?;
                 let weight = self.weight(&batch);
                 report.tokens += batch.iter().map(|e| e.len()).sum::<usize>();
@@ -374,36 +334,23 @@ impl SftTrainer {
         report.steps = self.steps;
         report.seconds = start.elapsed().as_secs_f64();
         report.tokens_per_s = report.tokens as f64 / report.seconds.max(1e-9);
-        report.adapter = self.last_checkpoint.clone();
+        report.adapter = self.checkpoints.last_good().map(Path::to_path_buf);
         Ok(report)
     }
 
     /// Saves the adapters and the settings to `dir/epoch-NNN` atomically and removes the
     /// previous checkpoint.
     fn checkpoint(&mut self, dir: &Path, epoch: usize) -> Result<PathBuf> {
-        let final_dir = dir.join(format!("epoch-{epoch:03}"));
-        let tmp = dir.join(format!(".epoch-{epoch:03}.tmp"));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(|e| SftError::io(&tmp, e))?;
-        }
-        std::fs::create_dir_all(&tmp).map_err(|e| SftError::io(&tmp, e))?;
-        self.model.valid().save_adapter(&tmp, &self.base_name)?;
-        let config = serde_json::to_string_pretty(&self.config).map_err(|e| SftError::Json {
-            path: tmp.join(SFT_CONFIG_FILE),
-            message: e.to_string(),
-        })?;
-        write_atomic(&tmp.join(SFT_CONFIG_FILE), config.as_bytes())?;
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir).map_err(|e| SftError::io(&final_dir, e))?;
-        }
-        std::fs::rename(&tmp, &final_dir).map_err(|e| SftError::io(&final_dir, e))?;
-        if let Some(previous) = self.last_checkpoint.replace(final_dir.clone())
-            && previous != final_dir
-        {
-            std::fs::remove_dir_all(&previous).map_err(|e| SftError::io(&previous, e))?;
-        }
-        tracing::info!(path = %final_dir.display(), "adapter checkpoint written");
-        Ok(final_dir)
+        let model = self.model.valid();
+        let config = serde_json::to_string_pretty(&self.config);
+        self.checkpoints.save(dir, epoch, |tmp| {
+            model.save_adapter(tmp, &self.base_name)?;
+            let config = config.map_err(|e| SftError::Json {
+                path: tmp.join(SFT_CONFIG_FILE),
+                message: e.to_string(),
+            })?;
+            write_atomic(&tmp.join(SFT_CONFIG_FILE), config.as_bytes())
+        })
     }
 }
 

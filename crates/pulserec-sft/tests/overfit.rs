@@ -9,9 +9,9 @@ use burn::tensor::Device;
 use indicatif::ProgressBar;
 use pulserec_core::{CandidatePrompt, CandidateSelector, ItemId, UserId};
 use pulserec_sft::{
-    EncodedExample, LikelihoodConfig, LikelihoodSelector, Objective, PromptStyle, Schedule,
-    SftConfig, SftError, SftExample, SftTrainer, encode_auxiliary, encode_example, encode_ranking,
-    load_adapter,
+    EncodedExample, LikelihoodConfig, LikelihoodSelector, NonFiniteLoss, Objective, PromptStyle,
+    Schedule, SftConfig, SftError, SftExample, SftTrainer, TrainError, encode_auxiliary,
+    encode_example, encode_ranking, load_adapter,
 };
 use pulserec_slm::weights::ModelWeights;
 use pulserec_slm::{ChatFormat, LlamaConfig, LoadOptions, LoraConfig, Slm, SlmTokenizer};
@@ -324,16 +324,14 @@ fn a_non_finite_loss_stops_training_and_keeps_the_last_adapter() {
     let err = trainer
         .fit(&data, Some(dir.path()), &ProgressBar::hidden())
         .unwrap_err();
-    let SftError::NonFiniteLoss {
-        epoch, last_good, ..
-    } = &err
+    let SftError::Train(TrainError::NonFiniteLoss(NonFiniteLoss {
+        epoch,
+        last_good: Some(last_good),
+        ..
+    })) = &err
     else {
-        panic!("expected a non-finite loss, got {err}");
+        panic!("expected a non-finite loss after a checkpoint, got {err}");
     };
     assert!(*epoch >= 2, "{err}");
-    assert!(
-        std::path::Path::new(last_good)
-            .join("adapter_model.safetensors")
-            .is_file()
-    );
+    assert!(last_good.join("adapter_model.safetensors").is_file());
 }

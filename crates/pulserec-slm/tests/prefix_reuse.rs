@@ -274,7 +274,9 @@ fn a_prompt_gives_the_same_bits_alone_batched_and_from_a_stored_prefix() {
     // Two-token continuations scored alone, then beside a longer one (right-padded in one
     // batch; the context now comes from the store).
     let short = p[3..5].to_vec();
-    let alone = slm.score_ids(&[p.clone()], &[short.clone()]).unwrap();
+    let alone = slm
+        .score_ids(std::slice::from_ref(&p), std::slice::from_ref(&short))
+        .unwrap();
     let both = slm
         .score_ids(&[p.clone(), p.clone()], &[short, p[3..9].to_vec()])
         .unwrap();

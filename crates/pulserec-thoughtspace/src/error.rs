@@ -98,20 +98,10 @@ pub enum ThoughtSpaceError {
     /// The caller passed something unusable (empty batch, bad hyper-parameter, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// Training produced a non-finite loss; the last good checkpoint (if any) was kept.
-    #[error(
-        "non-finite loss {loss} at epoch {epoch}, step {step}; last good checkpoint: {last_good}"
-    )]
-    NonFiniteLoss {
-        /// The loss value (NaN or infinite).
-        loss: f32,
-        /// 0-based epoch.
-        epoch: usize,
-        /// 0-based global step.
-        step: usize,
-        /// The checkpoint left in place, or `"none"`.
-        last_good: String,
-    },
+    /// Training stopped (a NaN or infinite loss, with the last good checkpoint kept) or its
+    /// checkpoint could not be written.
+    #[error(transparent)]
+    Train(#[from] pulserec_train::TrainError),
     /// A tensor computation or read-back failed inside burn.
     #[error("tensor backend: {0}")]
     Backend(String),

@@ -22,6 +22,7 @@ pub use map::{MapPanel, pca_2d, write_map_svg};
 pub use pairs::{
     TrainingPair, read_pairs, read_pairs_jsonl, read_pairs_parquet, write_pairs_jsonl,
 };
+pub use pulserec_train::{NonFiniteLoss, TrainError};
 pub use render::BehaviourRenderer;
 pub use scorer::ConsistencyScorer;
 pub use space::{RetrievalReport, ThoughtSpace};

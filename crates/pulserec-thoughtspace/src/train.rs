@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Gradients, Tensor};
 use indicatif::ProgressBar;
 use rand::SeedableRng;
@@ -12,6 +12,8 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+use pulserec_train::{EpochCheckpoints, TrainError};
 
 use crate::bert::BertModel;
 use crate::error::{Result, ThoughtSpaceError};
@@ -125,34 +127,22 @@ pub struct ThoughtSpaceTrainer {
     rng: ChaCha8Rng,
     steps: usize,
     epochs_done: usize,
-    last_checkpoint: Option<PathBuf>,
+    checkpoints: EpochCheckpoints,
 }
 
 impl ThoughtSpaceTrainer {
     /// Moves `space` to the autodiff version of its device and prepares AdamW.
     pub fn new(space: ThoughtSpace, config: TrainConfig) -> Result<Self> {
         config.validate()?;
-        let device = space.behaviour().device().clone();
-        let train_device = if device.is_autodiff() {
-            device
-        } else {
-            device.autodiff()
-        };
-        train_device.seed(config.seed);
-        let mut adam = AdamWConfig::new().with_weight_decay(config.weight_decay);
-        if let Some(norm) = config.max_grad_norm {
-            adam = adam.with_grad_clipping(Some(
-                burn::optim::grad_clipping::GradientClippingConfig::Norm(norm),
-            ));
-        }
+        let train_device = pulserec_train::training_device(space.behaviour().device(), config.seed);
         Ok(Self {
             space: space.to_device(&train_device),
-            optim: adam.init(),
+            optim: pulserec_train::adamw(config.weight_decay, config.max_grad_norm),
             rng: ChaCha8Rng::seed_from_u64(config.seed),
             config,
             steps: 0,
             epochs_done: 0,
-            last_checkpoint: None,
+            checkpoints: EpochCheckpoints::default(),
         })
     }
 
@@ -210,27 +200,19 @@ impl ThoughtSpaceTrainer {
         }
     }
 
-    /// One InfoNCE + AdamW step on `batch`; returns the loss before the update.
+    /// One InfoNCE + AdamW step on `batch` of 1-based `epoch`; returns the loss before the
+    /// update.
     ///
     /// A non-finite loss leaves the parameters untouched and returns
-    /// [`ThoughtSpaceError::NonFiniteLoss`].
+    /// [`pulserec_train::NonFiniteLoss`] (as [`ThoughtSpaceError::Train`]).
     pub fn step(&mut self, batch: &[&TrainingPair], epoch: usize) -> Result<f32> {
         let loss = self.loss(batch)?;
         let value = loss
             .clone()
             .try_into_scalar::<f32>()
             .map_err(|e| ThoughtSpaceError::Backend(format!("{e:?}")))?;
-        if !value.is_finite() {
-            return Err(ThoughtSpaceError::NonFiniteLoss {
-                loss: value,
-                epoch,
-                step: self.steps,
-                last_good: self
-                    .last_checkpoint
-                    .as_ref()
-                    .map_or_else(|| "none".to_string(), |p| p.display().to_string()),
-            });
-        }
+        pulserec_train::check_finite(value, epoch, self.steps, self.checkpoints.last_good())
+            .map_err(TrainError::from)?;
         let grads = GradientsParams::from_grads(loss.backward(), &self.dual());
         let dual = self
             .optim
@@ -282,7 +264,7 @@ impl ThoughtSpaceTrainer {
         let mut order: Vec<usize> = (0..pairs.len()).collect();
         let mut epoch_losses = Vec::with_capacity(self.config.epochs);
         for _ in 0..self.config.epochs {
-            let epoch = self.epochs_done;
+            let epoch = self.epochs_done + 1;
             order.shuffle(&mut self.rng);
             let mut sum = 0.0f64;
             // A trailing partial batch is dropped: fewer negatives would change the loss scale.
@@ -291,16 +273,11 @@ impl ThoughtSpaceTrainer {
                 let loss = self.step(&batch, epoch)?;
                 sum += loss as f64;
                 progress.inc(1);
-                progress.set_message(format!("epoch {} loss {loss:.4}", epoch + 1));
+                progress.set_message(format!("epoch {epoch} loss {loss:.4}"));
             }
             let mean = (sum / per_epoch.max(1) as f64) as f32;
             epoch_losses.push(mean);
-            tracing::info!(
-                epoch = epoch + 1,
-                loss = mean,
-                steps = self.steps,
-                "epoch done"
-            );
+            tracing::info!(epoch, loss = mean, steps = self.steps, "epoch done");
             self.epochs_done += 1;
             if let Some(dir) = checkpoint_dir {
                 self.checkpoint(dir, epoch, &epoch_losses)?;
@@ -311,25 +288,20 @@ impl ThoughtSpaceTrainer {
             epoch_losses,
             steps: self.steps,
             seconds: start.elapsed().as_secs_f64(),
-            checkpoint: self.last_checkpoint.clone(),
+            checkpoint: self.checkpoints.last_good().map(Path::to_path_buf),
         })
     }
 
     fn checkpoint(&mut self, dir: &Path, epoch: usize, losses: &[f32]) -> Result<()> {
-        let path = dir.join(format!("epoch-{:03}", epoch + 1));
         let training = json!({
             "config": self.config,
-            "epoch": epoch + 1,
+            "epoch": epoch,
             "steps": self.steps,
             "epoch_losses": losses,
         });
-        self.space.save(&path, training)?;
-        if let Some(previous) = self.last_checkpoint.replace(path.clone())
-            && previous != path
-        {
-            std::fs::remove_dir_all(&previous).map_err(|e| ThoughtSpaceError::io(&previous, e))?;
-        }
-        tracing::info!(checkpoint = %path.display(), "checkpoint written");
+        let space = &self.space;
+        self.checkpoints
+            .save(dir, epoch, |tmp| space.save(tmp, training))?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use indicatif::ProgressBar;
 use pulserec_core::{HistoryEntry, ItemId, ThoughtScorer, UserContext, UserId};
 use pulserec_thoughtspace::{
     ConsistencyScorer, EncoderOptions, InfoNceConfig, ThoughtSpace, ThoughtSpaceError,
-    ThoughtSpaceTrainer, TrainConfig, TrainingPair,
+    ThoughtSpaceTrainer, TrainConfig, TrainError, TrainingPair,
 };
 
 fn pairs() -> Vec<TrainingPair> {
@@ -77,10 +77,10 @@ fn gradients_reach_both_encoders() {
     assert!(report.rationale_norm > 1e-6 && report.rationale_norm.is_finite());
 
     // A few steps on the same batch lower its loss.
-    let first = trainer.step(&batch, 0).unwrap();
+    let first = trainer.step(&batch, 1).unwrap();
     let mut last = first;
     for _ in 0..3 {
-        last = trainer.step(&batch, 0).unwrap();
+        last = trainer.step(&batch, 1).unwrap();
     }
     assert!(last < first, "loss {first} -> {last}");
 }
@@ -107,8 +107,8 @@ fn nan_loss_stops_training_and_keeps_the_last_checkpoint() {
         .fit(&data, Some(tmp.path()), &ProgressBar::hidden())
         .unwrap_err();
     match &err {
-        ThoughtSpaceError::NonFiniteLoss { last_good, .. } => {
-            assert_eq!(last_good, &good.display().to_string())
+        ThoughtSpaceError::Train(TrainError::NonFiniteLoss(stop)) => {
+            assert_eq!(stop.last_good.as_deref(), Some(good.as_path()))
         }
         other => panic!("expected NonFiniteLoss, got {other}"),
     }
