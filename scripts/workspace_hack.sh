@@ -24,5 +24,6 @@ cargo hakari generate
 for m in "${manifests[@]}"; do cp "$backup/$(echo "$m" | tr / _)" "$m"; done
 cargo hakari manage-deps --yes
 sed -i '/^pulserec-workspace-hack = /d' xtask/Cargo.toml
+cargo metadata --format-version 1 > /dev/null   # Cargo.lock without xtask's edge
 for m in "${manifests[@]}"; do cp "$m" "$backup/$(echo "$m" | tr / _)"; done
 echo "crates/pulserec-workspace-hack regenerated; commit it with the manifests"

@@ -5,6 +5,10 @@
 # (random, most popular, no rationale; validation and test), and the hindsight store of
 # configs/experiments/rank-games-reasons.toml. The prepare stage is rebuilt from the data
 # (`pulserec prepare`, deterministic); the pipeline then skips every stage and row found here.
+# When docs/results/<config name>-seed1/ holds stages of the config's own earlier parts (SASRec
+# with its similar users, a partial Tree-of-Thought store), they are copied in too; the Thought
+# Space (two ~90 MB encoders) is not committed: the pipeline retrains it, and its
+# thought_space/SHA256SUMS there says whether it came out bit for bit the same.
 #
 #   scripts/eval/restore_rank_run.sh configs/experiments/rank-games-tot.toml
 set -euo pipefail
@@ -28,5 +32,14 @@ done
 if [ ! -d "$run/rationales" ] && [ -d docs/results/rank-games-reasons-seed1/rationales ]; then
   cp -r docs/results/rank-games-reasons-seed1/rationales "$run/"
 fi
+own=docs/results/$(basename "$config" .toml)-seed1
+for stage in sasrec tot; do
+  if [ -d "$own/$stage" ] && [ ! -d "$run/$stage" ]; then
+    cp -r "$own/$stage" "$run/"
+  fi
+done
 [ -d "$run/prepare" ] || target/release/pulserec prepare --config "$config"
+if [ -f "$own/thought_space/SHA256SUMS" ]; then
+  echo "after the thought-space stage: (cd $run && sha256sum -c ../../../$own/thought_space/SHA256SUMS)"
+fi
 echo "seeded $run"
