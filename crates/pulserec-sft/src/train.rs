@@ -263,7 +263,8 @@ impl SftTrainer {
     /// Trains for the configured epochs. With `checkpoint_dir`, the adapters are saved after
     /// every epoch to `checkpoint_dir/epoch-NNN` (written under a temporary name, then renamed;
     /// the previous epoch's directory is removed afterwards), so a failure keeps the last good
-    /// adapter.
+    /// adapter. The learning-rate schedule (warmup, then decay) spans this call's steps: a second
+    /// `fit` on the same trainer warms up again.
     pub fn fit(
         &mut self,
         examples: &[EncodedExample],
