@@ -37,13 +37,13 @@ struct Args {
     /// Base SLM (GGUF or HF directory).
     #[arg(long, default_value = "assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")]
     model: PathBuf,
-    /// no_rationale, with_reasons, tot_likelihood or pulse.
+    /// no-rationale, with-reasons, tot-likelihood, pulse, shuffled-reasons or auxiliary-reasons.
     #[arg(long, default_value = "pulse")]
     variant: Variant,
     /// Rationale store directory (required for the rationale variants).
     #[arg(long)]
     rationales: Option<PathBuf>,
-    /// For no_rationale: train on the users of this store.
+    /// For no-rationale: train on the users of this store.
     #[arg(long)]
     users_from: Option<PathBuf>,
     /// Training users (the first N of the store, in id order).

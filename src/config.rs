@@ -11,9 +11,11 @@
 //! assert_eq!(pulserec::config::PipelineConfig::from_toml(&text).unwrap(), config);
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use pulserec_sft::Variant;
 use serde::{Deserialize, Serialize};
 
 /// Why a configuration was refused.
@@ -82,17 +84,22 @@ pub struct PipelineConfig {
     pub sft: SftStage,
     /// Evaluation of the SLM recommenders.
     pub eval: EvalStage,
-    /// Where the hindsight and Tree-of-Thought stages generate text (default: the local SLM).
+    /// Where the hindsight and Tree-of-Thought stages, and the generative selector, generate
+    /// text (default: the local SLM).
     #[serde(default, skip_serializing_if = "GeneratorConfig::is_local")]
     pub generator: GeneratorConfig,
 }
 
-/// Where the generation stages (hindsight rationales, Tree-of-Thought) run.
+/// Where the generation stages (hindsight rationales, Tree-of-Thought) and the generative
+/// selector run.
 ///
 /// `local` loads `assets.slm` in this process. `remote` sends the same prompts (rendered with
 /// the chat template of `assets.slm`, read without its weights) to an OpenAI-compatible
-/// `/v1/completions` endpoint: vLLM, llama.cpp's server, TGI, or `pulserec serve`. The
-/// likelihood scorers (Tree-of-Thought's `likelihood`, the evaluation's likelihood selector)
+/// `/v1/completions` endpoint: vLLM, llama.cpp's server, TGI, or `pulserec serve`. With
+/// `eval.selector = "generative"` the base SLM's row asks the server's `model`, and a variant's
+/// row the model named in `variant_models` (the engine serving that variant's adapter, e.g.
+/// vLLM's `--lora-modules` or llama.cpp's `--lora`); a variant without one is evaluated on the
+/// local SLM with its adapter merged. The likelihood scorers (Tree-of-Thought's `likelihood`, the evaluation's likelihood selector)
 /// stay local: they need prompt log-probabilities, which the completions API gives only with
 /// `echo` + `logprobs`, and not every engine supports that.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -122,6 +129,11 @@ pub struct GeneratorConfig {
     /// `Retry-After`).
     #[serde(default = "default_retries")]
     pub retries: u32,
+    /// `remote` with `eval.selector = "generative"`: the model name under which the server
+    /// serves each variant's fine-tuned model, e.g. `{ pulse = "smollm2-pulse" }`; a variant
+    /// not listed is evaluated locally.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variant_models: BTreeMap<Variant, String>,
 }
 
 /// See [`GeneratorConfig::kind`].
@@ -157,6 +169,7 @@ impl Default for GeneratorConfig {
             concurrency: default_concurrency(),
             timeout_s: default_timeout_s(),
             retries: default_retries(),
+            variant_models: BTreeMap::new(),
         }
     }
 }
@@ -175,8 +188,28 @@ impl GeneratorConfig {
         })
     }
 
+    /// The model a remote server answers the generative selector with for `row`: `model` for
+    /// the base SLM (`None`), `variant_models[v]` for variant `v`; `None` where that row runs
+    /// locally.
+    pub fn served_model(&self, variant: Option<Variant>) -> Option<&str> {
+        if self.kind != GeneratorKind::Remote {
+            return None;
+        }
+        match variant {
+            None => self.model.as_deref(),
+            Some(v) => self.variant_models.get(&v).map(String::as_str),
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.kind == GeneratorKind::Local {
+            if let Some((v, _)) = self.variant_models.iter().next() {
+                return Err(invalid(
+                    &format!("generator.variant_models.{}", v.name()),
+                    &self.variant_models,
+                    "served models only with generator.kind = \"remote\"",
+                ));
+            }
             return Ok(());
         }
         match self.base_url.as_deref() {
@@ -207,6 +240,15 @@ impl GeneratorConfig {
         }
         if self.concurrency == 0 {
             return Err(invalid("generator.concurrency", 0, "an integer >= 1"));
+        }
+        for (v, model) in &self.variant_models {
+            if model.trim().is_empty() {
+                return Err(invalid(
+                    &format!("generator.variant_models.{}", v.name()),
+                    model,
+                    "the model name under which the server serves this variant",
+                ));
+            }
         }
         if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
             return Err(invalid(
@@ -307,6 +349,16 @@ pub enum ScorerKind {
 }
 
 impl ScorerKind {
+    /// The scorer whose Tree-of-Thought store an SFT variant reads, if any: likelihood for
+    /// "ToT with likelihood", consistency for PULSE.
+    pub fn for_variant(variant: Variant) -> Option<Self> {
+        match variant {
+            Variant::TotLikelihood => Some(Self::Likelihood),
+            Variant::Pulse => Some(Self::Consistency),
+            _ => None,
+        }
+    }
+
     /// The name used in folders and tables.
     pub fn name(self) -> &'static str {
         match self {
@@ -336,78 +388,12 @@ pub struct TotStage {
     pub scorers: Vec<ScorerKind>,
 }
 
-/// Which rationale an SFT variant trains with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SftVariantKind {
-    /// No rationale.
-    NoRationale,
-    /// The stage-1 hindsight rationale ("SFT with reasons").
-    WithReasons,
-    /// The Tree-of-Thought chain selected by likelihood.
-    TotLikelihood,
-    /// The chain selected by Thought-Space consistency (PULSE).
-    Pulse,
-    /// A placebo, not in the paper: the stage-1 rationales, each given to another training user
-    /// (`pulserec_sft::Variant::ShuffledReasons`), so that a gain from what "with reasons" says
-    /// can be told from a gain from a longer prompt.
-    ShuffledReasons,
-    /// Not in the paper: the stage-1 rationales as a second training target beside the answer
-    /// (`pulserec_sft::Variant::AuxiliaryReasons`); prompts carry no rationale, in training as at
-    /// test time.
-    AuxiliaryReasons,
-}
-
-impl SftVariantKind {
-    /// The paper's four variants, in the order of its tables (the placebo and the auxiliary
-    /// target are opt-in).
-    pub const PAPER: [Self; 4] = [
-        Self::NoRationale,
-        Self::WithReasons,
-        Self::TotLikelihood,
-        Self::Pulse,
-    ];
-
-    /// The name used in folders.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::NoRationale => "no-rationale",
-            Self::WithReasons => "with-reasons",
-            Self::TotLikelihood => "tot-likelihood",
-            Self::Pulse => "pulse",
-            Self::ShuffledReasons => "shuffled-reasons",
-            Self::AuxiliaryReasons => "auxiliary-reasons",
-        }
-    }
-
-    /// The row label in result tables.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::NoRationale => "SFT without rationale",
-            Self::WithReasons => "SFT with reasons",
-            Self::TotLikelihood => "ToT with likelihood",
-            Self::Pulse => "PULSE",
-            Self::ShuffledReasons => "SFT with shuffled reasons (placebo)",
-            Self::AuxiliaryReasons => "SFT with reasons as an auxiliary target",
-        }
-    }
-
-    /// The Tree-of-Thought scorer whose store this variant reads, if any.
-    pub fn tot_scorer(self) -> Option<ScorerKind> {
-        match self {
-            Self::TotLikelihood => Some(ScorerKind::Likelihood),
-            Self::Pulse => Some(ScorerKind::Consistency),
-            _ => None,
-        }
-    }
-}
-
 /// SFT settings.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SftStage {
     /// The variants to train, each on the same users with the same budget.
-    pub variants: Vec<SftVariantKind>,
+    pub variants: Vec<Variant>,
     /// Training epochs.
     pub epochs: usize,
     /// Examples per optimiser step (the paper: 64).
@@ -685,7 +671,7 @@ impl PipelineConfig {
                 scorers: vec![ScorerKind::Consistency],
             },
             sft: SftStage {
-                variants: vec![SftVariantKind::NoRationale, SftVariantKind::Pulse],
+                variants: vec![Variant::NoRationale, Variant::Pulse],
                 epochs: 1,
                 effective_batch: 8,
                 micro_batch: 2,
@@ -755,7 +741,7 @@ impl PipelineConfig {
                 scorers: vec![ScorerKind::Consistency, ScorerKind::Likelihood],
             },
             sft: SftStage {
-                variants: SftVariantKind::PAPER.to_vec(),
+                variants: Variant::PAPER.to_vec(),
                 epochs: 7,
                 effective_batch: 64,
                 micro_batch: 8,
@@ -839,6 +825,28 @@ impl PipelineConfig {
             return Err(invalid("device", &self.device, &e.to_string()));
         }
         self.generator.validate()?;
+        if let Some(v) = self.generator.variant_models.keys().next() {
+            if self.eval.selector != SelectorKind::Generative {
+                return Err(invalid(
+                    &format!("generator.variant_models.{}", v.name()),
+                    &self.generator.variant_models,
+                    "served variants only with eval.selector = \"generative\" (the likelihood \
+                     selector runs locally)",
+                ));
+            }
+            if let Some(v) = self
+                .generator
+                .variant_models
+                .keys()
+                .find(|v| !self.sft.variants.contains(v))
+            {
+                return Err(invalid(
+                    &format!("generator.variant_models.{}", v.name()),
+                    v.name(),
+                    "a variant listed in sft.variants",
+                ));
+            }
+        }
         let positive: [(&str, usize); 17] = [
             ("sasrec.epochs", self.sasrec.epochs),
             ("sasrec.batch_size", self.sasrec.batch_size),
@@ -941,7 +949,7 @@ impl PipelineConfig {
             ));
         }
         for v in &self.sft.variants {
-            if let Some(s) = v.tot_scorer()
+            if let Some(s) = ScorerKind::for_variant(*v)
                 && !self.tot.scorers.contains(&s)
             {
                 return Err(invalid(
@@ -1154,7 +1162,7 @@ mod tests {
             include_str!("../configs/experiments/ml100k.toml"),
         ] {
             let c = PipelineConfig::from_toml(text).unwrap();
-            assert_eq!(c.sft.variants, SftVariantKind::PAPER.to_vec());
+            assert_eq!(c.sft.variants, Variant::PAPER.to_vec());
             assert_eq!(c.sft.adapters_from, None);
         }
         // The source runs are not in the checkout: refused before any work, naming the key and
@@ -1167,7 +1175,7 @@ mod tests {
             "{msg}"
         );
         let tmp = tempfile::tempdir().unwrap();
-        for v in SftVariantKind::PAPER {
+        for v in Variant::PAPER {
             let dir = tmp.path().join("sft").join(v.name());
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join("train.json"), "{}").unwrap();
@@ -1201,7 +1209,7 @@ mod tests {
         assert_eq!(key_of(c.validate().unwrap_err()), "device");
 
         let mut c = PipelineConfig::quickstart();
-        c.sft.variants.push(SftVariantKind::TotLikelihood);
+        c.sft.variants.push(Variant::TotLikelihood);
         assert_eq!(key_of(c.validate().unwrap_err()), "sft.variants");
 
         let mut c = PipelineConfig::quickstart();
@@ -1358,6 +1366,46 @@ mod tests {
         }
         // There is no key for the key itself.
         let err = with("[generator]\napi_key = \"sk-123\"\n").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn served_variants_need_a_remote_generator_the_generative_selector_and_the_variant() {
+        let quickstart = include_str!("../configs/quickstart.toml");
+        let remote =
+            "[generator]\nkind = \"remote\"\nbase_url = \"http://h:8000\"\nmodel = \"base\"\n";
+        let generative =
+            quickstart.replace("selector = \"likelihood\"", "selector = \"generative\"");
+        let served = "[generator.variant_models]\npulse = \"smollm2-pulse\"\n";
+        let c = PipelineConfig::from_toml(&format!("{generative}\n{remote}{served}")).unwrap();
+        assert_eq!(c.generator.served_model(None), Some("base"));
+        assert_eq!(
+            c.generator.served_model(Some(Variant::Pulse)),
+            Some("smollm2-pulse")
+        );
+        assert_eq!(c.generator.served_model(Some(Variant::NoRationale)), None);
+        assert_eq!(PipelineConfig::from_toml(&c.to_toml().unwrap()).unwrap(), c);
+        let key = "generator.variant_models.pulse";
+        for text in [
+            // The likelihood selector runs locally.
+            format!("{quickstart}\n{remote}{served}"),
+            // Not a variant of this run.
+            format!("{generative}\n{remote}[generator.variant_models]\nwith-reasons = \"m\"\n"),
+            // A local generator serves nothing.
+            format!("{generative}\n[generator]\n[generator.variant_models]\npulse = \"m\"\n"),
+            format!("{generative}\n{remote}[generator.variant_models]\npulse = \" \"\n"),
+        ] {
+            let err = PipelineConfig::from_toml(&text).unwrap_err();
+            let got = key_of(err);
+            assert!(
+                got == key || got == "generator.variant_models.with-reasons",
+                "{got}"
+            );
+        }
+        let err = PipelineConfig::from_toml(&format!(
+            "{generative}\n{remote}[generator.variant_models]\npulsar = \"m\"\n"
+        ))
+        .unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
     }
 

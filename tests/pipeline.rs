@@ -452,7 +452,7 @@ fn choice_prompt_trains_on_two_positions_and_scores_letters() {
     let Some(mut config) = tiny_config(&run) else {
         return;
     };
-    config.sft.variants = vec![pulserec::config::SftVariantKind::NoRationale];
+    config.sft.variants = vec![pulserec_sft::Variant::NoRationale];
     config.sft.prompt = pulserec::config::PromptKind::Choice;
     config.sft.positions = 2;
     config.sft.train_candidates = Some(5);
@@ -718,6 +718,42 @@ fn generation_stages_on_a_server_in_shards_write_the_stores_of_the_local_run() {
         texts(&store),
         texts(&local.run_dir.join("rationales/hindsight"))
     );
+
+    // The generative selector on the same server: the base SLM's row is answered by the
+    // engine, one request per prompt, and the row and the stage settings name the endpoint.
+    let mut served = killed.clone();
+    served.run_dir = tmp.path().join("served-eval");
+    served.eval.selector = pulserec::config::SelectorKind::Generative;
+    served.eval.baselines = vec![
+        pulserec::config::BaselineKind::Random,
+        pulserec::config::BaselineKind::BaseSlm,
+    ];
+    served.eval.candidates = vec![5];
+    served.sft.variants = Vec::new();
+    Pipeline::new(served.clone())
+        .unwrap()
+        .run_until(Stage::Eval)
+        .unwrap();
+    let eval = served.run_dir.join("eval/test");
+    let row = json(&eval.join("base-slm.json"));
+    assert_eq!(row["generator"]["base_url"], server.url());
+    assert_eq!(row["generator"]["model"], "smollm2");
+    assert_eq!(row["selector"], "generative");
+    assert!(json(&eval.join("random.json")).get("generator").is_none());
+    assert_eq!(
+        json(&eval.join("settings.json"))["generator"]["model"],
+        "smollm2"
+    );
+    let predictions = pulserec::results::read_predictions(&eval.join("base-slm.jsonl")).unwrap();
+    assert_eq!(predictions.len(), served.eval.users);
+    for p in &predictions {
+        assert!(!p.answer.trim().is_empty(), "{p:?}");
+        assert!(
+            p.chosen.as_ref().is_none_or(|c| p.candidates.contains(c)),
+            "{p:?}"
+        );
+    }
+
     let url = server.url();
     drop(server);
 

@@ -6,6 +6,6 @@ set -x
 S=${1:-runs/sft-data}
 common="--train-users 24 --test-users 30 --epochs 1 --selector both --candidates 5 --seed 0"
 target/release/examples/sft --variant pulse --rationales $S/tot-consistency $common --out ${2:-runs/sft}/pulse
-target/release/examples/sft --variant no_rationale --users-from $S/tot-consistency $common --skip-base --out ${2:-runs/sft}/no_rationale
-target/release/examples/sft --variant with_reasons --rationales $S/hindsight $common --skip-base --out ${2:-runs/sft}/with_reasons
-target/release/examples/sft --variant tot_likelihood --rationales $S/tot-likelihood $common --skip-base --out ${2:-runs/sft}/tot_likelihood
+target/release/examples/sft --variant no-rationale --users-from $S/tot-consistency $common --skip-base --out ${2:-runs/sft}/no_rationale
+target/release/examples/sft --variant with-reasons --rationales $S/hindsight $common --skip-base --out ${2:-runs/sft}/with_reasons
+target/release/examples/sft --variant tot-likelihood --rationales $S/tot-likelihood $common --skip-base --out ${2:-runs/sft}/tot_likelihood

@@ -19,13 +19,15 @@ use pulserec_sft::{
     PromptStyle, SftExample, evaluate, load_adapter,
 };
 use pulserec_slm::{LoadOptions, Slm};
+use pulserec_tot::{RemoteConfig, RemoteGenerator};
 use serde_json::{Value, json};
 
 use super::marker::{read_json, write_json};
 use super::sft::{Base, read_record, variant_dir};
 use super::{Pipeline, PipelineError, Result, Stage, StageResult, prepare};
-use crate::config::{BaselineKind, SelectorKind, SftVariantKind};
+use crate::config::{BaselineKind, SelectorKind};
 use crate::results::{Prediction, Row, write_predictions};
+use pulserec_sft::Variant;
 
 /// Prompts per selector call for the SLM rows: one user at a time for the likelihood selector
 /// (its context is prefilled once and the candidates scored as one batch on it; several users'
@@ -46,7 +48,7 @@ pub(crate) enum EvalRow {
     /// A baseline.
     Baseline(BaselineKind),
     /// A fine-tuned variant.
-    Variant(SftVariantKind),
+    Variant(Variant),
 }
 
 impl EvalRow {
@@ -63,6 +65,14 @@ impl EvalRow {
         match self {
             Self::Baseline(b) => b.label(),
             Self::Variant(v) => v.label(),
+        }
+    }
+
+    /// The variant of an SFT row; `None` for the base SLM and the other baselines.
+    fn variant(self) -> Option<Variant> {
+        match self {
+            Self::Variant(v) => Some(v),
+            Self::Baseline(_) => None,
         }
     }
 
@@ -100,7 +110,7 @@ pub(crate) fn table_pairs(p: &Pipeline) -> Vec<(String, String)> {
     let rows = rows(p);
     let has = |r: EvalRow| rows.contains(&r);
     let reference = [
-        EvalRow::Variant(SftVariantKind::NoRationale),
+        EvalRow::Variant(Variant::NoRationale),
         EvalRow::Baseline(BaselineKind::MostPopular),
     ];
     let mut pairs = Vec::new();
@@ -112,8 +122,8 @@ pub(crate) fn table_pairs(p: &Pipeline) -> Vec<(String, String)> {
         }
     }
     let (reasons, placebo) = (
-        EvalRow::Variant(SftVariantKind::WithReasons),
-        EvalRow::Variant(SftVariantKind::ShuffledReasons),
+        EvalRow::Variant(Variant::WithReasons),
+        EvalRow::Variant(Variant::ShuffledReasons),
     );
     if has(reasons) && has(placebo) {
         pairs.push((reasons.name().to_string(), placebo.name().to_string()));
@@ -162,8 +172,23 @@ fn selector_name(kind: SelectorKind) -> &'static str {
     }
 }
 
+/// The remote server and model that answer `row`'s prompts, where the generative selector runs
+/// on a remote generator that serves this row's model (`generator.served_model`).
+fn served(p: &Pipeline, row: EvalRow) -> Result<Option<RemoteConfig>> {
+    let c = p.config();
+    if c.eval.selector != SelectorKind::Generative || !row.is_slm() {
+        return Ok(None);
+    }
+    let Some(model) = c.generator.served_model(row.variant()) else {
+        return Ok(None);
+    };
+    let mut remote = super::rationales::remote_config(&c.generator, Stage::Eval)?;
+    remote.model = model.to_string();
+    Ok(Some(remote))
+}
+
 /// The SLM with `variant`'s adapter merged in.
-fn tuned_slm(p: &Pipeline, base: &Base, variant: SftVariantKind) -> Result<Slm> {
+fn tuned_slm(p: &Pipeline, base: &Base, variant: Variant) -> Result<Slm> {
     let record = read_record(p, variant)?;
     let adapter_dir = variant_dir(p, variant).join(&record.adapter);
     let model = load_adapter(
@@ -203,6 +228,20 @@ fn row_selector(
         })
     };
     let kind = selector_name(p.config().eval.selector);
+    if let Some(remote) = served(p, row)? {
+        let style = slm_base()?.style;
+        tracing::info!(row = row.name(), server = %remote.base_url, model = %remote.model, "answers from a remote server");
+        let selector = GenerativeSelector::new(
+            RemoteGenerator::new(remote).at(Stage::Eval)?,
+            style,
+            GenerativeConfig::paper(p.config().seed),
+        );
+        return Ok((
+            Box::new(selector),
+            slm_batch(p.config().eval.selector),
+            kind,
+        ));
+    }
     Ok(match row {
         EvalRow::Baseline(BaselineKind::Random) => (
             Box::new(RandomSelector::new(p.config().seed)),
@@ -339,7 +378,7 @@ fn eval_row(
         );
     }
     write_predictions(&dir.join(format!("{}.jsonl", row.name())), &all).at(Stage::Eval)?;
-    let result = json!({
+    let mut result = json!({
         "row": row.name(),
         "label": row.label(),
         "selector": how,
@@ -347,6 +386,9 @@ fn eval_row(
         "users": cases.first().map_or(0, |(_, c)| c.len()),
         "candidates": per_size,
     });
+    if let Some(remote) = served(p, row)? {
+        result["generator"] = json!({"base_url": remote.base_url, "model": remote.model});
+    }
     write_json(&dir.join(format!("{}.json", row.name())), &result)?;
     Ok(result)
 }

@@ -38,9 +38,10 @@ use pulserec_core::UserId;
 pub use pulserec_tot::Shard;
 use serde_json::{Value, json};
 
-use crate::config::{BaselineKind, ConfigError, PipelineConfig, SftVariantKind};
+use crate::config::{BaselineKind, ConfigError, PipelineConfig, ScorerKind};
 use crate::device::DeviceSpec;
 use crate::results::Results;
+use pulserec_sft::Variant;
 
 pub use marker::DoneMarker;
 pub use rationales::chat_format;
@@ -474,8 +475,16 @@ impl Pipeline {
         };
         // A remote generator's endpoint and model make the generated text what it is too (the
         // local SLM's file is recorded already).
+        // So do the served models of the generative selector's rows.
         let settings = match (stage, c.generator.identity(), settings) {
             (Stage::Rationales | Stage::Tot, Some(generator), Value::Object(mut map)) => {
+                map.insert("generator".into(), generator);
+                Value::Object(map)
+            }
+            (Stage::Eval, Some(mut generator), Value::Object(mut map))
+                if c.eval.selector == crate::config::SelectorKind::Generative =>
+            {
+                generator["variant_models"] = json!(c.generator.variant_models);
                 map.insert("generator".into(), generator);
                 Value::Object(map)
             }
@@ -499,7 +508,7 @@ impl Pipeline {
     /// evaluated).
     pub(crate) fn not_needed(&self, stage: Stage) -> Option<String> {
         let sft = &self.config.sft;
-        let uses = |f: fn(SftVariantKind) -> bool| sft.variants.iter().any(|&v| f(v));
+        let uses = |f: fn(Variant) -> bool| sft.variants.iter().any(|&v| f(v));
         let generation = matches!(stage, Stage::Rationales | Stage::ThoughtSpace | Stage::Tot);
         match stage {
             _ if generation && sft.adapters_from.is_some() => Some(format!(
@@ -509,10 +518,10 @@ impl Pipeline {
                     .unwrap_or(Path::new(""))
                     .display()
             )),
-            Stage::Rationales if !uses(|v| v != SftVariantKind::NoRationale) => {
+            Stage::Rationales if !uses(|v| v != Variant::NoRationale) => {
                 Some("no variant in sft.variants uses a rationale".into())
             }
-            Stage::ThoughtSpace | Stage::Tot if !uses(|v| v.tot_scorer().is_some()) => {
+            Stage::ThoughtSpace | Stage::Tot if !uses(|v| ScorerKind::for_variant(v).is_some()) => {
                 Some("no variant in sft.variants uses Tree-of-Thought rationales".into())
             }
             Stage::SasRec

@@ -91,7 +91,7 @@ fn generator(
 
 /// The client settings of `[generator]` with `kind = "remote"`; the API key is read from the
 /// environment variable the config names (an unset variable is an error naming it).
-fn remote_config(g: &GeneratorConfig, stage: Stage) -> Result<RemoteConfig> {
+pub(super) fn remote_config(g: &GeneratorConfig, stage: Stage) -> Result<RemoteConfig> {
     let missing = |key: &str| PipelineError::Data {
         stage: stage.name(),
         message: format!("generator.{key} is required with generator.kind = \"remote\""),

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 
 use super::marker::{LOSS_PLOT, read_json, write_atomic, write_json};
 use super::{Pipeline, PipelineError, Result, Stage, StageResult, prepare, rationales};
-use crate::config::{PromptKind, SftVariantKind};
+use crate::config::{PromptKind, ScorerKind};
 
 /// The file that marks a variant's training as finished.
 const TRAIN_FILE: &str = "train.json";
@@ -47,18 +47,6 @@ pub(super) struct TrainRecord {
     /// Cross-domain: the run directory the adapter was trained in (and copied from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     copied_from: Option<PathBuf>,
-}
-
-/// The SFT crate's variant for a configured one.
-fn sft_variant(v: SftVariantKind) -> Variant {
-    match v {
-        SftVariantKind::NoRationale => Variant::NoRationale,
-        SftVariantKind::WithReasons => Variant::WithReasons,
-        SftVariantKind::TotLikelihood => Variant::TotLikelihood,
-        SftVariantKind::Pulse => Variant::Pulse,
-        SftVariantKind::ShuffledReasons => Variant::ShuffledReasons,
-        SftVariantKind::AuxiliaryReasons => Variant::AuxiliaryReasons,
-    }
 }
 
 /// The base model: its parts, name and prompt style.
@@ -190,12 +178,9 @@ fn sft_config(p: &Pipeline, num_layers: usize) -> SftConfig {
 }
 
 /// The stored rationale per training user for `variant` (`None` for no rationale).
-fn rationales_for(
-    p: &Pipeline,
-    variant: SftVariantKind,
-) -> Result<Option<HashMap<UserId, String>>> {
-    let dir = match (variant, variant.tot_scorer()) {
-        (SftVariantKind::NoRationale, _) => return Ok(None),
+fn rationales_for(p: &Pipeline, variant: Variant) -> Result<Option<HashMap<UserId, String>>> {
+    let dir = match (variant, ScorerKind::for_variant(variant)) {
+        (Variant::NoRationale, _) => return Ok(None),
         (_, Some(scorer)) => rationales::tot_store(p, scorer),
         (_, None) => rationales::hindsight_store(p),
     };
@@ -207,11 +192,11 @@ fn rationales_for(
     ))
 }
 
-pub(super) fn variant_dir(p: &Pipeline, v: SftVariantKind) -> PathBuf {
+pub(super) fn variant_dir(p: &Pipeline, v: Variant) -> PathBuf {
     p.stage_dir(Stage::Sft).join(v.name())
 }
 
-pub(super) fn read_record(p: &Pipeline, v: SftVariantKind) -> Result<TrainRecord> {
+pub(super) fn read_record(p: &Pipeline, v: Variant) -> Result<TrainRecord> {
     read_json(&variant_dir(p, v).join(TRAIN_FILE))
 }
 
@@ -220,18 +205,18 @@ fn train_variant(
     base: &Base,
     builder: &ExampleBuilder<'_>,
     training_users: &[UserId],
-    variant: SftVariantKind,
+    variant: Variant,
 ) -> Result<TrainRecord> {
     let dir = variant_dir(p, variant);
     let rationales = rationales_for(p, variant)?;
     let set = builder
-        .training_set(sft_variant(variant), training_users, rationales.as_ref())
+        .training_set(variant, training_users, rationales.as_ref())
         .at(Stage::Sft)?;
     let config = sft_config(p, base.config.num_layers);
     let EncodedSet {
         examples: encoded,
         too_long,
-    } = if p.config().sft.every_position && !sft_variant(variant).uses_rationale() {
+    } = if p.config().sft.every_position && !variant.uses_rationale() {
         packed_rows(base, builder, training_users, config.max_len)?
     } else {
         encode_all(
@@ -351,7 +336,7 @@ fn copy_files(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Cross-domain: takes `variant`'s adapter, loss curve and record from the run `from`.
-fn copy_variant(p: &Pipeline, from: &Path, variant: SftVariantKind) -> Result<TrainRecord> {
+fn copy_variant(p: &Pipeline, from: &Path, variant: Variant) -> Result<TrainRecord> {
     let source = from.join("sft").join(variant.name());
     let mut record: TrainRecord = read_json(&source.join(TRAIN_FILE))?;
     let dir = variant_dir(p, variant);

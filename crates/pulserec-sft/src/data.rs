@@ -34,15 +34,20 @@ use crate::error::{Result, SftError};
 /// Which rationales the training prompts carry (PAPER.md's ablations).
 ///
 /// The rationale variants build identical examples apart from the rationale text; which store
-/// the text comes from is the caller's choice. The name is stored in every metrics file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// the text comes from is the caller's choice. The name ([`Variant::name`], kebab-case) is the
+/// one name everywhere: pipeline configs, run folders, metrics files and the `sft` example's
+/// `--variant`; the snake-case spelling of earlier versions is still read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Variant {
     /// No rationale: the answer cue follows the candidates directly.
+    #[serde(alias = "no_rationale")]
     NoRationale,
     /// Stage-1 hindsight rationales ("SFT with reasons").
+    #[serde(alias = "with_reasons")]
     WithReasons,
     /// Tree-of-Thought rationales selected by the SLM's likelihood (the ablation).
+    #[serde(alias = "tot_likelihood")]
     TotLikelihood,
     /// Tree-of-Thought rationales selected by Thought-Space consistency (PULSE).
     Pulse,
@@ -50,12 +55,14 @@ pub enum Variant {
     /// another training user ([`ExampleBuilder::training_set`] deranges them by seed), so the
     /// prompts are as long and as fluent while the rationale says nothing about this user's
     /// choice. A gain of "with reasons" over it is a gain from what the rationales say.
+    #[serde(alias = "shuffled_reasons")]
     ShuffledReasons,
     /// Not in the paper: the rationales of [`Variant::WithReasons`] as a second training target
     /// instead of prompt text. A user's prompts carry no rationale (as at test time), and
     /// [`SftExample::auxiliary`] holds the rationale, which the model learns to write after the
     /// history ([`crate::encode_all`] adds it as a row of its own): answer and rationale are
     /// learned as two tasks, and the answer is given without one.
+    #[serde(alias = "auxiliary_reasons")]
     AuxiliaryReasons,
 }
 
@@ -70,16 +77,37 @@ impl Variant {
         Variant::AuxiliaryReasons,
     ];
 
-    /// The stored name: `no_rationale`, `with_reasons`, `tot_likelihood`, `pulse`,
-    /// `shuffled_reasons`, `auxiliary_reasons`.
+    /// The paper's four variants, in the order of its tables (the placebo and the auxiliary
+    /// target are opt-in).
+    pub const PAPER: [Variant; 4] = [
+        Variant::NoRationale,
+        Variant::WithReasons,
+        Variant::TotLikelihood,
+        Variant::Pulse,
+    ];
+
+    /// The name in configs, folders and metrics: `no-rationale`, `with-reasons`,
+    /// `tot-likelihood`, `pulse`, `shuffled-reasons`, `auxiliary-reasons`.
     pub fn name(self) -> &'static str {
         match self {
-            Self::NoRationale => "no_rationale",
-            Self::WithReasons => "with_reasons",
-            Self::TotLikelihood => "tot_likelihood",
+            Self::NoRationale => "no-rationale",
+            Self::WithReasons => "with-reasons",
+            Self::TotLikelihood => "tot-likelihood",
             Self::Pulse => "pulse",
-            Self::ShuffledReasons => "shuffled_reasons",
-            Self::AuxiliaryReasons => "auxiliary_reasons",
+            Self::ShuffledReasons => "shuffled-reasons",
+            Self::AuxiliaryReasons => "auxiliary-reasons",
+        }
+    }
+
+    /// The row label in result tables.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NoRationale => "SFT without rationale",
+            Self::WithReasons => "SFT with reasons",
+            Self::TotLikelihood => "ToT with likelihood",
+            Self::Pulse => "PULSE",
+            Self::ShuffledReasons => "SFT with shuffled reasons (placebo)",
+            Self::AuxiliaryReasons => "SFT with reasons as an auxiliary target",
         }
     }
 
@@ -99,9 +127,9 @@ impl fmt::Display for Variant {
 impl FromStr for Variant {
     type Err = SftError;
 
-    /// Parses [`Variant::name`] (also accepting `-` for `_`).
+    /// Parses [`Variant::name`] (also accepting `_` for `-`).
     fn from_str(s: &str) -> Result<Self> {
-        let s = s.trim().replace('-', "_");
+        let s = s.trim().replace('_', "-");
         Self::ALL
             .into_iter()
             .find(|v| v.name() == s)
@@ -109,8 +137,8 @@ impl FromStr for Variant {
                 SftError::config(
                     "variant",
                     format!(
-                        "unknown variant `{s}` (expected no_rationale, with_reasons, \
-                         tot_likelihood, pulse, shuffled_reasons or auxiliary_reasons)"
+                        "unknown variant `{s}` (expected no-rationale, with-reasons, \
+                         tot-likelihood, pulse, shuffled-reasons or auxiliary-reasons)"
                     ),
                 )
             })
@@ -651,4 +679,26 @@ pub fn choose_test_users(
         .collect();
     chosen.sort_unstable();
     chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variant_has_one_name_and_the_old_spelling_still_reads() {
+        for v in Variant::ALL {
+            assert_eq!(v.name().parse::<Variant>().unwrap(), v);
+            assert_eq!(v.name().replace('-', "_").parse::<Variant>().unwrap(), v);
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(json, format!("\"{}\"", v.name()));
+            let old = format!("\"{}\"", v.name().replace('-', "_"));
+            assert_eq!(serde_json::from_str::<Variant>(&old).unwrap(), v);
+        }
+        let err = "pulse-ish".parse::<Variant>().unwrap_err().to_string();
+        assert!(
+            err.contains("variant") && err.contains("pulse-ish"),
+            "{err}"
+        );
+    }
 }
