@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     for g in &out {
         println!("{}", g.text);
     }
-    let tokens: usize = out.iter().map(|g| g.logprobs.len()).sum();
+    let tokens: usize = out.iter().map(|g| g.token_count()).sum();
     eprintln!(
         "{} completions, {tokens} tokens in {secs:.2} s ({:.1} tok/s)",
         out.len(),

@@ -265,3 +265,49 @@ fn bad_answers_end_with_an_error_naming_the_endpoint_and_the_request() {
         assert_eq!(handle.join().unwrap(), attempts, "{status} {body}");
     }
 }
+
+/// Answers as llama-cpp-python's server does without `--logits_all`: a text and `usage`, no
+/// log-probabilities; returns the request bodies it saw.
+fn usage_only_server() -> (String, std::thread::JoinHandle<Vec<serde_json::Value>>) {
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", server.server_addr().to_ip().unwrap());
+    let handle = std::thread::spawn(move || {
+        let mut bodies = Vec::new();
+        while let Ok(Some(mut req)) = server.recv_timeout(Duration::from_secs(2)) {
+            use std::io::Read as _;
+            let mut text = String::new();
+            req.as_reader().read_to_string(&mut text).unwrap();
+            bodies.push(serde_json::from_str(&text).unwrap());
+            let body = r#"{"choices": [{"text": "a b c d", "finish_reason": "length", "logprobs": null}],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}"#;
+            req.respond(tiny_http::Response::from_string(body)).unwrap();
+        }
+        bodies
+    });
+    (url, handle)
+}
+
+#[test]
+fn log_probabilities_are_asked_for_only_on_request_and_tokens_are_counted_from_usage() {
+    let (url, handle) = usage_only_server();
+    let mut remote = RemoteGenerator::new(fast(url.clone())).unwrap();
+    let out = remote.generate(&[request("x", 1)]).unwrap();
+    assert_eq!(out[0].text, "a b c d");
+    assert_eq!(
+        out[0].token_count(),
+        4,
+        "counted from usage.completion_tokens"
+    );
+    assert!(out[0].token_ids.is_empty() && out[0].logprobs.iter().all(|x| x.is_nan()));
+    let mut remote = RemoteGenerator::new(RemoteConfig {
+        logprobs: true,
+        ..fast(url)
+    })
+    .unwrap();
+    remote.generate(&[request("y", 2)]).unwrap();
+    let bodies = handle.join().unwrap();
+    assert_eq!(bodies.len(), 2);
+    assert!(bodies[0].get("logprobs").is_none(), "{}", bodies[0]);
+    assert_eq!(bodies[1]["logprobs"], 1, "{}", bodies[1]);
+    assert_eq!(bodies[0]["seed"], 1);
+}

@@ -51,4 +51,6 @@ fn smollm2_served_over_http_answers_like_in_process() {
     // Seeded sampling is reproducible across the wire: same seed, same text.
     assert_eq!(got[1].text, expected[1].text);
     assert_eq!(got[0].logprobs.len(), expected[0].token_ids.len());
+    // pulserec's server adds the generated ids to the protocol.
+    assert_eq!(got[0].token_ids, expected[0].token_ids);
 }

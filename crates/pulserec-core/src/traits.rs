@@ -76,10 +76,20 @@ pub struct Generation {
     pub text: String,
     /// Generated token ids.
     pub token_ids: Vec<u32>,
-    /// Log-probability of each generated token under the sampling distribution's model logits.
+    /// Log-probability of each generated token under the sampling distribution's model logits
+    /// (NaN where a remote server did not give it).
     pub logprobs: Vec<f32>,
     /// Why generation stopped.
     pub finish: FinishReason,
+}
+
+impl Generation {
+    /// Generated tokens: the ids where the generator knows them, else the log-probabilities (a
+    /// remote server gives neither ids nor, unless asked, log-probabilities; its generator fills
+    /// the latter with NaN from the response's token count).
+    pub fn token_count(&self) -> usize {
+        self.token_ids.len().max(self.logprobs.len())
+    }
 }
 
 /// Completes prompts (an SLM in-process, or a remote LM server).

@@ -184,7 +184,7 @@ impl<G: TextGenerator> HindsightRationales<G> {
                         score: None,
                         parsed: parsed.parsed,
                     },
-                    tokens: generation.token_ids.len(),
+                    tokens: generation.token_count(),
                     raw: generation.text,
                     seed: request.params.seed,
                     prompt_version: PROMPT_VERSION.to_string(),

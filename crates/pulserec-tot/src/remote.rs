@@ -7,8 +7,12 @@
 //! that times out, cannot connect or gets HTTP 429/5xx is retried with exponential backoff, at
 //! most `max_retries` times, waiting at least as long as the server's `Retry-After` (in seconds,
 //! at most [`MAX_RETRY_AFTER`]); other HTTP errors are not retried. Token ids are not part of the
-//! OpenAI completions protocol, so [`Generation::token_ids`] is empty; log-probabilities are
-//! asked for and returned when the server provides them.
+//! OpenAI completions protocol, so [`Generation::token_ids`] is empty unless the server adds them
+//! (pulserec's own does, in `logprobs.token_ids`). Log-probabilities are asked for only with
+//! [`RemoteConfig::logprobs`] (no PULSE stage reads them, and llama-cpp-python's server refuses
+//! them unless started with `--logits_all true`); otherwise [`Generation::logprobs`] holds one NaN
+//! per generated token, counted from the response's `usage.completion_tokens`, so
+//! [`Generation::token_count`] is right either way.
 
 use std::time::Duration;
 
@@ -36,6 +40,8 @@ pub struct RemoteConfig {
     pub backoff: Duration,
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// Ask for each generated token's log-probability (`"logprobs": 1`); off by default.
+    pub logprobs: bool,
 }
 
 impl std::fmt::Debug for RemoteConfig {
@@ -48,12 +54,14 @@ impl std::fmt::Debug for RemoteConfig {
             .field("max_retries", &self.max_retries)
             .field("backoff", &self.backoff)
             .field("concurrency", &self.concurrency)
+            .field("logprobs", &self.logprobs)
             .finish()
     }
 }
 
 impl RemoteConfig {
-    /// Defaults for a server at `base_url`: 120 s timeout, 3 retries from 0.5 s, 4 in flight.
+    /// Defaults for a server at `base_url`: 120 s timeout, 3 retries from 0.5 s, 4 in flight, no
+    /// log-probabilities.
     pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
         Self {
             base_url: base_url.into().trim_end_matches('/').to_string(),
@@ -63,6 +71,7 @@ impl RemoteConfig {
             max_retries: 3,
             backoff: Duration::from_millis(500),
             concurrency: 4,
+            logprobs: false,
         }
     }
 }
@@ -77,6 +86,12 @@ pub struct RemoteGenerator {
 #[derive(Deserialize)]
 struct CompletionResponse {
     choices: Vec<Choice>,
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+struct Usage {
+    completion_tokens: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -90,6 +105,9 @@ struct Choice {
 struct Logprobs {
     #[serde(default)]
     token_logprobs: Vec<Option<f32>>,
+    /// pulserec's own server adds the generated ids.
+    #[serde(default)]
+    token_ids: Vec<u32>,
 }
 
 /// The longest `Retry-After` a client honours; a server asking for more gets this.
@@ -136,10 +154,12 @@ impl RemoteGenerator {
             "max_tokens": p.max_new_tokens,
             "temperature": p.temperature,
             "seed": p.seed,
-            "logprobs": 1,
             "n": 1,
             "stream": false,
         });
+        if self.config.logprobs {
+            body["logprobs"] = json!(1);
+        }
         if let Some(top_p) = p.top_p {
             body["top_p"] = json!(top_p);
         }
@@ -188,6 +208,7 @@ impl RemoteGenerator {
             retry_after: None,
             message: format!("unreadable completion response: {e}"),
         })?;
+        let completion_tokens = parsed.usage.and_then(|u| u.completion_tokens);
         let choice = parsed.choices.into_iter().next().ok_or(Attempt {
             retry: false,
             retry_after: None,
@@ -197,18 +218,20 @@ impl RemoteGenerator {
             Some("length") => FinishReason::Length,
             _ => FinishReason::Stop,
         };
-        let logprobs = choice
+        let (mut logprobs, token_ids): (Vec<f32>, Vec<u32>) = choice
             .logprobs
             .map(|l| {
-                l.token_logprobs
-                    .into_iter()
-                    .map(|x| x.unwrap_or(f32::NAN))
-                    .collect()
+                let lp = l.token_logprobs.into_iter();
+                (lp.map(|x| x.unwrap_or(f32::NAN)).collect(), l.token_ids)
             })
             .unwrap_or_default();
+        if logprobs.is_empty() && token_ids.is_empty() {
+            // Not asked for: one unknown log-probability per generated token, so the count holds.
+            logprobs = vec![f32::NAN; completion_tokens.unwrap_or(0)];
+        }
         Ok(Generation {
             text: choice.text,
-            token_ids: Vec::new(),
+            token_ids,
             logprobs,
             finish,
         })

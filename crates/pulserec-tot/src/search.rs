@@ -197,6 +197,7 @@ impl<G: TextGenerator, S: ThoughtScorer> TreeOfThought<G, S> {
                     fresh[slot.user].push(trees[slot.user].nodes.len());
                     NodeStatus::Pruned
                 };
+                let tokens = generation.token_count();
                 trees[slot.user].nodes.push(ThoughtNode {
                     parent: slot.parent,
                     depth,
@@ -207,7 +208,7 @@ impl<G: TextGenerator, S: ThoughtScorer> TreeOfThought<G, S> {
                     score: None,
                     status,
                     seed: slot.seed,
-                    tokens: generation.token_ids.len(),
+                    tokens,
                 });
             }
             let scores = self.score_level(users, &trees, &fresh)?;
