@@ -83,6 +83,10 @@ pub(crate) fn chunk_by_prompt(prompts: &[Vec<u32>], max: usize) -> Vec<PromptChu
         .collect()
 }
 
+/// Prompts of one prefill that share at least this many leading tokens (and found no longer
+/// prefix in the store) run them once ([`Slm::share_prefixes`]).
+pub(crate) const SHARED_PREFIX: usize = 32;
+
 /// Prompt indices with the cache and last-token logits of their prefill.
 type Prefilled = (Vec<usize>, (KvCache, Vec<f32>));
 
@@ -91,22 +95,26 @@ impl Slm {
     /// each prompt's last token (`[prompts, vocab]`) and the number of prompt tokens run.
     ///
     /// A prompt that shares at least [`crate::prefix::MIN_REUSE`] leading tokens with one kept
-    /// in the prefix store starts from that prompt's keys and values and runs only the rest;
-    /// the others are run whole, left-padded to the longest. Every prompt is then kept in the
-    /// store. `reserve` spare slots are allocated for what will follow.
+    /// in the prefix store starts from that prompt's keys and values and runs only the rest.
+    /// Prompts that share at least [`SHARED_PREFIX`] more leading tokens with another prompt of
+    /// the call than the store gives them (the chains of one user that a scorer rates, the
+    /// prompts of one search level) get that prefix run once and start from it the same way
+    /// ([`Slm::share_prefixes`]). The others are run whole, left-padded to the longest. Every
+    /// prompt is then kept in the store. `reserve` spare slots are allocated for what will
+    /// follow.
     pub(crate) fn prefill(
         &self,
         prompts: &[Vec<u32>],
         reserve: usize,
     ) -> Result<(KvCache, Vec<f32>, usize)> {
-        let reused: Vec<Option<(KvCache, usize)>> = {
+        let mut reused: Vec<Option<(KvCache, usize)>> = {
             let mut store = self.store()?;
             prompts.iter().map(|p| store.longest(p)).collect()
         };
+        let mut run = self.share_prefixes(prompts, &mut reused)?;
         let (warm, cold): (Vec<usize>, Vec<usize>) =
             (0..prompts.len()).partition(|&i| reused[i].is_some());
         let mut parts = Vec::new();
-        let mut run = 0;
         if !cold.is_empty() {
             let group: Vec<&[u32]> = cold.iter().map(|&i| prompts[i].as_slice()).collect();
             run += group.iter().map(|p| p.len()).sum::<usize>();
@@ -135,6 +143,73 @@ impl Slm {
             }
         }
         Ok((cache, logits, run))
+    }
+
+    /// Finds the prefixes of at least [`SHARED_PREFIX`] tokens that two or more prompts share
+    /// and that reach at least [`SHARED_PREFIX`] tokens past what the prefix store gives them
+    /// (`reused`), runs each once ([`Slm::prefill`] again, so a prefix itself starts from the
+    /// store or from a shorter shared prefix), and points the prompts at them in `reused`.
+    /// Returns the prompt tokens run.
+    ///
+    /// Each prompt's candidate is the longest prefix it shares with a neighbour in sorted
+    /// order; a candidate that is itself the start of a longer one is dropped, and its prompts
+    /// start from the longer one's first slots. A prompt's numbers are those of a whole prefill
+    /// (see the prefix store).
+    fn share_prefixes(
+        &self,
+        prompts: &[Vec<u32>],
+        reused: &mut [Option<(KvCache, usize)>],
+    ) -> Result<usize> {
+        let lcp = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+        let stored: Vec<usize> = reused
+            .iter()
+            .map(|r| r.as_ref().map_or(0, |(_, n)| *n))
+            .collect();
+        let mut order: Vec<usize> = (0..prompts.len()).collect();
+        order.sort_by(|&a, &b| prompts[a].cmp(&prompts[b]));
+        order.dedup_by(|a, b| prompts[*a] == prompts[*b]);
+        let mut prefixes: Vec<&[u32]> = Vec::new();
+        for (k, &i) in order.iter().enumerate() {
+            let next = order
+                .get(k + 1)
+                .map_or(0, |&j| lcp(&prompts[i], &prompts[j]));
+            let prev = k
+                .checked_sub(1)
+                .map_or(0, |j| lcp(&prompts[order[j]], &prompts[i]));
+            // The last token always runs, for its logits.
+            let n = next.max(prev).min(prompts[i].len() - 1);
+            if n >= SHARED_PREFIX.max(stored[i] + SHARED_PREFIX) {
+                prefixes.push(&prompts[i][..n]);
+            }
+        }
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        // Sorted, a prefix of a longer candidate comes right before the longest that extends it.
+        let kept: Vec<Vec<u32>> = prefixes
+            .iter()
+            .enumerate()
+            .filter(|&(k, p)| !prefixes[k + 1..].iter().any(|q| q.starts_with(p)))
+            .map(|(_, p)| p.to_vec())
+            .collect();
+        if kept.is_empty() {
+            return Ok(0);
+        }
+        // Each prefix is shorter than a prompt that extends it: the recursion ends.
+        let (batch, _, run) = self.prefill(&kept, 0)?;
+        let rows = (0..kept.len())
+            .map(|r| batch.compact_row(r))
+            .collect::<Result<Vec<_>>>()?;
+        for (i, slot) in reused.iter_mut().enumerate() {
+            let best = kept
+                .iter()
+                .enumerate()
+                .map(|(r, p)| (r, lcp(p, &prompts[i]).min(prompts[i].len() - 1)))
+                .max_by_key(|&(_, n)| n);
+            if let Some((r, n)) = best.filter(|&(_, n)| n >= SHARED_PREFIX && n > stored[i]) {
+                *slot = Some((rows[r].clone(), n));
+            }
+        }
+        Ok(run)
     }
 
     fn store(&self) -> Result<std::sync::MutexGuard<'_, crate::prefix::PrefixStore>> {

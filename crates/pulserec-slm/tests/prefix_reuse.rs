@@ -169,6 +169,15 @@ fn generation_through_the_prefix_store_equals_generation_without_it() {
             (0..3).map(move |s| request(p.clone(), 10 * i as u64 + s))
         })
         .collect();
+    // Prompt tokens of a call's distinct prompts.
+    let whole = |requests: &[GenerationRequest]| {
+        let mut distinct: Vec<&str> = requests.iter().map(|r| r.prompt.as_str()).collect();
+        distinct.dedup();
+        distinct
+            .iter()
+            .map(|p| with.tokenizer().encode(p).unwrap().len())
+            .sum::<usize>()
+    };
     for requests in [&first, &second] {
         let (got, stats) = with.generate_with_stats(requests).unwrap();
         let (want, plain) = without.generate_with_stats(requests).unwrap();
@@ -177,15 +186,105 @@ fn generation_through_the_prefix_store_equals_generation_without_it() {
         }
         if std::ptr::eq(requests, &second) {
             assert!(
-                stats.prefill_tokens * 3 < plain.prefill_tokens,
+                stats.prefill_tokens * 3 < whole(requests),
                 "the shared context was prefilled again: {} of {} tokens",
                 stats.prefill_tokens,
-                plain.prefill_tokens
+                whole(requests)
             );
+            // Without a store, the two prompts' shared context still runs once.
+            assert!(plain.prefill_tokens < whole(requests), "{plain:?}");
         } else {
             assert_eq!(stats.prefill_tokens, plain.prefill_tokens);
         }
     }
+}
+
+/// Prompts of one call that share a long start (a scorer's chains for one user) run it once,
+/// with the numbers of prompts run whole: a continuation's log-probabilities are the same to
+/// the bit scored beside prompts sharing its context and scored alone. (Beside a context of
+/// another length that shares nothing, they differ in the last bits: the continuation then
+/// attends over left padding; that was so before sharing too.)
+#[test]
+fn prompts_sharing_a_start_in_one_call_run_it_once_with_the_same_bits() {
+    let Some(path) = common::smollm2_path() else {
+        return;
+    };
+    let opts = LoadOptions {
+        prefix_cache_bytes: 0,
+        ..LoadOptions::default()
+    };
+    let slm = Slm::load_with(&path, &Device::flex(), &opts).unwrap();
+    let context = "A customer bought, oldest first:\n- Halo 3\n- Gears of War\n- Forza \
+                   Motorsport\n- an Xbox 360 wireless controller\n- Mass Effect 2\n\nReasoning: ";
+    let chains = [
+        "They like shooters on the Xbox.",
+        "They own an Xbox 360 and play racing games.",
+        "A role-playing fan.",
+    ];
+    let mut prompts: Vec<String> = chains
+        .iter()
+        .map(|c| {
+            let user = format!("{context}{c}\n\nWhich item did they buy next?");
+            slm.chat_prompt(None, &user).unwrap()
+        })
+        .collect();
+    let contexts: Vec<Vec<u32>> = prompts
+        .iter()
+        .map(|p| slm.tokenizer().encode(p).unwrap())
+        .collect();
+    let target = slm.tokenizer().encode_continuation(" Halo: Reach").unwrap();
+    let targets = vec![target; contexts.len()];
+    let together = slm.score_ids(&contexts, &targets).unwrap();
+    for (i, c) in contexts.iter().enumerate() {
+        let alone = slm
+            .score_ids(std::slice::from_ref(c), std::slice::from_ref(&targets[i]))
+            .unwrap();
+        assert!(same_bits(&alone[0], &together[i]), "context {i}");
+    }
+
+    // The next depth: two chains, each with two continuations. The continuations of a chain
+    // share the context and that chain, and all four share the context: the chains' starts
+    // are run once, each from the context run once.
+    let deeper: Vec<Vec<u32>> = chains[..2]
+        .iter()
+        .flat_map(|c| {
+            ["Both are shooters.", "They prefer couch co-op."].map(|next| {
+                let user = format!("{context}{c} {next}\n\nWhich item did they buy next?");
+                let prompt = slm.chat_prompt(None, &user).unwrap();
+                slm.tokenizer().encode(&prompt).unwrap()
+            })
+        })
+        .collect();
+    let targets = vec![targets[0].clone(); deeper.len()];
+    let together = slm.score_ids(&deeper, &targets).unwrap();
+    for (i, c) in deeper.iter().enumerate() {
+        let alone = slm
+            .score_ids(std::slice::from_ref(c), std::slice::from_ref(&targets[i]))
+            .unwrap();
+        assert!(same_bits(&alone[0], &together[i]), "deeper context {i}");
+    }
+
+    // The chains' shared context runs once.
+    let requests: Vec<GenerationRequest> = prompts
+        .iter()
+        .map(|p| GenerationRequest {
+            prompt: p.clone(),
+            params: SamplingParams {
+                max_new_tokens: 2,
+                ..SamplingParams::default()
+            },
+        })
+        .collect();
+    let (_, stats) = slm.generate_with_stats(&requests).unwrap();
+    let whole: usize = contexts.iter().map(Vec::len).sum();
+    // The start all three share (two of them share a token more).
+    let shared = contexts[0]
+        .iter()
+        .zip(&contexts[2])
+        .take_while(|(a, b)| a == b)
+        .count();
+    assert!(shared >= 40, "{shared}");
+    assert!(stats.prefill_tokens <= whole - 2 * shared, "{stats:?}");
 }
 
 fn same_bits(a: &[f32], b: &[f32]) -> bool {
