@@ -16,7 +16,7 @@ use pulserec_core::{CandidateSelector, ItemId};
 use pulserec_data::PreparedDataset;
 use pulserec_sft::{
     Evaluation, GenerativeConfig, GenerativeSelector, LikelihoodConfig, LikelihoodSelector,
-    PromptStyle, SftExample, evaluate, load_adapter,
+    PromptStyle, SftExample, Variant, evaluate, load_adapter,
 };
 use pulserec_slm::{LoadOptions, Slm};
 use pulserec_tot::{RemoteConfig, RemoteGenerator};
@@ -27,7 +27,6 @@ use super::sft::{Base, read_record, variant_dir};
 use super::{Pipeline, PipelineError, Result, Stage, StageResult, prepare};
 use crate::config::{BaselineKind, SelectorKind};
 use crate::results::{Prediction, Row, write_predictions};
-use pulserec_sft::Variant;
 
 /// Prompts per selector call for the SLM rows: one user at a time for the likelihood selector
 /// (its context is prefilled once and the candidates scored as one batch on it; several users'
@@ -236,11 +235,9 @@ fn row_selector(
             style,
             GenerativeConfig::paper(p.config().seed),
         );
-        return Ok((
-            Box::new(selector),
-            slm_batch(p.config().eval.selector),
-            kind,
-        ));
+        // Enough prompts per call to keep the configured requests in flight.
+        let chunk = slm_batch(p.config().eval.selector).max(p.config().generator.concurrency);
+        return Ok((Box::new(selector), chunk, kind));
     }
     Ok(match row {
         EvalRow::Baseline(BaselineKind::Random) => (

@@ -35,13 +35,13 @@ use std::time::Instant;
 use burn::tensor::Device;
 use indicatif::ProgressBar;
 use pulserec_core::UserId;
+use pulserec_sft::Variant;
 pub use pulserec_tot::Shard;
 use serde_json::{Value, json};
 
 use crate::config::{BaselineKind, ConfigError, PipelineConfig, ScorerKind};
 use crate::device::DeviceSpec;
 use crate::results::Results;
-use pulserec_sft::Variant;
 
 pub use marker::DoneMarker;
 pub use rationales::chat_format;
