@@ -99,9 +99,9 @@ pub struct PipelineConfig {
 /// `eval.selector = "generative"` the base SLM's row asks the server's `model`, and a variant's
 /// row the model named in `variant_models` (the engine serving that variant's adapter, e.g.
 /// vLLM's `--lora-modules` or llama.cpp's `--lora`); a variant without one is evaluated on the
-/// local SLM with its adapter merged. The likelihood scorers (Tree-of-Thought's `likelihood`, the evaluation's likelihood selector)
-/// stay local: they need prompt log-probabilities, which the completions API gives only with
-/// `echo` + `logprobs`, and not every engine supports that.
+/// local SLM with its adapter merged. The likelihood scorers (Tree-of-Thought's `likelihood`,
+/// the evaluation's likelihood selector) stay local: they need prompt log-probabilities, which
+/// the completions API gives only with `echo` + `logprobs`, and not every engine supports that.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorConfig {
@@ -188,9 +188,9 @@ impl GeneratorConfig {
         })
     }
 
-    /// The model a remote server answers the generative selector with for `row`: `model` for
-    /// the base SLM (`None`), `variant_models[v]` for variant `v`; `None` where that row runs
-    /// locally.
+    /// The model a remote server answers the generative selector with for the base SLM
+    /// (`variant` `None`: `model`) or for variant `v` (`variant_models[v]`); `None` where that
+    /// row runs locally.
     pub fn served_model(&self, variant: Option<Variant>) -> Option<&str> {
         if self.kind != GeneratorKind::Remote {
             return None;

@@ -19,7 +19,7 @@ use pulserec_sft::{
     PromptStyle, SftExample, Variant, evaluate, load_adapter,
 };
 use pulserec_slm::{LoadOptions, Slm};
-use pulserec_tot::{RemoteConfig, RemoteGenerator};
+use pulserec_tot::RemoteGenerator;
 use serde_json::{Value, json};
 
 use super::marker::{read_json, write_json};
@@ -171,19 +171,14 @@ fn selector_name(kind: SelectorKind) -> &'static str {
     }
 }
 
-/// The remote server and model that answer `row`'s prompts, where the generative selector runs
+/// The model a remote server answers `row`'s prompts with, where the generative selector runs
 /// on a remote generator that serves this row's model (`generator.served_model`).
-fn served(p: &Pipeline, row: EvalRow) -> Result<Option<RemoteConfig>> {
+fn served_model(p: &Pipeline, row: EvalRow) -> Option<&str> {
     let c = p.config();
     if c.eval.selector != SelectorKind::Generative || !row.is_slm() {
-        return Ok(None);
+        return None;
     }
-    let Some(model) = c.generator.served_model(row.variant()) else {
-        return Ok(None);
-    };
-    let mut remote = super::rationales::remote_config(&c.generator, Stage::Eval)?;
-    remote.model = model.to_string();
-    Ok(Some(remote))
+    c.generator.served_model(row.variant())
 }
 
 /// The SLM with `variant`'s adapter merged in.
@@ -227,7 +222,9 @@ fn row_selector(
         })
     };
     let kind = selector_name(p.config().eval.selector);
-    if let Some(remote) = served(p, row)? {
+    if let Some(model) = served_model(p, row) {
+        let mut remote = super::rationales::remote_config(&p.config().generator, Stage::Eval)?;
+        remote.model = model.to_string();
         let style = slm_base()?.style;
         tracing::info!(row = row.name(), server = %remote.base_url, model = %remote.model, "answers from a remote server");
         let selector = GenerativeSelector::new(
@@ -383,8 +380,8 @@ fn eval_row(
         "users": cases.first().map_or(0, |(_, c)| c.len()),
         "candidates": per_size,
     });
-    if let Some(remote) = served(p, row)? {
-        result["generator"] = json!({"base_url": remote.base_url, "model": remote.model});
+    if let Some(model) = served_model(p, row) {
+        result["generator"] = json!({"base_url": p.config().generator.base_url, "model": model});
     }
     write_json(&dir.join(format!("{}.json", row.name())), &result)?;
     Ok(result)

@@ -39,7 +39,7 @@ use pulserec_sft::Variant;
 pub use pulserec_tot::Shard;
 use serde_json::{Value, json};
 
-use crate::config::{BaselineKind, ConfigError, PipelineConfig, ScorerKind};
+use crate::config::{BaselineKind, ConfigError, PipelineConfig, ScorerKind, SelectorKind};
 use crate::device::DeviceSpec;
 use crate::results::Results;
 
@@ -474,21 +474,24 @@ impl Pipeline {
             }),
         };
         // A remote generator's endpoint and model make the generated text what it is too (the
-        // local SLM's file is recorded already).
-        // So do the served models of the generative selector's rows.
-        let settings = match (stage, c.generator.identity(), settings) {
-            (Stage::Rationales | Stage::Tot, Some(generator), Value::Object(mut map)) => {
+        // local SLM's file is recorded already), and so do the served models of the generative
+        // selector's rows.
+        let generator = match stage {
+            Stage::Rationales | Stage::Tot => c.generator.identity(),
+            Stage::Eval if c.eval.selector == SelectorKind::Generative => {
+                c.generator.identity().map(|mut g| {
+                    g["variant_models"] = json!(c.generator.variant_models);
+                    g
+                })
+            }
+            _ => None,
+        };
+        let settings = match (generator, settings) {
+            (Some(generator), Value::Object(mut map)) => {
                 map.insert("generator".into(), generator);
                 Value::Object(map)
             }
-            (Stage::Eval, Some(mut generator), Value::Object(mut map))
-                if c.eval.selector == crate::config::SelectorKind::Generative =>
-            {
-                generator["variant_models"] = json!(c.generator.variant_models);
-                map.insert("generator".into(), generator);
-                Value::Object(map)
-            }
-            (_, _, settings) => settings,
+            (_, settings) => settings,
         };
         let settings = match self.not_needed(stage) {
             Some(why) => json!({"not_needed": why}),
@@ -518,7 +521,7 @@ impl Pipeline {
                     .unwrap_or(Path::new(""))
                     .display()
             )),
-            Stage::Rationales if !uses(|v| v != Variant::NoRationale) => {
+            Stage::Rationales if !uses(Variant::uses_rationale) => {
                 Some("no variant in sft.variants uses a rationale".into())
             }
             Stage::ThoughtSpace | Stage::Tot if !uses(|v| ScorerKind::for_variant(v).is_some()) => {

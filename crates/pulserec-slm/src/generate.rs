@@ -83,8 +83,8 @@ pub(crate) fn chunk_by_prompt(prompts: &[Vec<u32>], max: usize) -> Vec<PromptChu
         .collect()
 }
 
-/// Prompts of one prefill that share at least this many leading tokens (and found no longer
-/// prefix in the store) run them once ([`Slm::share_prefixes`]).
+/// Prompts of one prefill that share at least this many leading tokens, and this many more than
+/// the prefix store gives them, run them once ([`Slm::share_prefixes`]).
 pub(crate) const SHARED_PREFIX: usize = 32;
 
 /// Prompt indices with the cache and last-token logits of their prefill.

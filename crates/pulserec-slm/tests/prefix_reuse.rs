@@ -233,14 +233,18 @@ fn prompts_sharing_a_start_in_one_call_run_it_once_with_the_same_bits() {
         .map(|p| slm.tokenizer().encode(p).unwrap())
         .collect();
     let target = slm.tokenizer().encode_continuation(" Halo: Reach").unwrap();
-    let targets = vec![target; contexts.len()];
-    let together = slm.score_ids(&contexts, &targets).unwrap();
-    for (i, c) in contexts.iter().enumerate() {
-        let alone = slm
-            .score_ids(std::slice::from_ref(c), std::slice::from_ref(&targets[i]))
-            .unwrap();
-        assert!(same_bits(&alone[0], &together[i]), "context {i}");
-    }
+    // The target's scores given each context, all in one call, are those of one call each.
+    let same_together_and_alone = |contexts: &[Vec<u32>], what: &str| {
+        let targets = vec![target.clone(); contexts.len()];
+        let together = slm.score_ids(contexts, &targets).unwrap();
+        for (i, c) in contexts.iter().enumerate() {
+            let alone = slm
+                .score_ids(std::slice::from_ref(c), std::slice::from_ref(&target))
+                .unwrap();
+            assert!(same_bits(&alone[0], &together[i]), "{what} {i}");
+        }
+    };
+    same_together_and_alone(&contexts, "context");
 
     // The next depth: two chains, each with two continuations. The continuations of a chain
     // share the context and that chain, and all four share the context: the chains' starts
@@ -255,14 +259,7 @@ fn prompts_sharing_a_start_in_one_call_run_it_once_with_the_same_bits() {
             })
         })
         .collect();
-    let targets = vec![targets[0].clone(); deeper.len()];
-    let together = slm.score_ids(&deeper, &targets).unwrap();
-    for (i, c) in deeper.iter().enumerate() {
-        let alone = slm
-            .score_ids(std::slice::from_ref(c), std::slice::from_ref(&targets[i]))
-            .unwrap();
-        assert!(same_bits(&alone[0], &together[i]), "deeper context {i}");
-    }
+    same_together_and_alone(&deeper, "deeper context");
 
     // The chains' shared context runs once.
     let requests: Vec<GenerationRequest> = prompts
