@@ -60,6 +60,11 @@ impl LoraTarget {
         Self::Down,
     ];
 
+    /// Position in [`LoraTarget::ALL`] (block order).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// PEFT / HF module name (`q_proj`, ...).
     pub fn peft_name(self) -> &'static str {
         match self {

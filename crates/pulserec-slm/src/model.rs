@@ -9,9 +9,11 @@ use crate::config::LlamaConfig;
 use crate::error::{Result, SlmError};
 use crate::kernels::gather_rows;
 use crate::linear::{Linear, WeightMode, tensor_vec};
+use crate::lora::LoraTarget;
 use crate::weights::{ModelWeights, WeightMatrix};
 
-fn vec_tensor(v: &[f32], device: &Device) -> Tensor<1> {
+/// A host vector as a 1-D tensor on `device`.
+pub(crate) fn vec_tensor(v: &[f32], device: &Device) -> Tensor<1> {
     Tensor::<1>::from_data(TensorData::new(v.to_vec(), [v.len()]), device)
 }
 
@@ -68,16 +70,110 @@ pub(crate) fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Tensor<3> {
     }
 }
 
+/// One decoder layer as both decoders run it: two RMSNorm weights and seven projections,
+/// plain here ([`Linear`], possibly quantised) or with a LoRA adapter in
+/// [`crate::train_model::LoraModel`].
+pub(crate) trait DecoderLayer {
+    /// The RMSNorm weights before attention and before the MLP.
+    fn norms(&self) -> (&Tensor<1>, &Tensor<1>);
+
+    /// `x` through projection `which`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, in]`; returns `[batch, seq, out]`
+    fn project(&self, which: LoraTarget, x: Tensor<3>) -> Result<Tensor<3>>;
+}
+
+/// The sizes a layer's forward needs: `[batch, seq, heads, kv_heads, head_dim]`.
+pub(crate) type LayerDims = [usize; 5];
+
+/// The block body of both decoders: pre-norm grouped-query attention with RoPE, then a
+/// pre-norm SwiGLU MLP, each added to the residual. `attend(q, k, v)` is the attention proper
+/// (with the KV cache at inference, over the whole rows in training).
+///
+/// # Shapes
+/// - `x`: `[batch, seq, hidden]`, `cos`/`sin`: `[1 or batch, 1, seq, head_dim / 2]`
+/// - `attend` gets `q` `[batch, heads, seq, head_dim]`, `k`/`v` `[batch, kv_heads, seq,
+///   head_dim]` and returns `[batch, seq, heads * head_dim]`
+/// - returns `[batch, seq, hidden]`
+pub(crate) fn layer_forward(
+    layer: &impl DecoderLayer,
+    x: Tensor<3>,
+    [batch, t, h, kv, hd]: LayerDims,
+    (cos, sin): (&Tensor<4>, &Tensor<4>),
+    eps: f32,
+    attend: impl FnOnce(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<3>,
+) -> Result<Tensor<3>> {
+    let (attn_norm, ffn_norm) = layer.norms();
+    let xn = rms_norm(x.clone(), attn_norm, eps);
+    let heads = |y: Tensor<3>, n: usize| y.reshape([batch, t, n, hd]).swap_dims(1, 2);
+    let q = rope(
+        heads(layer.project(LoraTarget::Q, xn.clone())?, h),
+        cos,
+        sin,
+    );
+    let k = rope(
+        heads(layer.project(LoraTarget::K, xn.clone())?, kv),
+        cos,
+        sin,
+    );
+    let v = heads(layer.project(LoraTarget::V, xn)?, kv);
+    let x = x + layer.project(LoraTarget::O, attend(q, k, v))?;
+    let xn = rms_norm(x.clone(), ffn_norm, eps);
+    let act = swiglu(
+        layer.project(LoraTarget::Gate, xn.clone())?,
+        layer.project(LoraTarget::Up, xn)?,
+    );
+    Ok(x + layer.project(LoraTarget::Down, act)?)
+}
+
+/// RoPE's inverse frequencies `1 / theta^(2i / head_dim)` for `i < head_dim / 2`.
+pub(crate) fn rope_inv_freq(cfg: &LlamaConfig) -> Vec<f32> {
+    (0..cfg.head_dim / 2)
+        .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / cfg.head_dim as f32))
+        .collect()
+}
+
+/// RoPE cos/sin at `positions` (`rows * seq` of them, row-major).
+///
+/// # Shapes
+/// - returns two `[rows, 1, seq, head_dim / 2]` tensors
+pub(crate) fn rope_tables(
+    inv_freq: &[f32],
+    positions: &[usize],
+    rows: usize,
+    device: &Device,
+) -> (Tensor<4>, Tensor<4>) {
+    let half = inv_freq.len();
+    let mut cos = Vec::with_capacity(positions.len() * half);
+    let mut sin = Vec::with_capacity(positions.len() * half);
+    for &p in positions {
+        for &f in inv_freq {
+            let a = p as f32 * f;
+            cos.push(a.cos());
+            sin.push(a.sin());
+        }
+    }
+    let t = positions.len() / rows.max(1);
+    let mk = |v| Tensor::<4>::from_data(TensorData::new(v, [rows, 1, t, half]), device);
+    (mk(cos), mk(sin))
+}
+
+/// An inference layer: its projections in [`LoraTarget::ALL`] order.
 struct Block {
     attn_norm: Tensor<1>,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
     ffn_norm: Tensor<1>,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    proj: Vec<Linear>,
+}
+
+impl DecoderLayer for Block {
+    fn norms(&self) -> (&Tensor<1>, &Tensor<1>) {
+        (&self.attn_norm, &self.ffn_norm)
+    }
+
+    fn project(&self, which: LoraTarget, x: Tensor<3>) -> Result<Tensor<3>> {
+        self.proj[which.index()].forward(x)
+    }
 }
 
 /// Token embedding: dense tensor, or quantised rows looked up on the CPU.
@@ -111,25 +207,21 @@ impl Llama {
         mode: WeightMode,
         device: &Device,
     ) -> Result<Self> {
-        let lin = |m: &WeightMatrix, b: Option<&Vec<f32>>| {
-            Linear::new(m, b.map(|v| v.as_slice()), mode, device)
-        };
-        let mut blocks = Vec::with_capacity(w.layers.len());
-        for l in &w.layers {
-            let bias = |i: usize| l.qkv_bias.as_ref().map(|b| &b[i]);
-            blocks.push(Block {
-                attn_norm: vec_tensor(&l.attn_norm, device),
-                q: lin(&l.q, bias(0))?,
-                k: lin(&l.k, bias(1))?,
-                v: lin(&l.v, bias(2))?,
-                o: lin(&l.o, None)?,
-                ffn_norm: vec_tensor(&l.ffn_norm, device),
-                gate: lin(&l.gate, None)?,
-                up: lin(&l.up, None)?,
-                down: lin(&l.down, None)?,
-            });
-        }
-        let lm_head = lin(w.lm_head.as_ref().unwrap_or(&w.embed), None)?;
+        let blocks = w
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(Block {
+                    attn_norm: vec_tensor(&l.attn_norm, device),
+                    ffn_norm: vec_tensor(&l.ffn_norm, device),
+                    proj: LoraTarget::ALL
+                        .iter()
+                        .map(|&t| Linear::new(l.matrix(t), l.bias(t), mode, device))
+                        .collect::<Result<_>>()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let lm_head = Linear::new(w.lm_head.as_ref().unwrap_or(&w.embed), None, mode, device)?;
         let quant_embed = mode == WeightMode::Auto && *device == Device::flex();
         let embed = if quant_embed {
             Embedding::Quant(w.embed.clone())
@@ -140,10 +232,7 @@ impl Llama {
                 device,
             ))
         };
-        let half = cfg.head_dim / 2;
-        let inv_freq = (0..half)
-            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / cfg.head_dim as f32))
-            .collect();
+        let inv_freq = rope_inv_freq(&cfg);
         Ok(Self {
             norm: vec_tensor(&w.norm, device),
             cfg,
@@ -202,27 +291,6 @@ impl Llama {
         })
     }
 
-    /// RoPE cos/sin for each row's positions of the new slots.
-    ///
-    /// # Shapes
-    /// - returns two `[batch, 1, seq, head_dim / 2]` tensors
-    fn rope_tables(&self, positions: &[Vec<usize>]) -> (Tensor<4>, Tensor<4>) {
-        let (b, t, half) = (positions.len(), positions[0].len(), self.cfg.head_dim / 2);
-        let mut cos = Vec::with_capacity(b * t * half);
-        let mut sin = Vec::with_capacity(b * t * half);
-        for row in positions {
-            for &p in row {
-                for &f in &self.inv_freq {
-                    let a = p as f32 * f;
-                    cos.push(a.cos());
-                    sin.push(a.sin());
-                }
-            }
-        }
-        let mk = |v| Tensor::<4>::from_data(TensorData::new(v, [b, 1, t, half]), &self.device);
-        (mk(cos), mk(sin))
-    }
-
     /// Runs new tokens through the model, appending their keys/values to `cache`.
     ///
     /// `tokens` is `[batch, seq]` row-major; `new_pads[i]` of row `i`'s first new tokens are
@@ -266,44 +334,39 @@ impl Llama {
             });
         }
         cache.push_pads(new_pads)?;
-        let positions: Vec<Vec<usize>> = (0..batch).map(|r| cache.positions(r, start, t)).collect();
-        let (cos, sin) = self.rope_tables(&positions);
+        let positions: Vec<usize> = (0..batch)
+            .flat_map(|r| cache.positions(r, start, t))
+            .collect();
+        let (cos, sin) = rope_tables(&self.inv_freq, &positions, batch, &self.device);
         let mask_values = self.attention_mask(cache, start, t);
         // On flex the mask stays a host buffer for the one-pass softmax.
         let mask = (!on_host(&self.device)).then(|| {
             let data = TensorData::new(mask_values.clone(), [batch, 1, t, start + t]);
             Tensor::<4>::from_data(data, &self.device)
         });
-        let (h, kv, hd) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let dims = [
+            batch,
+            t,
+            self.cfg.num_heads,
+            self.cfg.num_kv_heads,
+            self.cfg.head_dim,
+        ];
         let mut x = self.embed(tokens, batch, t)?;
         for (li, blk) in self.blocks.iter().enumerate() {
-            let xn = rms_norm(x.clone(), &blk.attn_norm, self.cfg.rms_norm_eps);
-            let q = blk
-                .q
-                .forward(xn.clone())?
-                .reshape([batch, t, h, hd])
-                .swap_dims(1, 2);
-            let k = blk
-                .k
-                .forward(xn.clone())?
-                .reshape([batch, t, kv, hd])
-                .swap_dims(1, 2);
-            let v = blk
-                .v
-                .forward(xn)?
-                .reshape([batch, t, kv, hd])
-                .swap_dims(1, 2);
-            let q = rope(q, &cos, &sin);
-            let k = rope(k, &cos, &sin);
-            let (k, v) = cache.append(li, k, v);
-            let ctx = match &mask {
-                Some(mask) => grouped_attention(q, k, v, mask.clone()),
-                None => grouped_attention_host(q, k, v, &mask_values),
-            };
-            x = x + blk.o.forward(ctx)?;
-            let xn = rms_norm(x.clone(), &blk.ffn_norm, self.cfg.rms_norm_eps);
-            let act = swiglu(blk.gate.forward(xn.clone())?, blk.up.forward(xn)?);
-            x = x + blk.down.forward(act)?;
+            x = layer_forward(
+                blk,
+                x,
+                dims,
+                (&cos, &sin),
+                self.cfg.rms_norm_eps,
+                |q, k, v| {
+                    let (k, v) = cache.append(li, k, v);
+                    match &mask {
+                        Some(mask) => grouped_attention(q, k, v, mask.clone()),
+                        None => grouped_attention_host(q, k, v, &mask_values),
+                    }
+                },
+            )?;
         }
         Ok(rms_norm(x, &self.norm, self.cfg.rms_norm_eps))
     }

@@ -12,6 +12,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::config::{Architecture, LlamaConfig};
 use crate::error::{Result, SlmError};
 use crate::gguf::GgufFile;
+use crate::lora::LoraTarget;
 use crate::quant::{GgmlType, dequantize_row};
 
 /// A 2-D weight `[rows = out features, cols = in features]`, row-major, ggml-encoded rows.
@@ -113,6 +114,45 @@ pub struct LayerWeights {
     pub up: WeightMatrix,
     /// SwiGLU down.
     pub down: WeightMatrix,
+}
+
+impl LayerWeights {
+    /// The matrix of projection `which`.
+    pub fn matrix(&self, which: LoraTarget) -> &WeightMatrix {
+        match which {
+            LoraTarget::Q => &self.q,
+            LoraTarget::K => &self.k,
+            LoraTarget::V => &self.v,
+            LoraTarget::O => &self.o,
+            LoraTarget::Gate => &self.gate,
+            LoraTarget::Up => &self.up,
+            LoraTarget::Down => &self.down,
+        }
+    }
+
+    /// The matrix of projection `which`, mutably.
+    pub fn matrix_mut(&mut self, which: LoraTarget) -> &mut WeightMatrix {
+        match which {
+            LoraTarget::Q => &mut self.q,
+            LoraTarget::K => &mut self.k,
+            LoraTarget::V => &mut self.v,
+            LoraTarget::O => &mut self.o,
+            LoraTarget::Gate => &mut self.gate,
+            LoraTarget::Up => &mut self.up,
+            LoraTarget::Down => &mut self.down,
+        }
+    }
+
+    /// The bias of projection `which`: Qwen2's q/k/v biases, none elsewhere.
+    pub fn bias(&self, which: LoraTarget) -> Option<&[f32]> {
+        let i = match which {
+            LoraTarget::Q => 0,
+            LoraTarget::K => 1,
+            LoraTarget::V => 2,
+            _ => return None,
+        };
+        self.qkv_bias.as_ref().map(|b| b[i].as_slice())
+    }
 }
 
 /// All weights of a Llama-family model.

@@ -221,7 +221,7 @@ fn prompts_sharing_a_start_in_one_call_run_it_once_with_the_same_bits() {
         "They own an Xbox 360 and play racing games.",
         "A role-playing fan.",
     ];
-    let mut prompts: Vec<String> = chains
+    let prompts: Vec<String> = chains
         .iter()
         .map(|c| {
             let user = format!("{context}{c}\n\nWhich item did they buy next?");

@@ -1,0 +1,372 @@
+//! [`LoraModel`]: the decoder as a trainable burn module (frozen f32 base weights plus LoRA
+//! `A`/`B` parameters), with the masked next-token loss used for supervised fine-tuning.
+//!
+//! The base weights are plain tensors, not [`Param`]s: burn's optimisers and gradient walks see
+//! only the adapters, and the base never requires a gradient, so backward computes no weight
+//! gradient for it. The math is [`crate::Llama`]'s (RMSNorm, half-split RoPE, grouped-query
+//! attention, SwiGLU, tied or separate head, Qwen2 q/k/v biases) without the KV cache: full causal
+//! attention over right-padded rows; the same layer body ([`crate::model::layer_forward`]) with
+//! adapted projections. Its batches are [`TokenBatch`]es; its adapters' I/O is in `adapter.rs`.
+
+mod adapter;
+mod batch;
+
+pub use batch::TokenBatch;
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::config::LlamaConfig;
+use crate::error::{Result, SlmError};
+use crate::lora::{LoraConfig, LoraTarget};
+use crate::model::{
+    DecoderLayer, grouped_attention, layer_forward, rms_norm, rope_inv_freq, rope_tables,
+    vec_tensor,
+};
+use crate::weights::{ModelWeights, WeightMatrix};
+
+/// One projection's adapter: `scale · B A dropout(x)`.
+#[derive(Module, Debug)]
+struct Adapter {
+    /// `[rank, in]` (PEFT layout).
+    lora_a: Param<Tensor<2>>,
+    /// `[out, rank]` (PEFT layout).
+    lora_b: Param<Tensor<2>>,
+    dropout: Dropout,
+    #[module(skip)]
+    scale: f32,
+}
+
+/// `y = x Wᵀ + b + scale · B A dropout(x)` with `W` and `b` frozen.
+#[derive(Module, Debug)]
+struct LoraLinear {
+    /// `[in, out]` (a transposed view of the `[out, in]` checkpoint matrix).
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+    adapter: Option<Adapter>,
+}
+
+fn matrix_tensor(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::<2>::from_data(TensorData::new(data, shape), device)
+}
+
+impl LoraLinear {
+    fn new(
+        w: &WeightMatrix,
+        bias: Option<&[f32]>,
+        adapter: Option<(&LoraConfig, &mut ChaCha8Rng)>,
+        device: &Device,
+    ) -> Result<Self> {
+        let weight = matrix_tensor(w.to_f32()?, [w.rows, w.cols], device).transpose();
+        let adapter = adapter.map(|(cfg, rng)| {
+            // PEFT's default: kaiming-uniform with a = sqrt(5), i.e. U(-1/sqrt(in), 1/sqrt(in)).
+            let bound = 1.0 / (w.cols as f32).sqrt();
+            let a: Vec<f32> = (0..cfg.rank * w.cols)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect();
+            Adapter {
+                lora_a: Param::from_tensor(matrix_tensor(a, [cfg.rank, w.cols], device)),
+                lora_b: Param::from_tensor(Tensor::zeros([w.rows, cfg.rank], device)),
+                dropout: DropoutConfig::new(cfg.dropout as f64).init(),
+                scale: cfg.scale(),
+            }
+        });
+        Ok(Self {
+            weight,
+            bias: bias.map(|b| vec_tensor(b, device)),
+            adapter,
+        })
+    }
+
+    /// # Shapes
+    /// - `x`: `[batch, seq, in]`; returns `[batch, seq, out]`
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [b, t, i] = x.dims();
+        let out = self.weight.dims()[1];
+        let x = x.reshape([b * t, i]);
+        let mut y = x.clone().matmul(self.weight.clone());
+        if let Some(ad) = &self.adapter {
+            let low = ad.dropout.forward(x).matmul(ad.lora_a.val().transpose()) * ad.scale;
+            y = y + low.matmul(ad.lora_b.val().transpose());
+        }
+        let y = y.reshape([b, t, out]);
+        match &self.bias {
+            Some(bias) => y + bias.clone().unsqueeze::<3>(),
+            None => y,
+        }
+    }
+}
+
+/// A training layer: its projections in [`LoraTarget::ALL`] order, adapted or frozen.
+#[derive(Module, Debug)]
+struct LoraBlock {
+    attn_norm: Tensor<1>,
+    ffn_norm: Tensor<1>,
+    proj: Vec<LoraLinear>,
+}
+
+impl DecoderLayer for LoraBlock {
+    fn norms(&self) -> (&Tensor<1>, &Tensor<1>) {
+        (&self.attn_norm, &self.ffn_norm)
+    }
+
+    fn project(&self, which: LoraTarget, x: Tensor<3>) -> Result<Tensor<3>> {
+        Ok(self.proj[which.index()].forward(x))
+    }
+}
+
+/// The decoder as a trainable burn module: frozen f32 base weights + LoRA `A`/`B` parameters.
+///
+/// Train it on an autodiff device: build it on `device.autodiff()`, or turn a model built on a
+/// plain device into its training copy with [`Module::train`] ([`Module::to_device`] keeps each
+/// tensor's autodiff context in burn 0.22, so it does not make a plain model trainable).
+/// [`Module::valid`] gives the inference copy back. Adapter dropout is active only on an
+/// autodiff device.
+#[derive(Module, Debug)]
+pub struct LoraModel {
+    /// `[vocab, hidden]`.
+    embed: Tensor<2>,
+    blocks: Vec<LoraBlock>,
+    norm: Tensor<1>,
+    /// `[vocab, hidden]`; `None` when tied to the embedding.
+    lm_head: Option<Tensor<2>>,
+    #[module(skip)]
+    cfg: LlamaConfig,
+    #[module(skip)]
+    lora: LoraConfig,
+}
+
+impl LoraModel {
+    /// Builds the model on `device` from `base` (dequantised to f32) with fresh adapters: `A`
+    /// kaiming-uniform as PEFT (seeded by `seed`), `B = 0`, so the model starts equal to the base.
+    pub fn new(
+        cfg: &LlamaConfig,
+        base: &ModelWeights,
+        lora: &LoraConfig,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        lora.validate()?;
+        lora.validate_layers(cfg.num_layers)?;
+        if base.layers.len() != cfg.num_layers {
+            return Err(SlmError::BadTensor {
+                tensor: "layers".into(),
+                reason: format!(
+                    "{} layers of weights for a {}-layer config",
+                    base.layers.len(),
+                    cfg.num_layers
+                ),
+            });
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut blocks = Vec::with_capacity(base.layers.len());
+        for (layer, l) in base.layers.iter().enumerate() {
+            let mut lin = |t: LoraTarget| {
+                let m = l.matrix(t);
+                if (m.rows, m.cols) != t.shape(cfg) {
+                    return Err(SlmError::BadTensor {
+                        tensor: m.name.clone(),
+                        reason: format!(
+                            "[{}, {}], the config needs {:?}",
+                            m.rows,
+                            m.cols,
+                            t.shape(cfg)
+                        ),
+                    });
+                }
+                let adapter = lora.adapts(layer, t).then_some((lora, &mut rng));
+                LoraLinear::new(m, l.bias(t), adapter, device)
+            };
+            // In block order: the adapters' initial values follow the seeded stream.
+            blocks.push(LoraBlock {
+                attn_norm: vec_tensor(&l.attn_norm, device),
+                ffn_norm: vec_tensor(&l.ffn_norm, device),
+                proj: LoraTarget::ALL
+                    .into_iter()
+                    .map(&mut lin)
+                    .collect::<Result<_>>()?,
+            });
+        }
+        let dense = |m: &WeightMatrix| -> Result<Tensor<2>> {
+            Ok(matrix_tensor(m.to_f32()?, [m.rows, m.cols], device))
+        };
+        Ok(Self {
+            embed: dense(&base.embed)?,
+            blocks,
+            norm: vec_tensor(&base.norm, device),
+            lm_head: base.lm_head.as_ref().map(dense).transpose()?,
+            cfg: cfg.clone(),
+            lora: lora.clone(),
+        })
+    }
+
+    /// The adapter settings.
+    pub fn lora_config(&self) -> &LoraConfig {
+        &self.lora
+    }
+
+    /// The base model's hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.embed.device()
+    }
+
+    /// Final-norm hidden states of right-padded rows cut to `t` tokens: full causal attention
+    /// from position 0, or the branch layout of [`TokenBatch::segments`].
+    ///
+    /// # Shapes
+    /// - `tokens`: `batch * t` ids; returns `[batch, t, hidden]`
+    fn hidden(&self, tokens: &[u32], layout: &TokenBatch, t: usize) -> Result<Tensor<3>> {
+        let device = self.device();
+        let batch = layout.batch;
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [batch * t]), &device);
+        let mut x = self
+            .embed
+            .clone()
+            .select(0, ids)
+            .reshape([batch, t, self.cfg.hidden_size]);
+        let (mask, cos, sin) = self.attention_layout(layout, t, &device);
+        let eps = self.cfg.rms_norm_eps;
+        let dims = [
+            batch,
+            t,
+            self.cfg.num_heads,
+            self.cfg.num_kv_heads,
+            self.cfg.head_dim,
+        ];
+        for blk in &self.blocks {
+            x = layer_forward(blk, x, dims, (&cos, &sin), eps, |q, k, v| {
+                grouped_attention(q, k, v, mask.clone())
+            })?;
+        }
+        Ok(rms_norm(x, &self.norm, eps))
+    }
+
+    /// The additive attention mask and the RoPE cos/sin of the first `t` tokens of `batch`'s
+    /// rows: causal with positions `0..t` for plain rows (shared by every row), per row for the
+    /// branch layout (a token sees the prefix and its own segment; its position counts them).
+    ///
+    /// # Shapes
+    /// - returns `[1 or batch, 1, t, t]` and two `[1 or batch, 1, t, head_dim / 2]` tensors
+    fn attention_layout(
+        &self,
+        batch: &TokenBatch,
+        t: usize,
+        device: &Device,
+    ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+        let rows = if batch.segments.is_empty() {
+            1
+        } else {
+            batch.batch
+        };
+        let mut mask = vec![f32::NEG_INFINITY; rows * t * t];
+        let mut positions = Vec::with_capacity(rows * t);
+        for r in 0..rows {
+            for i in 0..t {
+                let mut seen = 0;
+                for j in 0..=i {
+                    if batch.sees(r, i, j) {
+                        mask[(r * t + i) * t + j] = 0.0;
+                        seen += 1;
+                    }
+                }
+                positions.push(seen - 1);
+            }
+        }
+        let mask = Tensor::<4>::from_data(TensorData::new(mask, [rows, 1, t, t]), device);
+        let (cos, sin) = rope_tables(&rope_inv_freq(&self.cfg), &positions, rows, device);
+        (mask, cos, sin)
+    }
+
+    /// Logits of hidden rows.
+    ///
+    /// # Shapes
+    /// - `hidden`: `[n, hidden]`; returns `[n, vocab]`
+    fn head(&self, hidden: Tensor<2>) -> Tensor<2> {
+        let w = self.lm_head.as_ref().unwrap_or(&self.embed);
+        hidden.matmul(w.clone().transpose())
+    }
+
+    /// Logits for every position (eval / tests).
+    ///
+    /// # Shapes
+    /// - returns `[batch, seq, vocab]`
+    pub fn logits(&self, batch: &TokenBatch) -> Result<Tensor<3>> {
+        batch.validate(self.cfg.vocab_size, self.cfg.max_position)?;
+        let (b, t) = (batch.batch, batch.seq);
+        let h = self.hidden(&batch.tokens, batch, t)?;
+        Ok(self
+            .head(h.reshape([b * t, self.cfg.hidden_size]))
+            .reshape([b, t, self.cfg.vocab_size]))
+    }
+
+    /// Mean cross-entropy over the positions with a positive loss mask (weighted by the mask),
+    /// differentiable on an autodiff device. The LM head runs only on the hidden states that
+    /// predict a target, and rows are cut after the longest row's last token.
+    ///
+    /// # Shapes
+    /// - returns `[1]`
+    pub fn loss(&self, batch: &TokenBatch) -> Result<Tensor<1>> {
+        let logp = self.target_log_probs(batch)?;
+        let weights: Vec<f32> = batch
+            .loss_mask
+            .iter()
+            .copied()
+            .filter(|&w| w > 0.0)
+            .collect();
+        let total: f32 = weights.iter().sum();
+        let n = weights.len();
+        let weights = Tensor::<1>::from_data(TensorData::new(weights, [n]), &self.device());
+        Ok((logp * weights).sum() * (-1.0 / total))
+    }
+
+    /// Log-probability of every target token: the positions with a positive loss mask, row by
+    /// row, in order (differentiable on an autodiff device). The LM head runs only on the hidden
+    /// states that predict a target, and rows are cut after the longest row's last token.
+    ///
+    /// # Shapes
+    /// - returns `[n]`, `n` = [`TokenBatch::target_count`]
+    pub fn target_log_probs(&self, batch: &TokenBatch) -> Result<Tensor<1>> {
+        batch.validate(self.cfg.vocab_size, self.cfg.max_position)?;
+        if batch.target_count() == 0 {
+            return Err(SlmError::InvalidBatch(
+                "no position has a positive loss mask".into(),
+            ));
+        }
+        let (b, seq) = (batch.batch, batch.seq);
+        let t = batch.lengths.iter().copied().max().unwrap_or(seq);
+        let mut tokens = Vec::with_capacity(b * t);
+        let (mut rows, mut targets) = (Vec::new(), Vec::new());
+        for r in 0..b {
+            tokens.extend_from_slice(&batch.tokens[r * seq..r * seq + t]);
+            for p in 1..t {
+                if batch.loss_mask[r * seq + p] > 0.0 {
+                    // The hidden state of the token before p predicts token p (in the branch
+                    // layout: the last one p sees; a continuation's first token follows the
+                    // prefix's last token).
+                    let prev = (0..p).rev().find(|&j| batch.sees(r, p, j)).unwrap_or(p - 1);
+                    rows.push((r * t + prev) as i64);
+                    targets.push(batch.tokens[r * seq + p] as i64);
+                }
+            }
+        }
+        let device = self.device();
+        let n = rows.len();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
+        let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
+        let h = self
+            .hidden(&tokens, batch, t)?
+            .reshape([b * t, self.cfg.hidden_size])
+            .select(0, rows);
+        Ok(log_softmax(self.head(h), 1).gather(1, targets).reshape([n]))
+    }
+}
