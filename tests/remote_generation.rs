@@ -274,7 +274,6 @@ fn usage_only_server() -> (String, std::thread::JoinHandle<Vec<serde_json::Value
     let handle = std::thread::spawn(move || {
         let mut bodies = Vec::new();
         while let Ok(Some(mut req)) = server.recv_timeout(Duration::from_secs(2)) {
-            use std::io::Read as _;
             let mut text = String::new();
             req.as_reader().read_to_string(&mut text).unwrap();
             bodies.push(serde_json::from_str(&text).unwrap());

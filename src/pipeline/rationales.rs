@@ -133,22 +133,7 @@ fn fill_store(
         // never silently by an unsharded run on one machine.
         require_complete(stage, store, contexts, count)?;
     }
-    let pending = store
-        .pending(contexts.iter().map(|c| c.user), shard)
-        .at(stage)?;
-    let todo: Vec<UserContext> = contexts
-        .iter()
-        .filter(|c| pending.contains(&c.user))
-        .cloned()
-        .collect();
-    if todo.len() < contexts.len() {
-        tracing::info!(
-            stage = stage.name(),
-            done = contexts.len() - todo.len(),
-            pending = todo.len(),
-            "resuming the store"
-        );
-    }
+    let todo = store.pending_contexts(contexts, shard).at(stage)?;
     let bar = p.bar(todo.len(), what);
     for batch in todo.chunks(batch_size) {
         let records = make(batch)?;

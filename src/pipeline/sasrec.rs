@@ -11,7 +11,7 @@ use pulserec_data::{CandidateSets, LeaveOneOut, Target};
 use pulserec_seqrec::eval::report;
 use pulserec_seqrec::{
     EvalCase, EvalOptions, Protocol, SasRecConfig, SasRecRecommender, TrainConfig, TrainData,
-    evaluate_full, evaluate_sampled, save_checkpoint, similar_users,
+    evaluate_full, evaluate_sampled, save_checkpoint,
 };
 use serde_json::{Value, json};
 
@@ -97,7 +97,7 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     };
 
     let recommender = SasRecRecommender::new(&outcome.model, p.device());
-    write_similar_users(p, &recommender, &split, &users, dataset.n_users(), dir)?;
+    write_similar_users(p, &recommender, &split, &users, dir)?;
     let losses: Vec<f64> = outcome.epochs.iter().map(|e| e.loss).collect();
     let labels = crate::plot::CurveLabels {
         title: "SASRec training loss",
@@ -124,37 +124,23 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     ]))
 }
 
-/// `user<TAB>similar users, most similar first`, for the training users, by cosine of SASRec
-/// user vectors computed on the history before each user's chosen item (so the choice itself
-/// cannot leak through the neighbours).
+/// `user<TAB>similar users, most similar first`, for the training users
+/// ([`SasRecRecommender::similar_users`]: on the history before each user's chosen item, so
+/// the choice itself cannot leak through the neighbours).
 fn write_similar_users(
     p: &Pipeline,
     recommender: &SasRecRecommender,
     split: &LeaveOneOut<'_>,
     users: &Users,
-    n_users: usize,
     dir: &Path,
 ) -> Result<()> {
-    let histories: Vec<&[ItemId]> = (0..n_users as u32)
-        .map(|u| split.history_before(UserId(u), Target::LastTrain))
-        .collect();
-    let vectors = recommender.user_vectors(&histories).at(Stage::SasRec)?;
-    let dim = recommender.model().hidden();
-    let similar = similar_users(
-        &vectors,
-        dim,
-        p.config().sasrec.similar_users,
-        256,
-        p.device(),
-    )
-    .at(Stage::SasRec)?;
+    let similar = recommender
+        .similar_users(split, &users.training, p.config().sasrec.similar_users)
+        .at(Stage::SasRec)?;
     let path = dir.join(SIMILAR_FILE);
     let mut out = Vec::new();
-    for &u in &users.training {
-        let ids: Vec<String> = similar[u.index()]
-            .iter()
-            .map(|(v, _)| v.0.to_string())
-            .collect();
+    for (u, near) in users.training.iter().zip(&similar) {
+        let ids: Vec<String> = near.iter().map(|(v, _)| v.0.to_string()).collect();
         writeln!(out, "{}\t{}", u.0, ids.join(" ")).map_err(|e| PipelineError::io(&path, e))?;
     }
     super::marker::write_atomic(&path, &out)

@@ -33,6 +33,14 @@ pub enum SeqRecError {
         /// The count received.
         got: usize,
     },
+    /// A user id is outside the users whose vectors were given.
+    #[error("user {user} is outside the {n_users} users with vectors")]
+    UserOutOfRange {
+        /// The offending id.
+        user: u32,
+        /// The number of user vectors.
+        n_users: usize,
+    },
     /// Nothing to train or evaluate on.
     #[error("{0}")]
     Empty(&'static str),

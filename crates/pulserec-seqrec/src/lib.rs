@@ -16,5 +16,5 @@ pub use config::{Activation, LossKind, NormPlacement, SasRecConfig, TrainConfig,
 pub use error::{Result, SeqRecError};
 pub use eval::{EvalCase, EvalOptions, EvalReport, Protocol, evaluate_full, evaluate_sampled};
 pub use model::SasRec;
-pub use recommend::{SasRecRecommender, similar_users, top_k_of};
+pub use recommend::{SasRecRecommender, similar_users, similar_users_of, top_k_of};
 pub use train::{EpochLog, TrainData, TrainOutcome, train};

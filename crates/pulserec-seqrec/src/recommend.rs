@@ -7,9 +7,10 @@ use std::collections::BinaryHeap;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use pulserec_core::{ItemId, SequentialRecommender, UserId};
+use pulserec_data::{LeaveOneOut, Target};
 
 use crate::batch::{check_items, history_tensor};
-use crate::error::Result;
+use crate::error::{Result, SeqRecError};
 use crate::eval::{score_candidates, to_vec};
 use crate::model::SasRec;
 
@@ -97,6 +98,29 @@ impl SasRecRecommender {
         Ok(self.model.user_vectors(t))
     }
 
+    /// The `k` users most similar to each of `users` (themselves excluded), best first, by
+    /// cosine of the vectors of every user's history before their last training item
+    /// ([`Target::LastTrain`]), so no item a user chose from then on can make them neighbours.
+    pub fn similar_users(
+        &self,
+        split: &LeaveOneOut<'_>,
+        users: &[UserId],
+        k: usize,
+    ) -> Result<Vec<Vec<(UserId, f32)>>> {
+        let histories: Vec<&[ItemId]> = (0..split.sequences().n_users() as u32)
+            .map(|u| split.history_before(UserId(u), Target::LastTrain))
+            .collect();
+        let vectors = self.user_vectors(&histories)?;
+        similar_users_of(
+            &vectors,
+            self.model.hidden(),
+            users,
+            k,
+            self.batch_size,
+            &self.device,
+        )
+    }
+
     /// User vectors (last-position outputs), row-major `[histories.len() * d]`.
     pub fn user_vectors(&self, histories: &[&[ItemId]]) -> Result<Vec<f32>> {
         let mut out = Vec::with_capacity(histories.len() * self.model.hidden());
@@ -154,8 +178,30 @@ pub fn similar_users(
     batch_size: usize,
     device: &Device,
 ) -> Result<Vec<Vec<(UserId, f32)>>> {
+    let all: Vec<UserId> = (0..(vectors.len() / dim.max(1)) as u32)
+        .map(UserId)
+        .collect();
+    similar_users_of(vectors, dim, &all, k, batch_size, device)
+}
+
+/// [`similar_users`] for the users `queries` only (one list each, in their order): the
+/// similarities of a query to every user, `batch_size` queries at a time.
+pub fn similar_users_of(
+    vectors: &[f32],
+    dim: usize,
+    queries: &[UserId],
+    k: usize,
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<Vec<(UserId, f32)>>> {
     let dim = dim.max(1);
     let n = vectors.len() / dim;
+    if let Some(bad) = queries.iter().find(|u| u.index() >= n) {
+        return Err(SeqRecError::UserOutOfRange {
+            user: bad.0,
+            n_users: n,
+        });
+    }
     let mut normed = vectors[..n * dim].to_vec();
     for row in normed.chunks_exact_mut(dim) {
         let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -165,17 +211,17 @@ pub fn similar_users(
     }
     let all = Tensor::<2>::from_data(TensorData::new(normed.clone(), [n, dim]), device);
     let all_t = all.transpose();
-    let mut out = Vec::with_capacity(n);
-    let bs = batch_size.max(1);
-    for start in (0..n).step_by(bs) {
-        let end = (start + bs).min(n);
-        let q = Tensor::<2>::from_data(
-            TensorData::new(normed[start * dim..end * dim].to_vec(), [end - start, dim]),
-            device,
-        );
+    let mut out = Vec::with_capacity(queries.len());
+    for chunk in queries.chunks(batch_size.max(1)) {
+        let rows: Vec<f32> = chunk
+            .iter()
+            .flat_map(|u| &normed[u.index() * dim..(u.index() + 1) * dim])
+            .copied()
+            .collect();
+        let q = Tensor::<2>::from_data(TensorData::new(rows, [chunk.len(), dim]), device);
         let sims = to_vec(q.matmul(all_t.clone()))?;
-        for (r, row) in sims.chunks_exact(n).enumerate() {
-            let me = start + r;
+        for (row, me) in sims.chunks_exact(n).zip(chunk) {
+            let me = me.index();
             let stream = row
                 .iter()
                 .enumerate()

@@ -22,7 +22,7 @@ use arrow_array::{
     Array, ArrayRef, BooleanArray, Float32Array, Float64Array, RecordBatch, StringArray,
     UInt32Array, UInt64Array,
 };
-use pulserec_core::{RationaleSource, UserId};
+use pulserec_core::{RationaleSource, UserContext, UserId};
 use pulserec_data::parquet_file::{batch, read_batches, typed_column, write_batch};
 use serde::{Deserialize, Serialize};
 
@@ -246,6 +246,35 @@ impl RationaleStore {
         write_batch(&path, to_batch(&path, records)?)?;
         tracing::debug!(path = %path.display(), records = records.len(), "rationale part written");
         Ok(Some(path))
+    }
+
+    /// The contexts of `shard`'s users of `contexts` that are not stored yet, in order: what
+    /// a run still has to generate, batch by batch, each batch [`append`](Self::append)ed as
+    /// one part (the most a killed run loses), so a rerun continues where the last part ended.
+    pub fn pending_contexts(
+        &self,
+        contexts: &[UserContext],
+        shard: Shard,
+    ) -> Result<Vec<UserContext>> {
+        let pending: HashSet<UserId> = self
+            .pending(contexts.iter().map(|c| c.user), shard)?
+            .into_iter()
+            .collect();
+        let todo: Vec<UserContext> = contexts
+            .iter()
+            .filter(|c| pending.contains(&c.user))
+            .cloned()
+            .collect();
+        let stored = contexts.iter().filter(|c| shard.contains(c.user)).count() - todo.len();
+        if stored > 0 {
+            tracing::info!(
+                store = %self.dir.display(),
+                done = stored,
+                pending = todo.len(),
+                "resuming the store"
+            );
+        }
+        Ok(todo)
     }
 }
 
