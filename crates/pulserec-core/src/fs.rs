@@ -1,9 +1,41 @@
 //! Atomic file writes: whoever reads the file (another process, a resumed run) sees either the
 //! old contents or the complete new ones, never a half-written file, even after a crash or a
-//! `kill -9` mid-write.
+//! `kill -9` mid-write. And [`FileBytes`], a weight file's bytes read or mapped.
 
 use std::io::{self, Write};
 use std::path::Path;
+
+/// A file's bytes: read into memory, or mapped read-only (model weights too large to copy).
+pub enum FileBytes {
+    /// Bytes held in memory.
+    Owned(Vec<u8>),
+    /// A read-only map of the file.
+    Mapped(memmap2::Mmap),
+}
+
+impl FileBytes {
+    /// Maps `path` read-only.
+    pub fn map(path: &Path) -> io::Result<Self> {
+        let file = std::fs::File::open(path)?;
+        // SAFETY: a read-only map. Like every mmap-based model loader, this relies on no other
+        // process truncating the file while it is mapped; readers bound-check every access
+        // against the length seen at map time.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }?;
+        Ok(Self::Mapped(map))
+    }
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Owned(v) => v,
+            Self::Mapped(m) => m,
+        }
+    }
+}
 
 /// Writes `bytes` to `path` atomically, creating its folder if needed.
 ///

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod seed;
 pub mod sequences;
 pub mod stats;
+pub mod tensor_file;
 pub mod text;
 pub mod traits;
 

@@ -120,6 +120,10 @@ pub enum SlmError {
     /// LoRA settings that cannot build an adapter.
     #[error("invalid LoRA config: {0}")]
     InvalidLoraConfig(String),
+    /// An HF safetensors file is malformed, or a tensor in it has another shape or dtype than
+    /// the config implies.
+    #[error(transparent)]
+    Tensors(#[from] pulserec_core::tensor_file::TensorFileError),
     /// A LoRA adapter file that is malformed or does not fit the model.
     #[error("LoRA adapter {path}: {reason}")]
     Adapter {

@@ -5,9 +5,9 @@
 //! before anything is allocated, so a hostile header cannot exhaust memory.
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::ops::Deref;
 use std::path::Path;
+
+use pulserec_core::fs::FileBytes;
 
 use crate::error::{Result, SlmError};
 use crate::quant::{GgmlType, dequantize_row};
@@ -137,21 +137,6 @@ impl TensorInfo {
     }
 }
 
-enum Storage {
-    Mapped(memmap2::Mmap),
-    Owned(Vec<u8>),
-}
-
-impl Deref for Storage {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Self::Mapped(m) => m,
-            Self::Owned(v) => v,
-        }
-    }
-}
-
 /// A parsed GGUF file whose tensor data stays in the (memory-mapped) file.
 pub struct GgufFile {
     source: String,
@@ -160,7 +145,7 @@ pub struct GgufFile {
     tensors: Vec<TensorInfo>,
     by_name: BTreeMap<String, usize>,
     data_offset: usize,
-    storage: Storage,
+    storage: FileBytes,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -182,21 +167,16 @@ impl GgufFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io)?;
-        // SAFETY: the map is read-only; like every mmap-based model loader we rely on the file
-        // not being truncated by another process while it is open. All reads are bounds-checked
-        // against the length seen at map time.
-        #[allow(unsafe_code)]
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        Self::parse(Storage::Mapped(map), path.display().to_string())
+        let map = FileBytes::map(path).map_err(io)?;
+        Self::parse(map, path.display().to_string())
     }
 
     /// Parses a GGUF image held in memory (`source` names it in errors).
     pub fn from_bytes(bytes: Vec<u8>, source: impl Into<String>) -> Result<Self> {
-        Self::parse(Storage::Owned(bytes), source.into())
+        Self::parse(FileBytes::Owned(bytes), source.into())
     }
 
-    fn parse(storage: Storage, source: String) -> Result<Self> {
+    fn parse(storage: FileBytes, source: String) -> Result<Self> {
         let mut r = Reader {
             buf: &storage,
             pos: 0,

@@ -4,16 +4,14 @@
 //! The trainable decoder that uses them is [`crate::LoraModel`]; this module holds what can be
 //! read and written without a model: the configuration, the target names, and the file format.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors};
+use pulserec_core::tensor_file::TensorFileError;
 use serde::{Deserialize, Serialize};
 
 use crate::config::LlamaConfig;
 use crate::error::{Result, SlmError};
-use crate::quant::{GgmlType, dequantize_row};
 
 /// File name of the adapter tensors inside an adapter directory (PEFT's name).
 pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
@@ -394,91 +392,15 @@ impl AdapterConfigFile {
     }
 }
 
-/// Writes named f32 matrices (`name -> (shape, values)`) as a safetensors file with PEFT's
-/// `format: pt` metadata.
-pub(crate) fn write_tensors(path: &Path, tensors: &[(String, [usize; 2], Vec<f32>)]) -> Result<()> {
-    let bad = |reason: String| SlmError::Adapter {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let bytes: Vec<Vec<u8>> = tensors
-        .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let mut views = Vec::with_capacity(tensors.len());
-    for ((name, shape, _), data) in tensors.iter().zip(&bytes) {
-        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.to_vec(), data)
-            .map_err(|e| bad(format!("tensor `{name}`: {e}")))?;
-        views.push((name.clone(), view));
-    }
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let file = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| bad(e.to_string()))?;
-    pulserec_core::fs::write_atomic(path, &file).map_err(|source| SlmError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// The tensors of an adapter file, decoded to f32 on demand.
-pub(crate) struct AdapterTensors {
-    path: PathBuf,
-    bytes: Vec<u8>,
-}
-
-impl AdapterTensors {
-    pub(crate) fn open(dir: &Path) -> Result<Self> {
-        let path = dir.join(ADAPTER_WEIGHTS_FILE);
-        let bytes = std::fs::read(&path).map_err(|source| SlmError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let me = Self { path, bytes };
-        me.tensors()?;
-        Ok(me)
-    }
-
-    fn bad(&self, reason: String) -> SlmError {
-        SlmError::Adapter {
-            path: self.path.clone(),
-            reason,
-        }
-    }
-
-    fn tensors(&self) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(&self.bytes).map_err(|e| self.bad(e.to_string()))
-    }
-
-    /// Every tensor name in the file.
-    pub(crate) fn names(&self) -> Result<Vec<String>> {
-        Ok(self
-            .tensors()?
-            .names()
-            .into_iter()
-            .map(|n| n.to_string())
-            .collect())
-    }
-
-    /// Reads tensor `name`, which must have `shape` and a float dtype.
-    pub(crate) fn matrix(&self, name: &str, shape: [usize; 2]) -> Result<Vec<f32>> {
-        let st = self.tensors()?;
-        let t = st
-            .tensor(name)
-            .map_err(|_| self.bad(format!("missing tensor `{name}`")))?;
-        if t.shape() != shape.as_slice() {
-            return Err(self.bad(format!(
-                "tensor `{name}` has shape {:?}, the model needs {shape:?}",
-                t.shape()
-            )));
-        }
-        let dtype = match t.dtype() {
-            Dtype::F32 => GgmlType::F32,
-            Dtype::F16 => GgmlType::F16,
-            Dtype::BF16 => GgmlType::BF16,
-            other => return Err(self.bad(format!("tensor `{name}`: dtype {other:?}"))),
-        };
-        let mut out = vec![0.0; shape[0] * shape[1]];
-        dequantize_row(dtype, t.data(), &mut out, name)?;
-        Ok(out)
+/// An error reading or writing the tensors of adapter directory `dir`, as
+/// [`SlmError::Adapter`] (I/O errors stay [`SlmError::Io`]).
+pub(crate) fn adapter_error(dir: &Path) -> impl Fn(TensorFileError) -> SlmError + '_ {
+    move |e| match e {
+        TensorFileError::Io { path, source } => SlmError::Io { path, source },
+        other => SlmError::Adapter {
+            path: dir.to_path_buf(),
+            reason: other.to_string(),
+        },
     }
 }
 

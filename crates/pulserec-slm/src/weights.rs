@@ -4,10 +4,9 @@
 //! runtime can decide between dequantising at load and quantised matmul kernels.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors};
+use pulserec_core::tensor_file::TensorFile;
 
 use crate::config::{Architecture, LlamaConfig};
 use crate::error::{Result, SlmError};
@@ -353,16 +352,16 @@ impl ModelWeights {
     }
 }
 
-/// Memory-mapped safetensors shards with a name -> shard index.
+/// HF safetensors shards (mapped) with a name -> shard index.
 struct HfTensors {
-    maps: Vec<(PathBuf, memmap2::Mmap)>,
+    files: Vec<TensorFile>,
     index: HashMap<String, usize>,
 }
 
 impl HfTensors {
     fn open(dir: &Path) -> Result<Self> {
         let index_path = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if index_path.exists() {
+        let files_of_dir: Vec<PathBuf> = if index_path.exists() {
             let text = std::fs::read_to_string(&index_path).map_err(|source| SlmError::Io {
                 path: index_path.clone(),
                 source,
@@ -388,27 +387,16 @@ impl HfTensors {
         } else {
             vec![dir.join("model.safetensors")]
         };
-        let mut maps = Vec::new();
+        let mut files = Vec::new();
         let mut index = HashMap::new();
-        for path in files {
-            let io = |source| SlmError::Io {
-                path: path.clone(),
-                source,
-            };
-            let file = File::open(&path).map_err(io)?;
-            // SAFETY: read-only map; see `GgufFile::open`.
-            #[allow(unsafe_code)]
-            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-            let st = SafeTensors::deserialize(&map).map_err(|e| SlmError::HfFormat {
-                file: path.clone(),
-                reason: e.to_string(),
-            })?;
-            for name in st.names() {
-                index.insert(name.to_string(), maps.len());
+        for path in files_of_dir {
+            let file = TensorFile::map(&path)?;
+            for name in file.names() {
+                index.insert(name, files.len());
             }
-            maps.push((path, map));
+            files.push(file);
         }
-        Ok(Self { maps, index })
+        Ok(Self { files, index })
     }
 
     fn has(&self, name: &str) -> bool {
@@ -421,31 +409,13 @@ impl HfTensors {
             .get(name)
             .ok_or_else(|| SlmError::MissingTensor {
                 file: self
-                    .maps
+                    .files
                     .first()
-                    .map(|m| m.0.display().to_string())
+                    .map(|f| f.path().display().to_string())
                     .unwrap_or_default(),
                 tensor: name.to_string(),
             })?;
-        let (path, map) = &self.maps[i];
-        let bad = |reason: String| SlmError::BadTensor {
-            tensor: name.to_string(),
-            reason: format!("{reason} (in {})", path.display()),
-        };
-        let st = SafeTensors::deserialize(map).map_err(|e| bad(e.to_string()))?;
-        let t = st.tensor(name).map_err(|e| bad(e.to_string()))?;
-        if t.shape() != shape {
-            return Err(bad(format!("shape {:?}, expected {shape:?}", t.shape())));
-        }
-        let dtype = match t.dtype() {
-            Dtype::F32 => GgmlType::F32,
-            Dtype::F16 => GgmlType::F16,
-            Dtype::BF16 => GgmlType::BF16,
-            other => return Err(bad(format!("dtype {other:?} not supported"))),
-        };
-        let mut out = vec![0.0; shape.iter().product()];
-        dequantize_row(dtype, t.data(), &mut out, name)?;
-        Ok(out)
+        Ok(self.files[i].f32(name, shape)?)
     }
 
     fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<WeightMatrix> {

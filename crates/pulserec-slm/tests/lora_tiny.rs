@@ -277,8 +277,7 @@ fn adapters_for_other_layer_counts_or_shapes_are_refused() {
     .unwrap();
     let e = two.load_adapter(bad_dir.path()).unwrap_err();
     assert!(
-        e.to_string()
-            .contains("has shape [2, 4], the model needs [8, 32]"),
+        e.to_string().contains("has shape [2, 4], expected [8, 32]"),
         "{e}"
     );
     // No adapter directory at all.

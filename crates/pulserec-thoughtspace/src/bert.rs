@@ -16,8 +16,8 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use crate::config::{Activation, Architecture, BertConfig};
 use crate::encoder::tensor_to_vec;
 use crate::error::Result;
-use crate::weights::{OwnedTensor, WeightFile};
 use pulserec_core::fastmath::transpose;
+use pulserec_core::tensor_file::{OwnedTensor, TensorFile};
 
 /// One transformer block: self-attention and feed-forward, each followed by residual + LayerNorm.
 #[derive(Module, Debug)]
@@ -283,7 +283,7 @@ impl BertModel {
     }
 
     /// Builds the model from an HF safetensors file, checking every tensor against `config`.
-    pub fn load(config: &BertConfig, weights: &WeightFile, device: &Device) -> Result<Self> {
+    pub fn load(config: &BertConfig, weights: &TensorFile, device: &Device) -> Result<Self> {
         let names = NameScheme::detect(config.architecture, weights);
         let h = config.hidden_size;
         let emb = |name: &str, rows: usize| -> Result<Param<Tensor<2>>> {
@@ -336,7 +336,7 @@ impl BertModel {
         })
     }
 
-    /// The weights under their HF names (no prefix), ready for [`crate::weights::write_safetensors`].
+    /// The weights under their HF names (no prefix), ready for [`pulserec_core::tensor_file::write_f32`].
     pub fn to_hf_tensors(&self, config: &BertConfig) -> Result<HashMap<String, OwnedTensor>> {
         let names = NameScheme {
             arch: config.architecture,
@@ -410,7 +410,7 @@ struct NameScheme {
 }
 
 impl NameScheme {
-    fn detect(arch: Architecture, weights: &WeightFile) -> Self {
+    fn detect(arch: Architecture, weights: &TensorFile) -> Self {
         let prefix = ["", "bert.", "distilbert.", "model."]
             .into_iter()
             .find(|p| weights.contains(&format!("{p}embeddings.word_embeddings.weight")))
@@ -469,7 +469,7 @@ fn param1(values: Vec<f32>, device: &Device) -> Param<Tensor<1>> {
 
 /// HF stores `[out, in]`; burn's `Linear` wants `[in, out]`.
 fn load_linear(
-    weights: &WeightFile,
+    weights: &TensorFile,
     base: &str,
     d_in: usize,
     d_out: usize,
@@ -484,7 +484,7 @@ fn load_linear(
 }
 
 fn load_norm(
-    weights: &WeightFile,
+    weights: &TensorFile,
     base: &str,
     config: &BertConfig,
     device: &Device,

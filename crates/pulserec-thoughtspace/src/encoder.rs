@@ -14,7 +14,7 @@ use crate::bert::{BertModel, Packing};
 use crate::config::{BertConfig, Pooling, read_json};
 use crate::error::{Result, ThoughtSpaceError};
 use crate::tokenize::{TextTokenizer, TokenBatch};
-use crate::weights::{WeightFile, write_safetensors};
+use pulserec_core::tensor_file::{TensorFile, write_f32};
 
 /// Choices that override what the model directory says.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -95,7 +95,7 @@ impl SentenceEncoder {
             }
         };
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_len, &config)?;
-        let weights = WeightFile::open(&dir.join("model.safetensors"))?;
+        let weights = TensorFile::open(&dir.join("model.safetensors"))?;
         let model = BertModel::load(&config, &weights, device)?;
         let batch_size = options.batch_size.unwrap_or(32).max(1);
         tracing::info!(
@@ -299,7 +299,7 @@ impl SentenceEncoder {
                 .map_err(|e| ThoughtSpaceError::io(self.tokenizer.path(), e))?;
         }
         let tensors = self.model.to_hf_tensors(&self.config)?;
-        write_safetensors(&dir.join("model.safetensors"), &tensors)
+        Ok(write_f32(&dir.join("model.safetensors"), tensors)?)
     }
 }
 

@@ -35,44 +35,10 @@ pub enum ThoughtSpaceError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A safetensors file is malformed.
-    #[error("{path}: invalid safetensors file: {reason}")]
-    Safetensors {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A tensor the model needs is not in the weights file.
-    #[error("{path}: tensor `{tensor}` is missing")]
-    MissingTensor {
-        /// The weights file.
-        path: PathBuf,
-        /// The tensor name as written in the file.
-        tensor: String,
-    },
-    /// A tensor has a different shape than the config implies.
-    #[error("{path}: tensor `{tensor}` has shape {found:?}, but the config implies {expected:?}")]
-    TensorShape {
-        /// The weights file.
-        path: PathBuf,
-        /// The tensor name.
-        tensor: String,
-        /// The shape the config implies.
-        expected: Vec<usize>,
-        /// The shape in the file.
-        found: Vec<usize>,
-    },
-    /// A tensor has a dtype this crate does not read.
-    #[error("{path}: tensor `{tensor}` has unsupported dtype {dtype}")]
-    TensorDtype {
-        /// The weights file.
-        path: PathBuf,
-        /// The tensor name.
-        tensor: String,
-        /// The dtype found.
-        dtype: String,
-    },
+    /// A weights file is malformed, lacks a tensor, or has one of another shape or dtype than
+    /// the config implies.
+    #[error(transparent)]
+    Tensors(#[from] pulserec_core::tensor_file::TensorFileError),
     /// The tokenizer does not fit the model (its vocabulary is larger than the embedding table,
     /// or it lacks a special token the model needs).
     #[error("{path}: tokenizer does not fit the model: {reason}")]

@@ -12,7 +12,6 @@ pub mod scorer;
 pub mod space;
 pub mod tokenize;
 pub mod train;
-pub mod weights;
 
 pub use config::{Activation, Architecture, BertConfig, Pooling};
 pub use encoder::{EncoderOptions, SentenceEncoder};

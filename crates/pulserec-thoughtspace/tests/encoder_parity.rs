@@ -174,14 +174,14 @@ fn packed_forward_equals_the_padded_forward_on_real_tokens() {
 /// DistilBERT does not have) folded into the position table, must embed exactly like MiniLM.
 #[test]
 fn distilbert_layout_of_minilm_embeds_like_minilm() {
-    use pulserec_thoughtspace::weights::{OwnedTensor, WeightFile, write_safetensors};
+    use pulserec_core::tensor_file::{OwnedTensor, TensorFile, write_f32};
     let Some(src) = common::asset("all-minilm-l6-v2") else {
         return;
     };
     let minilm = SentenceEncoder::from_dir(&src, &Device::flex()).unwrap();
     let c = minilm.config().clone();
     let (h, ffn) = (c.hidden_size, c.intermediate_size);
-    let weights = WeightFile::open(&src.join("model.safetensors")).unwrap();
+    let weights = TensorFile::open(&src.join("model.safetensors")).unwrap();
     let mut out = std::collections::HashMap::new();
     let mut copy = |to: String, from: String, shape: Vec<usize>| {
         let values = weights.f32(&from, &shape).unwrap();
@@ -251,7 +251,7 @@ fn distilbert_layout_of_minilm_embeds_like_minilm() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    write_safetensors(&dir.path().join("model.safetensors"), &out).unwrap();
+    write_f32(&dir.path().join("model.safetensors"), out).unwrap();
     let config = serde_json::json!({
         "model_type": "distilbert", "vocab_size": c.vocab_size, "dim": h, "n_layers": c.num_layers,
         "n_heads": c.num_heads, "hidden_dim": ffn, "activation": "gelu",

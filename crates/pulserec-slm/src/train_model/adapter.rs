@@ -5,13 +5,13 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::tensor::Tensor;
+use pulserec_core::tensor_file::{OwnedTensor, TensorFile, write_f32};
 
 use super::{Adapter, LoraModel, matrix_tensor};
 use crate::error::{Result, SlmError};
 use crate::linear::tensor_vec;
 use crate::lora::{
-    ADAPTER_WEIGHTS_FILE, AdapterConfigFile, AdapterTensors, LoraTarget, parse_tensor_name,
-    write_tensors,
+    ADAPTER_WEIGHTS_FILE, AdapterConfigFile, LoraTarget, adapter_error, parse_tensor_name,
 };
 use crate::weights::{ModelWeights, WeightMatrix};
 
@@ -103,12 +103,13 @@ impl LoraModel {
         })?;
         let mut tensors = Vec::new();
         for (name, t) in self.lora_parameters() {
-            let [rows, cols] = t.dims();
-            tensors.push((name, [rows, cols], tensor_vec(t)?));
+            let shape = t.dims().to_vec();
+            tensors.push((name, OwnedTensor::new(&tensor_vec(t)?, shape)));
         }
-        write_tensors(&dir.join(ADAPTER_WEIGHTS_FILE), &tensors)?;
+        let count = tensors.len();
+        write_f32(&dir.join(ADAPTER_WEIGHTS_FILE), tensors).map_err(adapter_error(dir))?;
         AdapterConfigFile::new(&self.lora, base_model).write(dir)?;
-        tracing::info!(dir = %dir.display(), tensors = tensors.len(), "saved LoRA adapter");
+        tracing::info!(dir = %dir.display(), tensors = count, "saved LoRA adapter");
         Ok(())
     }
 
@@ -160,9 +161,10 @@ impl LoraModel {
                 format!("{:?}", self.lora.layers),
             ));
         }
-        let tensors = AdapterTensors::open(dir)?;
+        let tensors =
+            TensorFile::open(&dir.join(ADAPTER_WEIGHTS_FILE)).map_err(adapter_error(dir))?;
         let layers = self.blocks.len();
-        for name in tensors.names()? {
+        for name in tensors.names() {
             let Some((layer, target, _)) = parse_tensor_name(&name) else {
                 return Err(SlmError::Adapter {
                     path: dir.join(ADAPTER_WEIGHTS_FILE),
@@ -184,8 +186,10 @@ impl LoraModel {
         for layer in (0..layers).filter(|&l| self.lora.adapts_layer(l)) {
             for &t in &self.lora.targets {
                 let (out, inp) = t.shape(&self.cfg);
-                let a = tensors.matrix(&t.tensor_name(layer, true), [r, inp])?;
-                let b = tensors.matrix(&t.tensor_name(layer, false), [out, r])?;
+                let read = |a: bool, shape: &[usize]| {
+                    (tensors.f32(&t.tensor_name(layer, a), shape)).map_err(adapter_error(dir))
+                };
+                let (a, b) = (read(true, &[r, inp])?, read(false, &[out, r])?);
                 values.push((layer, t, a, b));
             }
         }
