@@ -266,3 +266,35 @@ pub fn write_f32(
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_file_and_the_tensor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        let t = OwnedTensor::new(&[1.0, 2.0], vec![2]);
+        write_f32(&path, [("a".to_string(), t)]).unwrap();
+        for file in [
+            TensorFile::open(&path).unwrap(),
+            TensorFile::map(&path).unwrap(),
+        ] {
+            assert_eq!(file.f32("a", &[2]).unwrap(), [1.0, 2.0]);
+            assert_eq!(file.resolve(&["b", "a"]).unwrap(), "a");
+            let missing = file.f32("b", &[2]).unwrap_err().to_string();
+            assert!(
+                missing.contains("w.safetensors") && missing.contains("`b`"),
+                "{missing}"
+            );
+            let shape = file.f32("a", &[1, 2]).unwrap_err();
+            assert!(matches!(shape, TensorFileError::Shape { .. }), "{shape}");
+        }
+        std::fs::write(&path, b"not a safetensors file").unwrap();
+        let bad = TensorFile::open(&path).unwrap_err();
+        assert!(matches!(bad, TensorFileError::Format { .. }), "{bad}");
+        let gone = TensorFile::map(&dir.path().join("gone")).unwrap_err();
+        assert!(matches!(gone, TensorFileError::Io { .. }), "{gone}");
+    }
+}

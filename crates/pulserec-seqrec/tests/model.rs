@@ -5,7 +5,7 @@ use pulserec_core::{ItemId, SequentialRecommender, TiePolicy, UserId};
 use pulserec_seqrec::{
     EvalCase, EvalOptions, LossKind, NormPlacement, SasRecConfig, SasRecRecommender, TrainConfig,
     TrainData, WeightInit, evaluate_full, evaluate_sampled, load_checkpoint, save_checkpoint,
-    similar_users, train,
+    similar_users, similar_users_of, train,
 };
 
 const N_ITEMS: usize = 30;
@@ -200,4 +200,9 @@ fn top_k_excludes_history_and_similar_users_finds_twins() {
     assert_eq!(sims[0][0].0, UserId(2));
     assert_eq!(sims[2][0].0, UserId(0));
     assert!((sims[0][0].1 - 1.0).abs() < 1e-5);
+    // A subset of queries gets the rows of the full computation; an unknown user is an error.
+    let some = similar_users_of(&vectors, model.hidden(), &[UserId(2)], 1, 2, &device).unwrap();
+    assert_eq!(some, vec![sims[2].clone()]);
+    let err = similar_users_of(&vectors, model.hidden(), &[UserId(3)], 1, 2, &device);
+    assert!(err.unwrap_err().to_string().contains("user 3"));
 }

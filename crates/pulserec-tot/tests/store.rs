@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, StringArray, UInt32Array};
-use pulserec_core::{RationaleSource, UserId};
+use pulserec_core::{RationaleSource, UserContext, UserId};
 use pulserec_data::parquet_file::{batch, write_batch};
 use pulserec_tot::{PROMPT_VERSION, RationaleStore, Shard, StoredRationale, TotError};
 
@@ -231,4 +231,25 @@ fn a_null_in_a_required_column_names_the_row() {
         }
         other => panic!("expected a store error, got {other:?}"),
     }
+}
+
+#[test]
+fn pending_contexts_are_the_shards_unstored_users_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RationaleStore::open(dir.path()).unwrap();
+    let contexts: Vec<UserContext> = [5, 2, 8, 3, 6]
+        .map(|u| UserContext {
+            user: UserId(u),
+            ..Default::default()
+        })
+        .to_vec();
+    store.append(&[record(2), record(6)], Shard::ALL).unwrap();
+    let users = |todo: Vec<UserContext>| todo.iter().map(|c| c.user.0).collect::<Vec<_>>();
+    let all = store.pending_contexts(&contexts, Shard::ALL).unwrap();
+    assert_eq!(users(all), [5, 8, 3]);
+    let half = Shard { index: 1, count: 2 };
+    assert_eq!(
+        users(store.pending_contexts(&contexts, half).unwrap()),
+        [5, 3]
+    );
 }
