@@ -18,14 +18,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use pulserec::device::DeviceSpec;
-use pulserec_core::UserId;
+use pulserec_core::{CandidateSelector, UserId};
 use pulserec_data::{Target, load};
 use pulserec_sft::{
     DataConfig, EncodedSet, Evaluation, ExampleBuilder, GenerativeConfig, GenerativeSelector,
     LikelihoodConfig, LikelihoodSelector, PROMPT_VERSION, PromptStyle, SelectorMetrics, SftConfig,
     SftExample, SftMetrics, SftTrainer, Variant, choose_test_users, encode_all, evaluate,
 };
-use pulserec_slm::{LoadOptions, Slm};
+use pulserec_slm::{LoadOptions, SharedSlm, Slm};
 use pulserec_tot::RationaleStore;
 
 #[derive(Parser, Debug)]
@@ -68,7 +68,7 @@ struct Args {
     #[arg(long)]
     micro_batch: Option<usize>,
     /// Which selectors to evaluate: generative, likelihood or both.
-    #[arg(long, default_value = "both")]
+    #[arg(long, default_value = "both", value_parser = ["generative", "likelihood", "both"])]
     selector: String,
     /// Candidate-set sizes to evaluate, comma-separated.
     #[arg(long, default_value = "5,20", value_delimiter = ',')]
@@ -106,41 +106,40 @@ fn read_store(dir: &Path) -> anyhow::Result<Vec<pulserec_tot::StoredRationale>> 
     Ok(records)
 }
 
+/// Every selected selector's evaluation of `slm` at every list size.
 fn evaluate_model(
-    slm: Slm,
+    slm: &SharedSlm,
     style: PromptStyle,
     args: &Args,
     cases: &[(usize, Vec<SftExample>)],
     label: &str,
-) -> anyhow::Result<(Slm, Vec<Evaluation>)> {
+) -> anyhow::Result<Vec<Evaluation>> {
     let mut out = Vec::new();
-    let mut slm = slm;
     for (n, cases) in cases {
-        if args.selector == "generative" || args.selector == "both" {
-            let mut selector =
-                GenerativeSelector::new(slm, style, GenerativeConfig::paper(args.seed));
-            let pb = pulserec_train::progress_bar(
-                cases.len() as u64,
-                &format!("{label} generative@{n}"),
-            );
-            let eval = evaluate(&mut selector, "generative", cases, args.eval_batch, &pb);
+        for how in ["generative", "likelihood"] {
+            if args.selector != how && args.selector != "both" {
+                continue;
+            }
+            let mut selector: Box<dyn CandidateSelector> = if how == "generative" {
+                let config = GenerativeConfig::paper(args.seed);
+                Box::new(GenerativeSelector::new(slm.clone(), style, config))
+            } else {
+                let config = LikelihoodConfig::default();
+                Box::new(LikelihoodSelector::new(slm.clone(), style, config))
+            };
+            let pb =
+                pulserec_train::progress_bar(cases.len() as u64, &format!("{label} {how}@{n}"));
+            out.push(evaluate(
+                selector.as_mut(),
+                how,
+                cases,
+                args.eval_batch,
+                &pb,
+            )?);
             pb.finish_and_clear();
-            slm = selector.into_inner();
-            out.push(eval?);
-        }
-        if args.selector == "likelihood" || args.selector == "both" {
-            let mut selector = LikelihoodSelector::new(slm, style, LikelihoodConfig::default());
-            let pb = pulserec_train::progress_bar(
-                cases.len() as u64,
-                &format!("{label} likelihood@{n}"),
-            );
-            let eval = evaluate(&mut selector, "likelihood", cases, args.eval_batch, &pb);
-            pb.finish_and_clear();
-            slm = selector.into_inner();
-            out.push(eval?);
         }
     }
-    Ok((slm, out))
+    Ok(out)
 }
 
 fn write_predictions(dir: &Path, label: &str, evals: &[Evaluation]) -> anyhow::Result<()> {
@@ -177,10 +176,6 @@ fn print_table(label: &str, metrics: &[SelectorMetrics]) {
 fn main() -> anyhow::Result<()> {
     pulserec::init_logging("warn");
     let args = Args::parse();
-    ensure!(
-        ["generative", "likelihood", "both"].contains(&args.selector.as_str()),
-        "--selector must be generative, likelihood or both"
-    );
     ensure!(
         !args.candidates.is_empty(),
         "--candidates needs at least one size"
@@ -255,13 +250,13 @@ fn main() -> anyhow::Result<()> {
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_default();
-    let base = Slm::from_parts(
+    let base = SharedSlm::from(Slm::from_parts(
         model_cfg.clone(),
         &weights,
         tokenizer.clone(),
         &device,
         &LoadOptions::default(),
-    )?;
+    )?);
     let style = PromptStyle::Chat(base.chat_format()?);
 
     // Tokenised training examples; one that does not fit even without history is skipped.
@@ -287,11 +282,9 @@ fn main() -> anyhow::Result<()> {
     );
 
     let base_evals = if args.skip_base {
-        drop(base);
         Vec::new()
     } else {
-        let (slm, evals) = evaluate_model(base, style, &args, &cases, "base")?;
-        drop(slm);
+        let evals = evaluate_model(&base, style, &args, &cases, "base")?;
         write_predictions(&args.out, "base", &evals)?;
         print_table(
             "base",
@@ -299,6 +292,7 @@ fn main() -> anyhow::Result<()> {
         );
         evals
     };
+    drop(base);
 
     let mut trainer = SftTrainer::new(&model_cfg, &weights, config.clone(), &model_name, &device)?;
     let pb = pulserec_train::progress_bar(0, "train");
@@ -306,14 +300,14 @@ fn main() -> anyhow::Result<()> {
     pb.finish_and_clear();
     let merged = trainer.merged_weights(&weights)?;
     drop(trainer);
-    let tuned = Slm::from_parts(
+    let tuned = SharedSlm::from(Slm::from_parts(
         model_cfg,
         &merged,
         tokenizer,
         &device,
         &LoadOptions::default(),
-    )?;
-    let (_, tuned_evals) = evaluate_model(tuned, style, &args, &cases, "tuned")?;
+    )?);
+    let tuned_evals = evaluate_model(&tuned, style, &args, &cases, "tuned")?;
     write_predictions(&args.out, "tuned", &tuned_evals)?;
 
     let metrics = SftMetrics {
