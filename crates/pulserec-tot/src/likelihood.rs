@@ -8,7 +8,7 @@
 //! `score = mean_t log p(title_t | prompt(history, chain), title_<t)`
 //!
 //! where the prompt ([`PromptConfig::likelihood`], rendered with the model's own format) lists
-//! the history titles, then "Reasoning: <chain>", and the reply starts with "The customer's next
+//! the history titles, then `Reasoning: <chain>`, and the reply starts with "The customer's next
 //! purchase:". It is the likelihood counterpart of the Thought-Space consistency score, which
 //! also compares a chain with the actual choice: both ask how well the reasoning explains what
 //! the user did. Averaging over tokens keeps long and short titles comparable.

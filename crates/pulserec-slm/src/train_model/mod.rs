@@ -5,7 +5,7 @@
 //! only the adapters, and the base never requires a gradient, so backward computes no weight
 //! gradient for it. The math is [`crate::Llama`]'s (RMSNorm, half-split RoPE, grouped-query
 //! attention, SwiGLU, tied or separate head, Qwen2 q/k/v biases) without the KV cache: full causal
-//! attention over right-padded rows; the same layer body ([`crate::model::layer_forward`]) with
+//! attention over right-padded rows; the same layer body (`model::layer_forward`) with
 //! adapted projections. Its batches are [`TokenBatch`]es; its adapters' I/O is in `adapter.rs`.
 
 mod adapter;
