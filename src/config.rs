@@ -787,11 +787,23 @@ impl PipelineConfig {
 
     /// Reads, parses and validates a TOML file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let config = Self::from_file_unvalidated(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file without validating it, for callers that change fields
+    /// first (the CLI's `--seed`, `--run-dir`, `--adapters-from`): call
+    /// [`PipelineConfig::validate`] after the changes.
+    pub fn from_file_unvalidated(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, &path.display().to_string())
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            origin: path.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
@@ -1248,6 +1260,22 @@ mod tests {
         c.sft.prompt = PromptKind::Sequence;
         c.sft.show_popularity = false;
         assert_eq!(key_of(c.validate().unwrap_err()), "sft.order_by_popularity");
+    }
+
+    #[test]
+    fn a_file_can_be_changed_before_it_is_validated() {
+        // The CLI's --adapters-from replaces a cross-domain file's source run before validating.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("configs/experiments/rank-games-to-ml100k.toml");
+        let mut c = PipelineConfig::from_file_unvalidated(&path).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        c.sft.adapters_from = Some(tmp.path().to_path_buf());
+        for v in &c.sft.variants {
+            let dir = tmp.path().join("sft").join(v.name());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("train.json"), "{}").unwrap();
+        }
+        c.validate().unwrap();
     }
 
     #[test]

@@ -97,7 +97,8 @@ enum Command {
 fn resolve(cli: &Cli, preset: Option<&str>) -> Result<PipelineConfig, Box<dyn std::error::Error>> {
     let mut config = match (&cli.config, preset) {
         (_, Some(name)) => PipelineConfig::preset(name)?,
-        (Some(path), None) => PipelineConfig::from_file(path)?,
+        // Validated below, after the command line's overrides.
+        (Some(path), None) => PipelineConfig::from_file_unvalidated(path)?,
         (None, None) => PipelineConfig::quickstart(),
     };
     if let Some(d) = &cli.device {
