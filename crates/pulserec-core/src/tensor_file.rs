@@ -75,7 +75,7 @@ pub enum TensorFileError {
     },
 }
 
-/// The crate's result type for tensor files.
+/// The result type of this module.
 pub type Result<T> = std::result::Result<T, TensorFileError>;
 
 /// A safetensors file indexed by tensor name.
