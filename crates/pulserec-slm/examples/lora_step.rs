@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! cargo run --release -p pulserec-slm --example lora_step -- GGUF [--batch 4] [--seq 128]
-//!     [--steps 3] [--top-layers K] [--save DIR]
+//!     [--steps 3] [--top-layers K] [--save DIR] [--device flex|tch|tch-cuda:N]
 //! ```
 //! `--top-layers K` puts the adapters on the top K layers only (PEFT's `layers_to_transform`).
+//! `--device tch` and `tch-cuda:N` need `--features tch` (LibTorch on the CPU or CUDA device N).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -26,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gguf = PathBuf::from(args.next().ok_or("usage: lora_step GGUF [options]")?);
     let (mut batch, mut seq, mut steps, mut save) = (4usize, 128usize, 3usize, None);
     let mut top_layers = None;
+    let mut device = Device::flex();
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -34,11 +36,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--steps" => steps = value.parse()?,
             "--save" => save = Some(PathBuf::from(value)),
             "--top-layers" => top_layers = Some(value.parse::<usize>()?),
+            "--device" => device = device_named(&value)?,
             other => return Err(format!("unknown option {other}").into()),
         }
     }
     let (cfg, base, tok) = Slm::load_parts(&gguf)?;
-    let device = Device::flex().autodiff();
+    let device = device.autodiff();
     device.seed(0);
     let lora = match top_layers {
         Some(k) => LoraConfig::paper().top_layers(k, cfg.num_layers),
@@ -110,4 +113,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("adapter written to {}", dir.display());
     }
     Ok(())
+}
+
+/// `flex`, or with `--features tch` LibTorch's `tch` (CPU) and `tch-cuda:N`.
+#[allow(deprecated)] // burn-tch is deprecated upstream, still the LibTorch path burn 0.22 offers
+fn device_named(name: &str) -> Result<Device, String> {
+    match name {
+        "flex" => Ok(Device::flex()),
+        #[cfg(feature = "tch")]
+        "tch" => Ok(Device::libtorch()),
+        #[cfg(feature = "tch")]
+        cuda if cuda.starts_with("tch-cuda:") => cuda["tch-cuda:".len()..]
+            .parse::<usize>()
+            .map(Device::libtorch_cuda)
+            .map_err(|_| format!("bad CUDA index in `{name}`")),
+        _ => Err(format!(
+            "unknown device `{name}`: flex, or tch / tch-cuda:N with --features tch"
+        )),
+    }
 }

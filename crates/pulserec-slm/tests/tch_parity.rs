@@ -6,6 +6,9 @@
 //! `cargo xtask test --tch`, which finds the libtorch that `scripts/slm/setup_libtorch.sh`
 //! assembled. Unlike the other model tests it fails instead of skipping when the GGUF is
 //! missing: whoever asks for the tch build asks for this check.
+//!
+//! `PULSEREC_TCH_CUDA=N` runs the LibTorch side on CUDA device N instead of the CPU (a LibTorch
+//! with CUDA, e.g. the one of a PyTorch CUDA install); flex stays on the CPU.
 
 mod common;
 
@@ -32,9 +35,24 @@ fn flex() -> &'static Slm {
 #[allow(deprecated)] // burn-tch is deprecated upstream, still the LibTorch path burn 0.22 offers
 fn tch() -> &'static Slm {
     static M: OnceLock<Option<Slm>> = OnceLock::new();
-    M.get_or_init(|| common::load_on(WeightMode::Dense, &Device::libtorch()))
+    M.get_or_init(|| common::load_on(WeightMode::Dense, &tch_device()))
         .as_ref()
         .expect("the tch parity test needs the SmolLM2 GGUF: run `cargo xtask assets`")
+}
+
+/// LibTorch on the CPU, or on CUDA device `$PULSEREC_TCH_CUDA` when that is set.
+#[allow(deprecated)]
+fn tch_device() -> Device {
+    match std::env::var("PULSEREC_TCH_CUDA") {
+        Ok(index) => {
+            let index: usize = index
+                .parse()
+                .expect("PULSEREC_TCH_CUDA must be a CUDA device index");
+            eprintln!("tch side on LibTorch CUDA device {index}");
+            Device::libtorch_cuda(index)
+        }
+        Err(_) => Device::libtorch(),
+    }
 }
 
 /// Per prompt: last-position logits within [`LOGIT_TOL`] of flex's, the first [`GREEDY`]
