@@ -54,8 +54,11 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Keep weights dequantised to f32 (no quantised kernels).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bf16")]
     dense: bool,
+    /// Prompts in bfloat16 on the CPU's AMX tiles where it has them (`WeightMode::Bf16`).
+    #[arg(long)]
+    bf16: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -72,6 +75,8 @@ fn main() -> anyhow::Result<()> {
     let opts = LoadOptions {
         weights: if args.dense {
             WeightMode::Dense
+        } else if args.bf16 {
+            WeightMode::Bf16
         } else {
             WeightMode::Auto
         },

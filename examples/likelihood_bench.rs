@@ -30,7 +30,7 @@ use pulserec_data::{CandidateConfig, CandidateSets, Target, load};
 use pulserec_sft::{
     DataConfig, ExampleBuilder, PromptStyle, SFT_CONFIG_FILE, SftConfig, load_adapter,
 };
-use pulserec_slm::{LoadOptions, Slm};
+use pulserec_slm::{LoadOptions, Slm, WeightMode};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -82,9 +82,13 @@ struct Args {
     /// Device: flex, tch, tch-cuda:N or cuda:N.
     #[arg(long, default_value = "flex")]
     device: DeviceSpec,
+    /// Prompts in bfloat16 on the CPU's AMX tiles where it has them (`WeightMode::Bf16`).
+    #[arg(long)]
+    bf16: bool,
 }
 
 fn main() -> anyhow::Result<()> {
+    pulserec::malloc::tune_malloc();
     pulserec::init_logging("warn");
     let args = Args::parse();
     ensure!(args.batch > 0, "--batch must be at least 1");
@@ -137,7 +141,14 @@ fn main() -> anyhow::Result<()> {
         &weights,
         tokenizer,
         &device,
-        &LoadOptions::default(),
+        &LoadOptions {
+            weights: if args.bf16 {
+                WeightMode::Bf16
+            } else {
+                WeightMode::Auto
+            },
+            ..LoadOptions::default()
+        },
     )?;
     let style = match args.style.as_str() {
         "chat" => PromptStyle::Chat(slm.chat_format()?),

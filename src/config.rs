@@ -68,6 +68,13 @@ pub struct PipelineConfig {
     pub seed: u64,
     /// `flex`, `tch`, `tch-cuda:N` or `cuda:N`.
     pub device: String,
+    /// How the local SLM multiplies prompts in the hindsight, Tree-of-Thought and evaluation
+    /// stages: `f32` (the default) or `bf16`, on the CPU's AMX tiles where it has them (else
+    /// f32). `bf16` is faster and moves log-probabilities by about 1e-2; those stages record it
+    /// in their settings, so a store is never continued in the other precision. SFT trains in
+    /// f32 either way.
+    #[serde(default, skip_serializing_if = "Precision::is_f32")]
+    pub precision: Precision,
     /// The data set.
     pub data: DataConfig,
     /// Pretrained models.
@@ -480,6 +487,32 @@ fn is_generative(o: &pulserec_sft::Objective) -> bool {
     *o == pulserec_sft::Objective::Generative
 }
 
+/// How the local SLM multiplies prompts ([`PipelineConfig::precision`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// f32 products (gemm), the same numbers on every CPU.
+    #[default]
+    F32,
+    /// bf16 products with f32 accumulation on AMX where the CPU has it
+    /// (`pulserec_slm::WeightMode::Bf16`).
+    Bf16,
+}
+
+impl Precision {
+    fn is_f32(&self) -> bool {
+        *self == Self::F32
+    }
+
+    /// The SLM's weight mode for this precision.
+    pub fn weight_mode(self) -> pulserec_slm::WeightMode {
+        match self {
+            Self::F32 => pulserec_slm::WeightMode::Auto,
+            Self::Bf16 => pulserec_slm::WeightMode::Bf16,
+        }
+    }
+}
+
 /// How an SLM recommender picks a candidate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -630,6 +663,7 @@ impl PipelineConfig {
             run_dir: "runs/quickstart".into(),
             seed: 42,
             device: "flex".into(),
+            precision: Precision::F32,
             data: DataConfig {
                 path: "../shared/data/amazon-games-2018".into(),
                 fallback: Some("assets/ml-100k".into()),
@@ -1156,6 +1190,24 @@ mod tests {
             let text = c.to_toml().unwrap();
             assert_eq!(PipelineConfig::from_toml(&text).unwrap(), c);
         }
+    }
+
+    /// `precision` is written only when it is not the default, so the settings and resolved
+    /// files of f32 runs made before the key existed stay what they were.
+    #[test]
+    fn precision_defaults_to_f32_and_is_written_only_when_bf16() {
+        let c = PipelineConfig::quickstart();
+        assert_eq!(c.precision, Precision::F32);
+        assert!(!c.to_toml().unwrap().contains("precision"));
+        let text = format!("precision = \"bf16\"\n{}", c.to_toml().unwrap());
+        let bf16 = PipelineConfig::from_toml(&text).unwrap();
+        assert_eq!(bf16.precision, Precision::Bf16);
+        assert_eq!(bf16.precision.weight_mode(), pulserec_slm::WeightMode::Bf16);
+        assert!(bf16.to_toml().unwrap().starts_with("run_dir"));
+        assert!(bf16.to_toml().unwrap().contains("precision = \"bf16\""));
+        let bad = format!("precision = \"f16\"\n{}", c.to_toml().unwrap());
+        let msg = PipelineConfig::from_toml(&bad).unwrap_err().to_string();
+        assert!(msg.contains("precision"), "{msg}");
     }
 
     #[test]

@@ -18,7 +18,9 @@ context, as a fair, cache-using peer of pulserec-slm's `score_ids`:
     tokens 2.. of each continuation. If every continuation is a single token, this second forward
     is skipped.
 Runs under torch.inference_mode, float32 weights (transformers dequantises the GGUF), SDPA
-attention (the transformers default). The timed span per user is tokenization + both forwards +
+attention (the transformers default). `--bf16` runs the forwards under CPU bf16 autocast
+(torch.autocast("cpu", torch.bfloat16): matmuls in bf16 through oneDNN, on AMX where the CPU
+has it), the peer of pulserec's `--bf16` (`WeightMode::Bf16`). The timed span per user is tokenization + both forwards +
 log_softmax/gather + conversion to Python lists (not the JSON writing). The first
 `--warmup-users` users are scored (and written) but not timed.
 
@@ -31,7 +33,7 @@ where n counts the timed users only and c is the mean number of continuations ov
 Usage:
   /opt/pyref/bin/python scripts/sft/likelihood_bench.py \
       assets/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf USERS.jsonl \
-      [--threads 2] [--warmup-users 5] [--limit N] [--out OUT.jsonl]
+      [--threads 2] [--warmup-users 5] [--limit N] [--out OUT.jsonl] [--bf16]
 `--limit N` reads only the first N lines (warm-up users included).
 """
 import argparse
@@ -117,6 +119,7 @@ def main():
     p.add_argument("--warmup-users", type=int, default=5, help="scored but not timed")
     p.add_argument("--limit", type=int, default=None, help="read only the first N users")
     p.add_argument("--out", default=None, help="per-user log-probs (JSONL) for a parity check")
+    p.add_argument("--bf16", action="store_true", help="CPU bf16 autocast around the forwards")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -128,7 +131,7 @@ def main():
     cache_kw = cache_kwarg(model)
     print(f"loaded in {time.perf_counter() - t0:.1f} s: {len(users)} users, "
           f"attention {model.config._attn_implementation}, threads {torch.get_num_threads()}, "
-          f"torch {torch.__version__}, bos {tok.bos_token_id} eos {tok.eos_token_id} "
+          f"torch {torch.__version__}, bf16 autocast {args.bf16}, bos {tok.bos_token_id} eos {tok.eos_token_id} "
           f"pad {pad_id}")
     if len(users) <= args.warmup_users:
         raise SystemExit(f"need more than --warmup-users ({args.warmup_users}) users to time")
@@ -136,7 +139,8 @@ def main():
     fh = open(args.out, "w") if args.out else None
     timed = 0.0
     n_timed = cands = ctx_tokens = cont_tokens = 0
-    with torch.inference_mode():
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
+    with torch.inference_mode(), autocast:
         for k, u in enumerate(users):
             t = time.perf_counter()
             lps, n_ctx, n_cont = score_user(model, tok, start_id, pad_id, cache_kw,

@@ -18,7 +18,7 @@ use pulserec_sft::{
     Evaluation, GenerativeConfig, GenerativeSelector, LikelihoodConfig, LikelihoodSelector,
     PromptStyle, SftExample, Variant, evaluate, load_adapter,
 };
-use pulserec_slm::{LoadOptions, Slm};
+use pulserec_slm::Slm;
 use pulserec_tot::RemoteGenerator;
 use serde_json::{Value, json};
 
@@ -201,7 +201,7 @@ fn tuned_slm(p: &Pipeline, base: &Base, variant: Variant) -> Result<Slm> {
         &merged,
         base.tokenizer.clone(),
         p.device(),
-        &LoadOptions::default(),
+        &p.slm_options(),
     )
     .at(Stage::Eval)
 }
@@ -277,7 +277,7 @@ fn row_selector(
                 &b.weights,
                 b.tokenizer.clone(),
                 p.device(),
-                &LoadOptions::default(),
+                &p.slm_options(),
             )
             .at(Stage::Eval)?;
             let style = b.style;

@@ -36,10 +36,13 @@ use burn::tensor::Device;
 use indicatif::ProgressBar;
 use pulserec_core::UserId;
 use pulserec_sft::Variant;
+use pulserec_slm::LoadOptions;
 pub use pulserec_tot::Shard;
 use serde_json::{Value, json};
 
-use crate::config::{BaselineKind, ConfigError, PipelineConfig, ScorerKind, SelectorKind};
+use crate::config::{
+    BaselineKind, ConfigError, PipelineConfig, Precision, ScorerKind, SelectorKind,
+};
 use crate::device::DeviceSpec;
 use crate::results::Results;
 
@@ -493,6 +496,19 @@ impl Pipeline {
             }
             (_, settings) => settings,
         };
+        // bf16 products give other text and scores than f32: recorded where the local SLM
+        // generates or scores (absent in f32 runs, whose settings predate the key).
+        let settings = match (self.config.precision, stage, settings) {
+            (
+                Precision::Bf16,
+                Stage::Rationales | Stage::Tot | Stage::Eval,
+                Value::Object(mut map),
+            ) => {
+                map.insert("precision".into(), json!(c.precision));
+                Value::Object(map)
+            }
+            (_, _, settings) => settings,
+        };
         let settings = match self.not_needed(stage) {
             Some(why) => json!({"not_needed": why}),
             None => settings,
@@ -555,6 +571,17 @@ impl Pipeline {
         &self.device
     }
 
+    /// How the local SLM is loaded: `precision`'s weight mode.
+    pub(crate) fn slm_options(&self) -> LoadOptions {
+        if self.config.precision == Precision::Bf16 && !pulserec_slm::amx::available() {
+            tracing::warn!("precision = \"bf16\": this CPU has no AMX, the SLM multiplies in f32");
+        }
+        LoadOptions {
+            weights: self.config.precision.weight_mode(),
+            ..LoadOptions::default()
+        }
+    }
+
     pub(crate) fn device_name(&self) -> &str {
         &self.device_name
     }
@@ -578,4 +605,32 @@ pub(crate) fn summary(pairs: &[(&str, Value)]) -> Value {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Precision;
+
+    /// bf16 is recorded in the settings of the stages where the local SLM generates or scores,
+    /// not in the others; f32 settings carry no `precision` key (as before the key existed).
+    #[test]
+    fn bf16_is_part_of_the_generation_and_evaluation_settings_only() {
+        let mut config = PipelineConfig::quickstart();
+        let f32_run = Pipeline::new(config.clone()).unwrap();
+        config.precision = Precision::Bf16;
+        let bf16_run = Pipeline::new(config).unwrap();
+        for stage in Stage::ALL {
+            let f32_settings = f32_run.stage_dir_with_settings(stage).settings;
+            let bf16_settings = bf16_run.stage_dir_with_settings(stage).settings;
+            assert!(f32_settings.get("precision").is_none(), "{}", stage.name());
+            let recorded = matches!(stage, Stage::Rationales | Stage::Tot | Stage::Eval);
+            assert_eq!(
+                bf16_settings.get("precision").is_some(),
+                recorded,
+                "{}",
+                stage.name()
+            );
+        }
+    }
 }

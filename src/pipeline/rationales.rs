@@ -38,7 +38,9 @@ fn local_slm(p: &Pipeline, stage: Stage, slot: &mut Option<SharedSlm>) -> Result
     if let Some(slm) = slot {
         return Ok(slm.clone());
     }
-    let slm = SharedSlm::from(Slm::load(&p.config().assets.slm, p.device()).at(stage)?);
+    let slm = SharedSlm::from(
+        Slm::load_with(&p.config().assets.slm, p.device(), &p.slm_options()).at(stage)?,
+    );
     *slot = Some(slm.clone());
     Ok(slm)
 }

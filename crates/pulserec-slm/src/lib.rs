@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod amx;
 pub mod error;
 pub mod gguf;
 pub mod quant;

@@ -9,6 +9,7 @@ mod common;
 use common::{fixture, u32s};
 
 use pulserec_core::{FinishReason, GenerationRequest, SamplingParams};
+use pulserec_slm::WeightMode;
 
 const FRANCE: &str =
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
@@ -125,6 +126,40 @@ fn greedy_and_logits_match_hf_float32_quantised_kernels() {
         return;
     };
     parity(slm, "quantised");
+}
+
+/// Largest |bf16 - f32| last-position logit allowed with `WeightMode::Bf16` (logits are 20-35;
+/// bf16 keeps 8 significant bits of each operand of the prompt's products).
+const BF16_LOGIT_TOL: f32 = 0.5;
+
+/// `WeightMode::Bf16` multiplies the prompt on the AMX tiles where the CPU has them: each
+/// fixture prompt's last-position logits stay within [`BF16_LOGIT_TOL`] of the f32 model's and
+/// pick the same next token. Without AMX the mode is `Auto`, bit for bit.
+#[test]
+fn bf16_prompts_stay_close_to_float32() {
+    let Some(f32_model) = common::quantised() else {
+        return;
+    };
+    let bf16 = common::load_on(WeightMode::Bf16, &burn::tensor::Device::flex()).unwrap();
+    let amx = pulserec_slm::amx::available();
+    let mut worst = 0f32;
+    for (i, prompt) in reference_prompts().iter().enumerate() {
+        let (want, want_logits) = common::greedy_no_stop(f32_model, prompt, 8);
+        let (got, got_logits) = common::greedy_no_stop(&bf16, prompt, 8);
+        if !amx {
+            assert_eq!(got_logits, want_logits, "prompt {i}: no AMX, so bf16 is Auto");
+            assert_eq!(got, want, "prompt {i}");
+            continue;
+        }
+        let diff = common::max_abs_diff(&got_logits, &want_logits);
+        worst = worst.max(diff);
+        assert!(
+            diff < BF16_LOGIT_TOL,
+            "prompt {i}: max |bf16 - f32| logit {diff} >= {BF16_LOGIT_TOL}"
+        );
+        assert_eq!(got[0], want[0], "prompt {i}: next token");
+    }
+    eprintln!("AMX {amx}: largest |bf16 - f32| last-position logit over 5 prompts {worst:e}");
 }
 
 /// All five prompts (16 to 42 tokens) in one left-padded batch, plus two repeats of the first

@@ -1,0 +1,339 @@
+//! Matrix products in bfloat16 on Intel AMX (Advanced Matrix Extensions), detected at run time.
+//!
+//! `y = x · W` with `W` packed once into AMX's pair-interleaved tiles ([`PackedBf16::pack`]) and
+//! `x` rounded to bf16 per call; the tile unit multiplies bf16 pairs and accumulates in f32.
+//! Rounding both operands to bf16 (8 significant bits, relative error up to 2^-9 each) moves a
+//! product of SmolLM2's size by a few 1e-3 relative, so this path is opt-in
+//! ([`crate::WeightMode::Bf16`]) and checked against f32 (`tests/bf16.rs`).
+//!
+//! Tiles are 16 rows x 64 bytes: an A tile holds 16 rows of 32 bf16 (a 32-wide slice of `k`), a B
+//! tile 16 pairs of rows of `W` for 16 output columns (element `(r, 2c + e)` is
+//! `W[2r + e, c]`), a C tile 16 x 16 f32. One step of the kernel takes two A tiles (32 rows) and
+//! two B tiles (32 columns) into four C tiles; the output columns are split between threads.
+//!
+//! Only x86-64 Linux: AMX's tile data needs the kernel's permission (`arch_prctl`), asked once.
+
+// The tile instructions have no stable intrinsics: inline assembly, a system call and a buffer
+// shared between threads, each with its SAFETY argument.
+#![allow(unsafe_code)]
+
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+/// bf16 values per tile row (64 bytes): the `k` step of one tile product.
+const K_STEP: usize = 32;
+/// Output columns per C tile.
+const TILE_COLS: usize = 16;
+/// Output columns per panel: two C tiles side by side.
+const PANEL: usize = 2 * TILE_COLS;
+/// Rows per tile.
+const TILE_ROWS: usize = 16;
+/// bf16 values per packed B tile (16 rows x 32).
+const B_TILE: usize = TILE_ROWS * K_STEP;
+
+/// Whether this CPU and kernel run AMX bf16 tile products (checked once: CPUID's AMX-TILE and
+/// AMX-BF16 bits, then the kernel's permission for tile data).
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let ok = detect();
+        tracing::debug!(amx = ok, "AMX bf16 tiles");
+        ok
+    })
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    /// `arch_prctl` operation: ask for permission to use an extended state component.
+    const ARCH_REQ_XCOMP_PERM: libc::c_ulong = 0x1023;
+    /// The extended state component of AMX's tile data.
+    const XFEATURE_XTILEDATA: libc::c_ulong = 18;
+    #[allow(unused_unsafe)] // `__cpuid_count` is a safe function in newer Rust
+    let leaf7 = unsafe { __cpuid_count(7, 0) };
+    let amx_bf16 = leaf7.edx & (1 << 22) != 0;
+    let amx_tile = leaf7.edx & (1 << 24) != 0;
+    if !(amx_bf16 && amx_tile) {
+        return false;
+    }
+    // SAFETY: a plain system call with integer arguments; it only changes this process's
+    // permission set (Linux 5.16 and later; older kernels answer with an error).
+    let granted =
+        unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) };
+    granted == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect() -> bool {
+    false
+}
+
+/// Rounds an f32 to bf16, to nearest even (NaN stays NaN). Branch-free, so that loops over it
+/// vectorise.
+pub(crate) fn bf16_bits(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
+    let quiet_nan = (bits >> 16) | 0x40;
+    let is_nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
+    (if is_nan { quiet_nan } else { rounded }) as u16
+}
+
+/// A weight matrix `W: [k, n]` in bf16, packed as AMX B tiles.
+#[derive(Clone)]
+pub(crate) struct PackedBf16 {
+    k: usize,
+    n: usize,
+    /// Panels of 32 columns; in each, `k / 32` steps of two B tiles.
+    data: Vec<u16>,
+}
+
+impl std::fmt::Debug for PackedBf16 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedBf16")
+            .field("k", &self.k)
+            .field("n", &self.n)
+            .finish()
+    }
+}
+
+impl PackedBf16 {
+    /// Packs `W = wᵀ` from `w: [n, k]` row-major (a linear layer's `[out, in]` weight), or `None`
+    /// when AMX is not available or a dimension is not a multiple of 32.
+    pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Option<Self> {
+        if !available() || k % K_STEP != 0 || n % PANEL != 0 || w.len() != n * k {
+            return None;
+        }
+        let steps = k / K_STEP;
+        let mut data = vec![0u16; n * k];
+        for (panel, out) in data.chunks_exact_mut(PANEL * k).enumerate() {
+            for step in 0..steps {
+                for tile in 0..2 {
+                    let dst = &mut out[(step * 2 + tile) * B_TILE..][..B_TILE];
+                    for r in 0..TILE_ROWS {
+                        for c in 0..TILE_COLS {
+                            let col = panel * PANEL + tile * TILE_COLS + c;
+                            let row = &w[col * k..][..k];
+                            for e in 0..2 {
+                                let kk = step * K_STEP + 2 * r + e;
+                                dst[r * K_STEP + 2 * c + e] = bf16_bits(row[kk]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some(Self { k, n, data })
+    }
+
+    /// `x · W` for `x: [m, k]` row-major.
+    ///
+    /// # Shapes
+    /// - `x`: `[m, k]`
+    /// - returns `[m, n]`
+    pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (k, n) = (self.k, self.n);
+        assert_eq!(x.len(), m * k, "x must be [m, k]");
+        // Rows padded to whole tiles with zeros; their outputs are cut off at the end.
+        let padded = m.div_ceil(TILE_ROWS) * TILE_ROWS;
+        // One pass, no threads: the rounding is a few instructions per value.
+        let mut a: Vec<u16> = x.iter().map(|&v| bf16_bits(v)).collect();
+        a.resize(padded * k, 0);
+        // Every value is written by a tile store before it is read.
+        let mut y: Vec<f32> = Vec::with_capacity(padded * n);
+        let panels = n / PANEL;
+        let threads = rayon::current_num_threads().clamp(1, panels);
+        let per_thread = panels.div_ceil(threads);
+        let out = SharedOut(y.as_mut_ptr());
+        (0..threads).into_par_iter().for_each(|t| {
+            let first = t * per_thread;
+            let last = ((t + 1) * per_thread).min(panels);
+            if first < last {
+                // SAFETY: `available()` held when this was packed; each thread writes only the
+                // columns of its own panels, inside `y`'s capacity (`padded` rows of `n`).
+                unsafe { self.panels(&a, padded, first..last, out) };
+            }
+        });
+        // SAFETY: the threads above stored every panel's columns of every row block, i.e. all
+        // `padded * n` values (the panels cover `n`, the row blocks `padded`).
+        unsafe { y.set_len(padded * n) };
+        y.truncate(m * n);
+        y
+    }
+
+    /// Computes output columns of `panels` for all `rows` rows of `a` into `out`.
+    ///
+    /// # Safety
+    /// AMX must be available and permitted; `a` holds `rows` (a multiple of 16) rows of `k`
+    /// bf16; `out` points to `rows` rows of `n` f32 that no other thread writes in these panels.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn panels(
+        &self,
+        a: &[u16],
+        rows: usize,
+        panels: std::ops::Range<usize>,
+        out: SharedOut,
+    ) {
+        use std::arch::asm;
+        let (k, n) = (self.k, self.n);
+        let steps = k / K_STEP;
+        let config = TileConfig::all_full();
+        let a_stride = k * 2; // bytes per row of `a`
+        let c_stride = n * 4; // bytes per row of `out`
+        let b_stride = K_STEP * 2; // bytes per row of a packed B tile
+        // SAFETY (every block below): the tile configuration is loaded first; loads read inside
+        // `a` and this panel's packed tiles, stores write inside `out` (see the function's
+        // contract); the tile registers are not used by compiled code.
+        unsafe {
+            asm!("ldtilecfg [{0}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+            for panel in panels {
+                let b = self.data.as_ptr().add(panel * PANEL * k);
+                let mut row = 0;
+                while row < rows {
+                    let two = row + 2 * TILE_ROWS <= rows;
+                    let a0 = a.as_ptr().add(row * k);
+                    asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
+                    );
+                    for step in 0..steps {
+                        let ap = a0.add(step * K_STEP);
+                        let bp = b.add(step * 2 * B_TILE);
+                        asm!(
+                            "tileloadd tmm4, [{a} + {sa}*1]",
+                            "tileloadd tmm6, [{b0} + {sb}*1]",
+                            "tileloadd tmm7, [{b1} + {sb}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tdpbf16ps tmm1, tmm4, tmm7",
+                            a = in(reg) ap,
+                            sa = in(reg) a_stride,
+                            b0 = in(reg) bp,
+                            b1 = in(reg) bp.add(B_TILE),
+                            sb = in(reg) b_stride,
+                            options(nostack, readonly)
+                        );
+                        if two {
+                            asm!(
+                                "tileloadd tmm5, [{a} + {sa}*1]",
+                                "tdpbf16ps tmm2, tmm5, tmm6",
+                                "tdpbf16ps tmm3, tmm5, tmm7",
+                                a = in(reg) ap.add(TILE_ROWS * k),
+                                sa = in(reg) a_stride,
+                                options(nostack, readonly)
+                            );
+                        }
+                    }
+                    let c0 = out.0.add(row * n + panel * PANEL);
+                    asm!(
+                        "tilestored [{c0} + {sc}*1], tmm0",
+                        "tilestored [{c1} + {sc}*1], tmm1",
+                        c0 = in(reg) c0,
+                        c1 = in(reg) c0.add(TILE_COLS),
+                        sc = in(reg) c_stride,
+                        options(nostack)
+                    );
+                    if two {
+                        let c2 = c0.add(TILE_ROWS * n);
+                        asm!(
+                            "tilestored [{c2} + {sc}*1], tmm2",
+                            "tilestored [{c3} + {sc}*1], tmm3",
+                            c2 = in(reg) c2,
+                            c3 = in(reg) c2.add(TILE_COLS),
+                            sc = in(reg) c_stride,
+                            options(nostack)
+                        );
+                        row += 2 * TILE_ROWS;
+                    } else {
+                        row += TILE_ROWS;
+                    }
+                }
+            }
+            asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn panels(&self, _: &[u16], _: usize, _: std::ops::Range<usize>, _: SharedOut) {
+        unreachable!("PackedBf16 is only built where AMX is available")
+    }
+}
+
+/// The output buffer, written by several threads in disjoint columns.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: threads write disjoint panels of the buffer (`PackedBf16::matmul`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// AMX's 64-byte tile configuration (palette 1).
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+impl TileConfig {
+    /// Eight tiles of 16 rows x 64 bytes.
+    fn all_full() -> Self {
+        let mut c = [0u8; 64];
+        c[0] = 1; // palette
+        for t in 0..8 {
+            c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
+            c[48 + t] = TILE_ROWS as u8;
+        }
+        Self(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(bf16_bits(1.0), 0x3f80);
+        assert_eq!(bf16_bits(-2.0), 0xc000);
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1).
+        assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
+        // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 and 1 + 2^-6: the even one is 1 + 2^-6.
+        assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
+        assert!(f32::from_bits((bf16_bits(f32::NAN) as u32) << 16).is_nan());
+    }
+
+    /// `x · W` against a product of the same bf16-rounded operands in f64: only the f32
+    /// accumulation order differs. Rows that fill two, one and part of a tile.
+    #[test]
+    fn matmul_matches_rounded_reference() {
+        let (k, n) = (96, 64);
+        let w: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let Some(packed) = PackedBf16::pack(&w, n, k) else {
+            assert!(!available(), "AMX is available but 96 x 64 was not packed");
+            eprintln!("no AMX on this CPU: the bf16 kernel is not built, nothing to compare");
+            return;
+        };
+        let round = |v: f32| f32::from_bits((bf16_bits(v) as u32) << 16) as f64;
+        for m in [1, 5, 16, 33, 48] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+            let y = packed.matmul(&x, m);
+            assert_eq!(y.len(), m * n);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|kk| round(x[i * k + kk]) * round(w[j * k + kk]))
+                        .sum();
+                    let got = y[i * n + j] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "m {m}, y[{i}, {j}] = {got}, want {want}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shapes_that_are_not_whole_tiles_are_not_packed() {
+        assert!(PackedBf16::pack(&vec![0.0; 48 * 32], 48, 32).is_none());
+        assert!(PackedBf16::pack(&vec![0.0; 32 * 40], 32, 40).is_none());
+    }
+}
