@@ -18,10 +18,6 @@ for pair in no-rationale:rank-games-seed1 with-reasons:rank-games-reasons-seed1 
     echo "not committed yet: $variant ($src)" >&2
     continue
   fi
-  dst=$out/sft/$variant
-  mkdir -p "$dst/checkpoints/epoch-001"
-  cp "$src"/{adapter_config.json,adapter_model.safetensors,sft_config.json} "$dst/checkpoints/epoch-001/"
-  cp "$src/train.json" "$dst/"
-  [ -f "$src/loss.svg" ] && cp "$src/loss.svg" "$dst/"
+  scripts/eval/copy_adapter.sh "$src" "$out/sft/$variant"
   echo "$variant <- $src"
 done

@@ -6,9 +6,9 @@
 # configs/experiments/rank-games-reasons.toml. The prepare stage is rebuilt from the data
 # (`pulserec prepare`, deterministic); the pipeline then skips every stage and row found here.
 # When docs/results/<config name>-seed1/ holds stages of the config's own earlier parts (SASRec
-# with its similar users, a partial Tree-of-Thought store), they are copied in too; the Thought
-# Space (two ~90 MB encoders) is not committed: the pipeline retrains it, and its
-# thought_space/SHA256SUMS there says whether it came out bit for bit the same.
+# with its similar users, a partial Tree-of-Thought store, trained adapters), they are copied in
+# too; the Thought Space (two ~90 MB encoders) is not committed: the pipeline retrains it, and
+# its thought_space/SHA256SUMS there says whether it came out bit for bit the same.
 #
 #   scripts/eval/restore_rank_run.sh configs/experiments/rank-games-tot.toml
 set -euo pipefail
@@ -17,10 +17,8 @@ cd "$(dirname "$0")/../.."
 run=$(sed -n 's/^run_dir = "\(.*\)"/\1/p' "$config")
 [ -n "$run" ] || { echo "no run_dir in $config" >&2; exit 1; }
 base=docs/results/rank-games-seed1
-adapter=$run/sft/no-rationale/checkpoints/epoch-001
-mkdir -p "$adapter" "$run/eval/valid" "$run/eval/test"
-cp "$base"/no-rationale-adapter/{adapter_config.json,adapter_model.safetensors,sft_config.json} "$adapter/"
-cp "$base"/no-rationale-adapter/{train.json,loss.svg} "$run/sft/no-rationale/"
+mkdir -p "$run/eval/valid" "$run/eval/test"
+scripts/eval/copy_adapter.sh "$base/no-rationale-adapter" "$run/sft/no-rationale"
 for split in valid test; do
   src=$base
   [ "$split" = valid ] && src=$base/valid
@@ -36,6 +34,13 @@ own=docs/results/$(basename "$config" .toml)-seed1
 for stage in sasrec tot; do
   if [ -d "$own/$stage" ] && [ ! -d "$run/$stage" ]; then
     cp -r "$own/$stage" "$run/"
+  fi
+done
+# Adapters the config's own earlier parts trained (<variant>-adapter/): the SFT stage skips them.
+for src in "$own"/*-adapter; do
+  variant=$(basename "$src" -adapter)
+  if [ -f "$src/adapter_model.safetensors" ] && [ ! -f "$run/sft/$variant/train.json" ]; then
+    scripts/eval/copy_adapter.sh "$src" "$run/sft/$variant"
   fi
 done
 [ -d "$run/prepare" ] || target/release/pulserec prepare --config "$config"
