@@ -71,8 +71,8 @@ pub struct PipelineConfig {
     /// How the local SLM multiplies prompts in the hindsight, Tree-of-Thought and evaluation
     /// stages: `f32` (the default) or `bf16`, on the CPU's AMX tiles where it has them (else
     /// f32). `bf16` is faster and moves log-probabilities by about 1e-2; those stages record it
-    /// in their settings, so a store is never continued in the other precision. SFT trains in
-    /// f32 either way.
+    /// in their settings where it runs (AMX), so a store is never continued in the other
+    /// precision. SFT trains in f32 either way.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
     /// The data set.

@@ -497,13 +497,12 @@ impl Pipeline {
             (_, settings) => settings,
         };
         // bf16 products give other text and scores than f32: recorded where the local SLM
-        // generates or scores (absent in f32 runs, whose settings predate the key).
-        let settings = match (self.config.precision, stage, settings) {
-            (
-                Precision::Bf16,
-                Stage::Rationales | Stage::Tot | Stage::Eval,
-                Value::Object(mut map),
-            ) => {
+        // generates or scores, when they actually run in bf16 (a CPU with AMX; elsewhere the
+        // products are f32, and a bf16 store is not continued there). Absent in f32 runs, whose
+        // settings predate the key.
+        let bf16 = self.config.precision == Precision::Bf16 && pulserec_slm::amx::available();
+        let settings = match (bf16, stage, settings) {
+            (true, Stage::Rationales | Stage::Tot | Stage::Eval, Value::Object(mut map)) => {
                 map.insert("precision".into(), json!(c.precision));
                 Value::Object(map)
             }
@@ -612,8 +611,9 @@ mod tests {
     use super::*;
     use crate::config::Precision;
 
-    /// bf16 is recorded in the settings of the stages where the local SLM generates or scores,
-    /// not in the others; f32 settings carry no `precision` key (as before the key existed).
+    /// bf16 (where the CPU runs it: AMX) is recorded in the settings of the stages where the
+    /// local SLM generates or scores, not in the others; f32 settings carry no `precision` key
+    /// (as before the key existed).
     #[test]
     fn bf16_is_part_of_the_generation_and_evaluation_settings_only() {
         let mut config = PipelineConfig::quickstart();
@@ -624,7 +624,8 @@ mod tests {
             let f32_settings = f32_run.stage_dir_with_settings(stage).settings;
             let bf16_settings = bf16_run.stage_dir_with_settings(stage).settings;
             assert!(f32_settings.get("precision").is_none(), "{}", stage.name());
-            let recorded = matches!(stage, Stage::Rationales | Stage::Tot | Stage::Eval);
+            let recorded = pulserec_slm::amx::available()
+                && matches!(stage, Stage::Rationales | Stage::Tot | Stage::Eval);
             assert_eq!(
                 bf16_settings.get("precision").is_some(),
                 recorded,

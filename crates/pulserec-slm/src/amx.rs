@@ -59,8 +59,13 @@ fn detect() -> bool {
     }
     // SAFETY: a plain system call with integer arguments; it only changes this process's
     // permission set (Linux 5.16 and later; older kernels answer with an error).
-    let granted =
-        unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) };
+    let granted = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        )
+    };
     granted == 0
 }
 
@@ -305,7 +310,9 @@ mod tests {
     #[test]
     fn matmul_matches_rounded_reference() {
         let (k, n) = (96, 64);
-        let w: Vec<f32> = (0..n * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect();
         let Some(packed) = PackedBf16::pack(&w, n, k) else {
             assert!(!available(), "AMX is available but 96 x 64 was not packed");
             eprintln!("no AMX on this CPU: the bf16 kernel is not built, nothing to compare");
@@ -313,7 +320,9 @@ mod tests {
         };
         let round = |v: f32| f32::from_bits((bf16_bits(v) as u32) << 16) as f64;
         for m in [1, 5, 16, 33, 48] {
-            let x: Vec<f32> = (0..m * k).map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0).collect();
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 7.0)
+                .collect();
             let y = packed.matmul(&x, m);
             assert_eq!(y.len(), m * n);
             for i in 0..m {

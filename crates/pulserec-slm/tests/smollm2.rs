@@ -147,7 +147,10 @@ fn bf16_prompts_stay_close_to_float32() {
         let (want, want_logits) = common::greedy_no_stop(f32_model, prompt, 8);
         let (got, got_logits) = common::greedy_no_stop(&bf16, prompt, 8);
         if !amx {
-            assert_eq!(got_logits, want_logits, "prompt {i}: no AMX, so bf16 is Auto");
+            assert_eq!(
+                got_logits, want_logits,
+                "prompt {i}: no AMX, so bf16 is Auto"
+            );
             assert_eq!(got, want, "prompt {i}");
             continue;
         }
