@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use pulserec::config::SasRecProtocol;
 use pulserec::device::DeviceSpec;
 use pulserec_core::{ItemId, UserId};
 use pulserec_data::{CandidateConfig, CandidateSets, Dataset, LeaveOneOut, Target};
@@ -40,7 +41,7 @@ struct Args {
     epochs: usize,
     /// `sampledN` (1 positive + N uniform stored negatives) or `full` (all items, history masked).
     #[arg(long, default_value = "sampled100")]
-    protocol: String,
+    protocol: SasRecProtocol,
     /// flex, tch, tch-cuda:N or cuda:N.
     #[arg(long, default_value = "flex")]
     device: DeviceSpec,
@@ -74,16 +75,6 @@ struct Args {
     /// Evaluate only the first N users (off by default).
     #[arg(long)]
     max_users: Option<usize>,
-}
-
-fn parse_protocol(s: &str) -> Result<Option<usize>> {
-    match s {
-        "full" => Ok(None),
-        _ => match s.strip_prefix("sampled").map(str::parse::<usize>) {
-            Some(Ok(n)) if n > 0 => Ok(Some(n)),
-            _ => bail!("--protocol must be `full` or `sampledN`, got `{s}`"),
-        },
-    }
 }
 
 fn parse_loss(s: &str) -> Result<LossKind> {
@@ -124,7 +115,7 @@ fn main() -> Result<()> {
     pulserec::malloc::tune_malloc();
     pulserec::init_logging("info");
     let args = Args::parse();
-    let negatives = parse_protocol(&args.protocol)?;
+    let negatives = args.protocol.negatives();
     let device = args.device.device()?;
     std::fs::create_dir_all(&args.out)?;
 

@@ -48,6 +48,17 @@ pub enum ConfigError {
         /// What would have been accepted.
         expected: String,
     },
+    /// A stage crate refused the settings a section builds (the crate's own check, run once,
+    /// here, before any work).
+    #[error("config key `{key}` = {value}: {message}")]
+    Refused {
+        /// Dotted key, e.g. `tot.temperature`.
+        key: String,
+        /// The value given.
+        value: String,
+        /// The crate's reason.
+        message: String,
+    },
 }
 
 fn invalid(key: &str, value: impl fmt::Debug, expected: &str) -> ConfigError {
@@ -306,9 +317,69 @@ pub struct SasRecStage {
     pub batch_size: usize,
     /// Its own test protocol, reported beside HR@1 on the SLM's candidates: `full` or
     /// `sampledN` (1 positive + N uniform negatives).
-    pub protocol: String,
+    pub protocol: SasRecProtocol,
     /// Similar users kept per user (the paper uses 5).
     pub similar_users: usize,
+}
+
+/// SASRec's own test protocol (`sasrec.protocol`), written `full` or `sampledN`: every item,
+/// or the positive and N uniform negatives (the pipeline's stored lists when N matches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum SasRecProtocol {
+    /// Every item, the history masked.
+    Full,
+    /// The positive and this many uniform negatives.
+    Sampled(usize),
+}
+
+impl SasRecProtocol {
+    /// The negatives per user, `None` for `full`.
+    pub fn negatives(self) -> Option<usize> {
+        match self {
+            Self::Full => None,
+            Self::Sampled(n) => Some(n),
+        }
+    }
+}
+
+impl std::str::FromStr for SasRecProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "full" {
+            return Ok(Self::Full);
+        }
+        match s.strip_prefix("sampled").map(str::parse::<usize>) {
+            Some(Ok(n)) if n > 0 => Ok(Self::Sampled(n)),
+            _ => Err(format!(
+                "`{s}`: expected `full` or `sampledN` with N >= 1 (e.g. `sampled100`)"
+            )),
+        }
+    }
+}
+
+impl TryFrom<String> for SasRecProtocol {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for SasRecProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full => f.write_str("full"),
+            Self::Sampled(n) => write!(f, "sampled{n}"),
+        }
+    }
+}
+
+impl From<SasRecProtocol> for String {
+    fn from(p: SasRecProtocol) -> Self {
+        p.to_string()
+    }
 }
 
 /// Hindsight-rationale settings.
@@ -460,6 +531,90 @@ pub struct SftStage {
     /// finish at once; SASRec still trains on this run's data (an ID model cannot transfer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adapters_from: Option<PathBuf>,
+}
+
+// Each section is the stage's vocabulary in the config file (flat keys, the stage's recorded
+// settings); the methods below build the stage crate's own config from it, in one place, for
+// the stage and for `PipelineConfig::validate`, which runs the crate's checks once before any
+// work. What a section does not name is the paper's (the crates' `paper` constructors).
+
+impl SasRecStage {
+    /// SASRec's training settings: the paper's optimiser with this section's epochs and batch
+    /// and the run's seed, no validation passes (the pipeline evaluates after training).
+    pub fn training(&self, seed: u64) -> pulserec_seqrec::TrainConfig {
+        pulserec_seqrec::TrainConfig::paper()
+            .with_epochs(self.epochs)
+            .with_batch_size(self.batch_size)
+            .with_seed(seed)
+            .with_valid_every(0)
+    }
+}
+
+impl RationalesStage {
+    /// The hindsight stage's settings: the paper's with this section's batch, length and
+    /// temperature.
+    pub fn hindsight(&self, seed: u64) -> pulserec_tot::HindsightConfig {
+        let mut config = pulserec_tot::HindsightConfig::paper(seed);
+        config.batch_size = self.batch_size;
+        config.sampling.temperature = self.temperature;
+        config.sampling.max_new_tokens = self.max_new_tokens;
+        config
+    }
+}
+
+impl ThoughtSpaceStage {
+    /// The Thought Space's training settings: one-directional InfoNCE with this section's
+    /// temperature and negatives, its batch, epochs and learning rate.
+    pub fn training(&self, seed: u64) -> pulserec_thoughtspace::TrainConfig {
+        pulserec_thoughtspace::TrainConfig {
+            loss: pulserec_thoughtspace::InfoNceConfig {
+                temperature: self.temperature,
+                negatives: Some(self.negatives),
+                symmetric: false,
+            },
+            batch_size: self.batch_size,
+            epochs: self.epochs,
+            learning_rate: self.learning_rate,
+            seed,
+            ..pulserec_thoughtspace::TrainConfig::default()
+        }
+    }
+}
+
+impl TotStage {
+    /// The search's settings: the paper's sampling (top-k 51, top-p 0.95) and prompts with
+    /// this section's depth, branching, beam, length, temperature and batch.
+    pub fn search(&self, seed: u64) -> pulserec_tot::TotConfig {
+        let mut config = pulserec_tot::TotConfig::paper(seed);
+        config.depth = self.depth;
+        config.branching = self.branching;
+        config.beam_width = self.beam_width;
+        config.batch_size = self.batch_size;
+        config.sampling.temperature = self.temperature;
+        config.sampling.max_new_tokens = self.max_new_tokens;
+        config
+    }
+}
+
+impl SftStage {
+    /// The training settings for a model of `num_layers` layers: the paper's (dropout 0.05 on
+    /// q/k/v/o, warmup 3 % and linear decay, max length 512, gradient norm 1) with this
+    /// section's epochs, batch, rank, layers, learning rate and objective; alpha stays at
+    /// twice the rank, as in the paper's r8 / a16.
+    pub fn training(&self, seed: u64, num_layers: usize) -> pulserec_sft::SftConfig {
+        let mut config = pulserec_sft::SftConfig::paper(seed);
+        config.epochs = self.epochs;
+        config.effective_batch = self.effective_batch;
+        config.micro_batch = self.micro_batch;
+        config.learning_rate = self.learning_rate;
+        config.lora.rank = self.lora_rank;
+        config.lora.alpha = 2.0 * self.lora_rank as f32;
+        config.objective = self.objective;
+        if let Some(k) = self.lora_top_layers {
+            config.lora = config.lora.top_layers(k, num_layers);
+        }
+        config
+    }
 }
 
 /// The prompt shape of the SLM rows (see [`SftStage::prompt`]).
@@ -677,7 +832,7 @@ impl PipelineConfig {
             sasrec: SasRecStage {
                 epochs: 20,
                 batch_size: 128,
-                protocol: "sampled100".into(),
+                protocol: SasRecProtocol::Sampled(100),
                 similar_users: 5,
             },
             rationales: RationalesStage {
@@ -893,23 +1048,14 @@ impl PipelineConfig {
                 ));
             }
         }
-        let positive: [(&str, usize); 17] = [
+        self.stage_crates_accept()?;
+        let positive = [
             ("sasrec.epochs", self.sasrec.epochs),
-            ("sasrec.batch_size", self.sasrec.batch_size),
             ("sasrec.similar_users", self.sasrec.similar_users),
             ("rationales.users", self.rationales.users),
-            ("rationales.batch_size", self.rationales.batch_size),
-            ("rationales.max_new_tokens", self.rationales.max_new_tokens),
             ("thought_space.epochs", self.thought_space.epochs),
-            ("thought_space.batch_size", self.thought_space.batch_size),
             ("thought_space.held_out", self.thought_space.held_out),
             ("thought_space.max_len", self.thought_space.max_len),
-            ("tot.depth", self.tot.depth),
-            ("tot.branching", self.tot.branching),
-            ("tot.beam_width", self.tot.beam_width),
-            ("tot.max_new_tokens", self.tot.max_new_tokens),
-            ("tot.batch_size", self.tot.batch_size),
-            ("sft.epochs", self.sft.epochs),
             ("eval.users", self.eval.users),
         ];
         for (key, value) in positive {
@@ -923,30 +1069,9 @@ impl PipelineConfig {
         if self.data.path.as_os_str().is_empty() {
             return Err(invalid("data.path", "", "a file or folder"));
         }
-        parse_protocol(&self.sasrec.protocol).map_err(|_| {
-            invalid(
-                "sasrec.protocol",
-                &self.sasrec.protocol,
-                "`full` or `sampledN` with N >= 1",
-            )
-        })?;
-        for (key, t) in [
-            ("rationales.temperature", self.rationales.temperature),
-            ("tot.temperature", self.tot.temperature),
-        ] {
-            if !(t.is_finite() && t >= 0.0) {
-                return Err(invalid(key, t, "a finite number >= 0 (0: greedy)"));
-            }
-        }
         let ts = &self.thought_space;
-        if !(ts.temperature.is_finite() && ts.temperature > 0.0) {
-            return Err(invalid(
-                "thought_space.temperature",
-                ts.temperature,
-                "a finite number > 0",
-            ));
-        }
-        if ts.negatives == 0 || ts.negatives >= ts.batch_size {
+        // The crate takes all others when asked for more; a config asking for more is a typo.
+        if ts.negatives >= ts.batch_size {
             return Err(invalid(
                 "thought_space.negatives",
                 ts.negatives,
@@ -954,13 +1079,6 @@ impl PipelineConfig {
                     "1 ..= thought_space.batch_size - 1 = {}",
                     ts.batch_size.saturating_sub(1)
                 ),
-            ));
-        }
-        if !(ts.learning_rate.is_finite() && ts.learning_rate > 0.0) {
-            return Err(invalid(
-                "thought_space.learning_rate",
-                ts.learning_rate,
-                "a finite number > 0",
             ));
         }
         if ts.held_out + ts.batch_size > self.rationales.users {
@@ -1031,26 +1149,6 @@ impl PipelineConfig {
                 }
             }
         }
-        if self.sft.micro_batch == 0 || self.sft.effective_batch < self.sft.micro_batch {
-            return Err(invalid(
-                "sft.effective_batch",
-                self.sft.effective_batch,
-                &format!(
-                    "an integer >= sft.micro_batch ({}) >= 1",
-                    self.sft.micro_batch
-                ),
-            ));
-        }
-        if self.sft.lora_rank == 0 {
-            return Err(invalid("sft.lora_rank", 0, "an integer >= 1"));
-        }
-        if self.sft.lora_top_layers == Some(0) {
-            return Err(invalid(
-                "sft.lora_top_layers",
-                0,
-                "an integer >= 1, or no key",
-            ));
-        }
         if self.sft.history == Some(0) {
             return Err(invalid("sft.history", 0, "an integer >= 1, or no key"));
         }
@@ -1111,13 +1209,6 @@ impl PipelineConfig {
                 "false with sft.prompt = \"sequence\" (it lists no candidates)",
             ));
         }
-        if !(self.sft.learning_rate.is_finite() && self.sft.learning_rate > 0.0) {
-            return Err(invalid(
-                "sft.learning_rate",
-                self.sft.learning_rate,
-                "a finite number > 0",
-            ));
-        }
         if self.eval.candidates.is_empty() || self.eval.candidates.iter().any(|&c| c < 2) {
             return Err(invalid(
                 "eval.candidates",
@@ -1157,19 +1248,101 @@ impl PipelineConfig {
     }
 }
 
-fn has_duplicates<T: PartialEq>(v: &[T]) -> bool {
-    v.iter().enumerate().any(|(i, a)| v[..i].contains(a))
+impl PipelineConfig {
+    /// Each stage crate's own checks of the config its section builds, under the section's
+    /// keys (the crates' checks are not repeated here).
+    fn stage_crates_accept(&self) -> Result<(), ConfigError> {
+        use pulserec_seqrec::SeqRecError;
+        use pulserec_sft::SftError;
+        use pulserec_thoughtspace::ThoughtSpaceError;
+        use pulserec_tot::TotError;
+        let seed = self.seed;
+        check(
+            "sasrec",
+            &self.sasrec,
+            self.sasrec.training(seed).validate(),
+            |e| match e {
+                SeqRecError::InvalidConfig { field, reason } => (field, reason),
+                e => ("", e.to_string()),
+            },
+        )?;
+        let tot_field = |e: TotError| match e {
+            TotError::Config { field, message } => (field, message),
+            e => ("", e.to_string()),
+        };
+        let rationales = self.rationales.hindsight(seed).validate();
+        check("rationales", &self.rationales, rationales, tot_field)?;
+        check(
+            "tot",
+            &self.tot,
+            self.tot.search(seed).validate(),
+            tot_field,
+        )?;
+        let ts = self.thought_space.training(seed).validate();
+        check("thought_space", &self.thought_space, ts, |e| match e {
+            ThoughtSpaceError::Setting { field, message } => (field, message),
+            e => ("", e.to_string()),
+        })?;
+        if self.sft.lora_top_layers == Some(0) {
+            return Err(invalid(
+                "sft.lora_top_layers",
+                0,
+                "an integer >= 1, or no key",
+            ));
+        }
+        // The model's depth is known at load; any depth >= lora_top_layers checks the same.
+        let sft = self
+            .sft
+            .training(seed, self.sft.lora_top_layers.unwrap_or(1));
+        check("sft", &self.sft, sft.validate(), |e| match e {
+            SftError::Config { field, message } => (field, message),
+            e => ("", e.to_string()),
+        })?;
+        // Of the adapter's settings only the rank (and the layers, checked above) come from
+        // the section.
+        check("sft", &self.sft, sft.lora.validate(), |e| {
+            ("lora.rank", e.to_string())
+        })
+    }
 }
 
-/// `full` -> `None`, `sampledN` -> `Some(N)`.
-pub(crate) fn parse_protocol(s: &str) -> Result<Option<usize>, ()> {
-    if s == "full" {
-        return Ok(None);
-    }
-    match s.strip_prefix("sampled").map(str::parse::<usize>) {
-        Some(Ok(n)) if n > 0 => Ok(Some(n)),
-        _ => Err(()),
-    }
+/// `result` of a stage crate's check, its error split into the crate's field name and message
+/// by `split`, as a [`ConfigError::Refused`] under the section's key (the field renamed as the
+/// section names it) with the section's value.
+fn check<E>(
+    section: &str,
+    values: &impl Serialize,
+    result: Result<(), E>,
+    split: impl FnOnce(E) -> (&'static str, String),
+) -> Result<(), ConfigError> {
+    let (field, message) = match result {
+        Ok(()) => return Ok(()),
+        Err(e) => split(e),
+    };
+    let name = match field {
+        "sampling.temperature" | "loss.temperature" => "temperature",
+        "sampling.max_new_tokens" => "max_new_tokens",
+        "loss.negatives" => "negatives",
+        "lora.rank" => "lora_rank",
+        other => other,
+    };
+    let value = serde_json::to_value(values)
+        .ok()
+        .and_then(|v| v.get(name).cloned())
+        .map_or_else(|| "-".to_string(), |v| v.to_string());
+    let key = match name {
+        "" => section.to_string(),
+        name => format!("{section}.{name}"),
+    };
+    Err(ConfigError::Refused {
+        key,
+        value,
+        message,
+    })
+}
+
+fn has_duplicates<T: PartialEq>(v: &[T]) -> bool {
+    v.iter().enumerate().any(|(i, a)| v[..i].contains(a))
 }
 
 #[cfg(test)]
@@ -1178,7 +1351,7 @@ mod tests {
 
     fn key_of(e: ConfigError) -> String {
         match e {
-            ConfigError::Invalid { key, .. } => key,
+            ConfigError::Invalid { key, .. } | ConfigError::Refused { key, .. } => key,
             other => panic!("expected an invalid value, got {other}"),
         }
     }
@@ -1260,13 +1433,71 @@ mod tests {
         let e = c.validate().unwrap_err();
         let msg = e.to_string();
         assert!(
-            msg.contains("`tot.depth` = 0") && msg.contains(">= 1"),
+            msg.contains("`tot.depth` = 0") && msg.contains("at least 1"),
             "{msg}"
         );
 
-        let mut c = PipelineConfig::quickstart();
-        c.sasrec.protocol = "sampled".into();
-        assert_eq!(key_of(c.validate().unwrap_err()), "sasrec.protocol");
+        // The stage crates' own checks, under the section's keys and values.
+        for (change, key, value) in [
+            (
+                (|c: &mut PipelineConfig| c.tot.temperature = -1.0) as fn(&mut PipelineConfig),
+                "tot.temperature",
+                "-1.0",
+            ),
+            (|c| c.tot.branching = 0, "tot.branching", "0"),
+            (
+                |c| c.rationales.temperature = f32::NAN,
+                "rationales.temperature",
+                "null",
+            ),
+            (
+                |c| c.rationales.batch_size = 0,
+                "rationales.batch_size",
+                "0",
+            ),
+            (
+                |c| c.thought_space.temperature = 0.0,
+                "thought_space.temperature",
+                "0.0",
+            ),
+            (
+                |c| c.thought_space.learning_rate = -1.0,
+                "thought_space.learning_rate",
+                "-1.0",
+            ),
+            (|c| c.sft.micro_batch = 0, "sft.effective_batch", "8"),
+            (|c| c.sft.epochs = 0, "sft.epochs", "0"),
+            (|c| c.sft.lora_rank = 0, "sft.lora_rank", "0"),
+            (
+                |c| c.sft.lora_top_layers = Some(0),
+                "sft.lora_top_layers",
+                "0",
+            ),
+            (|c| c.sasrec.batch_size = 0, "sasrec.batch_size", "0"),
+        ] {
+            let mut c = PipelineConfig::quickstart();
+            change(&mut c);
+            let e = c.validate().unwrap_err();
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("`{key}` = {value}")), "{msg}");
+            assert_eq!(key_of(e), key);
+        }
+
+        // The protocol is parsed once, with the file: the error names the key and the line.
+        let text = PipelineConfig::quickstart()
+            .to_toml()
+            .unwrap()
+            .replace("protocol = \"sampled100\"", "protocol = \"sampled\"");
+        let msg = PipelineConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            msg.contains("protocol") && msg.contains("sampledN"),
+            "{msg}"
+        );
+        assert_eq!(
+            "sampled100".parse::<SasRecProtocol>().unwrap().negatives(),
+            Some(100)
+        );
+        assert_eq!("full".parse::<SasRecProtocol>().unwrap().negatives(), None);
 
         let mut c = PipelineConfig::quickstart();
         c.device = "gpu".into();

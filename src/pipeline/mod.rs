@@ -611,6 +611,38 @@ mod tests {
     use super::*;
     use crate::config::Precision;
 
+    /// The settings the committed stores of the ablation were made with are what this code
+    /// records for their configs, so a change to the config types never refuses (or silently
+    /// reruns) a store that a later part of the experiment continues from.
+    #[test]
+    fn committed_stores_keep_their_settings() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for (config, stages) in [
+            (
+                "rank-games-tot",
+                &[Stage::SasRec, Stage::ThoughtSpace, Stage::Tot][..],
+            ),
+            ("rank-games-reasons", &[Stage::Rationales][..]),
+        ] {
+            let path = root.join(format!("configs/experiments/{config}.toml"));
+            let run = Pipeline::new(PipelineConfig::from_file(&path).unwrap()).unwrap();
+            for &stage in stages {
+                let file = root.join(format!(
+                    "docs/results/{config}-seed1/{}/settings.json",
+                    stage.folder()
+                ));
+                let committed: Value =
+                    serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+                assert_eq!(
+                    run.stage_dir_with_settings(stage).settings,
+                    committed,
+                    "{}",
+                    file.display()
+                );
+            }
+        }
+    }
+
     /// bf16 (where the CPU runs it: AMX) is recorded in the settings of the stages where the
     /// local SLM generates or scores, not in the others; f32 settings carry no `precision` key
     /// (as before the key existed).

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 
 use super::marker::{read_json, write_json};
 use super::{Pipeline, PipelineError, Result, Stage, StageResult, summary};
-use crate::config::parse_protocol;
 
 /// Who does what: the users that get rationales and train the SLM, and the held-out users every
 /// recommender is evaluated on (the two never overlap).
@@ -55,7 +54,7 @@ fn first_users(dataset: &Dataset, n: usize) -> Result<Dataset> {
 
 /// Negatives per user of the SASRec protocol's sets and of each SLM candidate-list size.
 fn negative_counts(p: &Pipeline) -> (Option<usize>, Vec<usize>) {
-    let own = parse_protocol(&p.config().sasrec.protocol).ok().flatten();
+    let own = p.config().sasrec.protocol.negatives();
     let slm = p.config().eval.candidates.iter().map(|c| c - 1).collect();
     (own, slm)
 }

@@ -12,9 +12,8 @@ use pulserec_data::LeaveOneOut;
 use pulserec_slm::{ChatFormat, SharedSlm, Slm};
 use pulserec_thoughtspace::{ConsistencyScorer, EncoderOptions, ThoughtSpace};
 use pulserec_tot::{
-    ContextBuilder, HindsightConfig, HindsightRationales, LikelihoodThoughtScorer, PromptFormat,
-    RationaleStore, RemoteConfig, RemoteGenerator, Shard, StoredRationale, TotConfig,
-    TreeOfThought,
+    ContextBuilder, HindsightRationales, LikelihoodThoughtScorer, PromptFormat, RationaleStore,
+    RemoteConfig, RemoteGenerator, Shard, StoredRationale, TreeOfThought,
 };
 use serde_json::{Value, json};
 
@@ -241,11 +240,7 @@ pub(super) fn run_hindsight(p: &Pipeline, _dir: &Path) -> Result<Value> {
         .filter_map(|&u| builder.context(&prepared.dataset, &split, u, &[]))
         .collect();
     let (generator, format, model) = generator(p, Stage::Rationales, &mut None)?;
-    let mut config = HindsightConfig::paper(c.seed);
-    config.batch_size = c.rationales.batch_size;
-    config.sampling.temperature = c.rationales.temperature;
-    config.sampling.max_new_tokens = c.rationales.max_new_tokens;
-    let mut stage1 = HindsightRationales::new(generator, config)
+    let mut stage1 = HindsightRationales::new(generator, c.rationales.hindsight(c.seed))
         .at(Stage::Rationales)?
         .with_format(format);
     record_shards(p, Stage::Rationales)?;
@@ -315,13 +310,7 @@ pub(super) fn run_tot(p: &Pipeline, _dir: &Path) -> Result<Value> {
             builder.context(&prepared.dataset, &split, u, neighbours)
         })
         .collect();
-    let mut config = TotConfig::paper(c.seed);
-    config.depth = c.tot.depth;
-    config.branching = c.tot.branching;
-    config.beam_width = c.tot.beam_width;
-    config.batch_size = c.tot.batch_size;
-    config.sampling.temperature = c.tot.temperature;
-    config.sampling.max_new_tokens = c.tot.max_new_tokens;
+    let config = c.tot.search(c.seed);
     record_shards(p, Stage::Tot)?;
     let mut per_scorer = serde_json::Map::new();
     let mut slm = None;

@@ -10,8 +10,8 @@ use pulserec_core::{ItemId, UserId};
 use pulserec_data::{CandidateSets, LeaveOneOut, Target};
 use pulserec_seqrec::eval::report;
 use pulserec_seqrec::{
-    EvalCase, EvalOptions, Protocol, SasRecConfig, SasRecRecommender, TrainConfig, TrainData,
-    evaluate_full, evaluate_sampled, save_checkpoint,
+    EvalCase, EvalOptions, Protocol, SasRecConfig, SasRecRecommender, TrainData, evaluate_full,
+    evaluate_sampled, save_checkpoint,
 };
 use serde_json::{Value, json};
 
@@ -44,12 +44,7 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     let valid = EvalCase::from_split(&split, Target::Valid);
     let test = EvalCase::from_split(&split, Target::Test);
     let model_config = SasRecConfig::paper(dataset.n_items());
-    let train_config = TrainConfig::paper()
-        .with_epochs(c.sasrec.epochs)
-        .with_batch_size(c.sasrec.batch_size)
-        .with_seed(c.seed)
-        .with_valid_every(0)
-        .with_progress(p.progress);
+    let train_config = c.sasrec.training(c.seed).with_progress(p.progress);
     let data = TrainData {
         train: (0..dataset.n_users() as u32)
             .map(|u| split.train(UserId(u)))

@@ -158,25 +158,6 @@ fn packed_rows(
     Ok(set)
 }
 
-/// The training settings of the run: the paper's (dropout 0.05 on q/k/v/o, warmup 3 % and
-/// linear decay, max length 512, gradient norm 1) with the configured epochs, batch, rank and
-/// learning rate (alpha stays at twice the rank, as in the paper's r8 / a16).
-fn sft_config(p: &Pipeline, num_layers: usize) -> SftConfig {
-    let s = &p.config().sft;
-    let mut config = SftConfig::paper(p.config().seed);
-    config.epochs = s.epochs;
-    config.effective_batch = s.effective_batch;
-    config.micro_batch = s.micro_batch;
-    config.learning_rate = s.learning_rate;
-    config.lora.rank = s.lora_rank;
-    config.lora.alpha = 2.0 * s.lora_rank as f32;
-    config.objective = s.objective;
-    if let Some(k) = s.lora_top_layers {
-        config.lora = config.lora.top_layers(k, num_layers);
-    }
-    config
-}
-
 /// The stored rationale per training user for `variant` (`None` for no rationale).
 fn rationales_for(p: &Pipeline, variant: Variant) -> Result<Option<HashMap<UserId, String>>> {
     let dir = match (variant, ScorerKind::for_variant(variant)) {
@@ -212,7 +193,10 @@ fn train_variant(
     let set = builder
         .training_set(variant, training_users, rationales.as_ref())
         .at(Stage::Sft)?;
-    let config = sft_config(p, base.config.num_layers);
+    let config = p
+        .config()
+        .sft
+        .training(p.config().seed, base.config.num_layers);
     let EncodedSet {
         examples: encoded,
         too_long,

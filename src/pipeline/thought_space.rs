@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use pulserec_core::UserContext;
 use pulserec_data::LeaveOneOut;
 use pulserec_thoughtspace::{
-    EncoderOptions, InfoNceConfig, MapPanel, ThoughtSpace, ThoughtSpaceTrainer, TrainConfig,
-    TrainingPair, write_map_svg,
+    EncoderOptions, MapPanel, ThoughtSpace, ThoughtSpaceTrainer, TrainingPair, write_map_svg,
 };
 use pulserec_tot::{ContextBuilder, RationaleStore};
 use rand::SeedableRng;
@@ -74,18 +73,7 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
         .retrieval(held_out, GROUP_SIZE)
         .at(Stage::ThoughtSpace)?;
     let (b0, r0) = space.embed_pairs(held_out).at(Stage::ThoughtSpace)?;
-    let config = TrainConfig {
-        loss: InfoNceConfig {
-            temperature: ts.temperature,
-            negatives: Some(ts.negatives),
-            symmetric: false,
-        },
-        batch_size: ts.batch_size,
-        epochs: ts.epochs,
-        learning_rate: ts.learning_rate,
-        seed: c.seed,
-        ..TrainConfig::default()
-    };
+    let config = ts.training(c.seed);
     let mut trainer = ThoughtSpaceTrainer::new(space, config.clone()).at(Stage::ThoughtSpace)?;
     // Our own loop over `step` (rather than `fit`) to keep every step's loss for the curve.
     let mut order: Vec<usize> = (0..train.len()).collect();

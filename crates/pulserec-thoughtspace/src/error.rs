@@ -61,7 +61,15 @@ pub enum ThoughtSpaceError {
         /// What is wrong with the record.
         reason: String,
     },
-    /// The caller passed something unusable (empty batch, bad hyper-parameter, ...).
+    /// A training setting is out of range.
+    #[error("invalid setting `{field}`: {message}")]
+    Setting {
+        /// The setting, as [`crate::TrainConfig`] names it (`loss.temperature`).
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The caller passed something unusable (empty batch, mismatched shapes, ...).
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// Training stopped (a NaN or infinite loss, with the last good checkpoint kept) or its

@@ -66,21 +66,30 @@ impl TrainConfig {
 
     /// Rejects settings that cannot train.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(ThoughtSpaceError::InvalidInput(m));
+        let bad = |field, message: String| Err(ThoughtSpaceError::Setting { field, message });
         if self.batch_size < 2 {
-            return bad(format!(
-                "batch size {} < 2 has no negatives",
-                self.batch_size
-            ));
+            return bad(
+                "batch_size",
+                format!("{} < 2 has no negatives", self.batch_size),
+            );
         }
         if !(self.loss.temperature.is_finite() && self.loss.temperature > 0.0) {
-            return bad(format!("temperature {} must be > 0", self.loss.temperature));
+            return bad(
+                "loss.temperature",
+                format!("{} must be finite and > 0", self.loss.temperature),
+            );
         }
         if self.loss.negatives == Some(0) {
-            return bad("0 negatives: the loss would be constant".into());
+            return bad(
+                "loss.negatives",
+                "0 negatives: the loss would be constant".into(),
+            );
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
-            return bad(format!("learning rate {} must be > 0", self.learning_rate));
+            return bad(
+                "learning_rate",
+                format!("{} must be finite and > 0", self.learning_rate),
+            );
         }
         Ok(())
     }

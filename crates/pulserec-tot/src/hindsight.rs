@@ -51,6 +51,12 @@ impl HindsightConfig {
                 "must be at least 1",
             ));
         }
+        if !(self.sampling.temperature.is_finite() && self.sampling.temperature >= 0.0) {
+            return Err(TotError::config(
+                "sampling.temperature",
+                "must be finite and >= 0 (0: greedy)",
+            ));
+        }
         Ok(())
     }
 

@@ -88,8 +88,11 @@ impl TotConfig {
                 return Err(TotError::config(field, "must be at least 1"));
             }
         }
-        if self.sampling.temperature.is_nan() || self.sampling.temperature < 0.0 {
-            return Err(TotError::config("sampling.temperature", "must be >= 0"));
+        if !(self.sampling.temperature.is_finite() && self.sampling.temperature >= 0.0) {
+            return Err(TotError::config(
+                "sampling.temperature",
+                "must be finite and >= 0 (0: greedy)",
+            ));
         }
         if let Some(p) = self.sampling.top_p
             && !(p.is_finite() && p > 0.0 && p <= 1.0)
