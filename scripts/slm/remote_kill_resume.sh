@@ -92,14 +92,20 @@ PY
     grep -i "rationales" "$1-verify.txt" | head -3
 }
 
+# Starts a server and the stage (in the background, pid STAGE), and kills the server once the
+# first part is stored.
+start() { # name retries
+    RUN="$OUT/$1"
+    CONFIG=$(config "$2")
+    rm -rf "$RUN"
+    serve "$OUT/$1-server.log"
+    "$BIN" rationales --config "$CONFIG" --run-dir "$RUN" > "$RUN.log" 2>&1 &
+    STAGE=$!
+    kill_after_first_part "$RUN/rationales/hindsight"
+}
+
 echo "== outage: down longer than 2 retries"
-RUN="$OUT/outage"
-CONFIG=$(config 2)
-rm -rf "$RUN"
-serve "$OUT/outage-server.log"
-"$BIN" rationales --config "$CONFIG" --run-dir "$RUN" > "$RUN.log" 2>&1 &
-STAGE=$!
-kill_after_first_part "$RUN/rationales/hindsight"
+start outage 2
 if wait $STAGE; then
     echo "FAIL: the stage finished without its server" >&2
     exit 1
@@ -114,13 +120,7 @@ sed 's/\x1b\[[0-9;]*m//g' "$RUN-resume.log" | grep -o "resuming the store.*" | h
 check_store "$RUN" "$CONFIG"
 
 echo "== blip: restarted within 6 retries"
-RUN="$OUT/blip"
-CONFIG=$(config 6)
-rm -rf "$RUN"
-serve "$OUT/blip-server.log"
-"$BIN" rationales --config "$CONFIG" --run-dir "$RUN" > "$RUN.log" 2>&1 &
-STAGE=$!
-kill_after_first_part "$RUN/rationales/hindsight"
+start blip 6
 sleep 3
 serve "$OUT/blip-server.log"
 echo "server restarted"
