@@ -507,7 +507,10 @@ fn config_errors_name_the_key_before_any_work() {
     c.run_dir = run.clone();
     c.tot.branching = 0;
     let e = Pipeline::new(c.clone()).err().expect("refused").to_string();
-    assert!(e.contains("`tot.branching` = 0") && e.contains("at least 1"), "{e}");
+    assert!(
+        e.contains("`tot.branching` = 0") && e.contains("at least 1"),
+        "{e}"
+    );
     assert!(!run.exists(), "nothing is written for a refused config");
 
     c.tot.branching = 2;
