@@ -526,6 +526,13 @@ pub struct SftStage {
     /// the first-stage ranking the SLM reranks, as LlamaRec lists its retriever's candidates.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub order_by_popularity: bool,
+    /// `ranking` objective and `likelihood` selector only: every candidate's score is the
+    /// SLM's plus `w ln(1 + count)` (the most-popular baseline's counts, `w` fitted on the
+    /// training examples before training and recorded with the adapter), in training and
+    /// evaluation, so the SLM learns to rerank what popularity alone would choose
+    /// ([`pulserec_sft::PopularityPrior`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub popularity_prior: bool,
     /// Cross-domain: a finished run directory (trained on another data set) whose adapters
     /// this run evaluates instead of training its own. Stages 1-3 are then not needed and
     /// finish at once; SASRec still trains on this run's data (an ID model cannot transfer).
@@ -875,6 +882,7 @@ impl PipelineConfig {
                 train_candidates: None,
                 show_popularity: false,
                 order_by_popularity: false,
+                popularity_prior: false,
                 adapters_from: None,
             },
             eval: EvalStage {
@@ -945,6 +953,7 @@ impl PipelineConfig {
                 train_candidates: None,
                 show_popularity: false,
                 order_by_popularity: false,
+                popularity_prior: false,
                 adapters_from: None,
             },
             eval: EvalStage {
@@ -1200,6 +1209,16 @@ impl PipelineConfig {
                 "sft.show_popularity",
                 true,
                 "false unless sft.prompt = \"choice\"",
+            ));
+        }
+        if self.sft.popularity_prior
+            && (self.sft.objective != pulserec_sft::Objective::Ranking
+                || self.eval.selector != SelectorKind::Likelihood)
+        {
+            return Err(invalid(
+                "sft.popularity_prior",
+                true,
+                "false unless sft.objective = \"ranking\" and eval.selector = \"likelihood\" (the prior is added to likelihood scores)",
             ));
         }
         if self.sft.order_by_popularity && self.sft.prompt == PromptKind::Sequence {
@@ -1543,6 +1562,14 @@ mod tests {
         c.sft.prompt = PromptKind::Sequence;
         c.sft.show_popularity = false;
         assert_eq!(key_of(c.validate().unwrap_err()), "sft.order_by_popularity");
+
+        let mut c = PipelineConfig::quickstart();
+        c.sft.popularity_prior = true;
+        assert_eq!(key_of(c.validate().unwrap_err()), "sft.popularity_prior");
+        c.sft.objective = pulserec_sft::Objective::Ranking;
+        c.validate().unwrap();
+        c.eval.selector = SelectorKind::Generative;
+        assert_eq!(key_of(c.validate().unwrap_err()), "sft.popularity_prior");
     }
 
     #[test]

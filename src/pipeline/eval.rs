@@ -16,7 +16,7 @@ use pulserec_core::{CandidateSelector, ItemId};
 use pulserec_data::PreparedDataset;
 use pulserec_sft::{
     Evaluation, GenerativeConfig, GenerativeSelector, LikelihoodConfig, LikelihoodSelector,
-    PromptStyle, SftExample, Variant, evaluate, load_adapter,
+    PopularityPrior, PromptStyle, SftExample, Variant, evaluate, load_adapter,
 };
 use pulserec_slm::Slm;
 use pulserec_tot::RemoteGenerator;
@@ -146,16 +146,27 @@ pub(crate) fn data_name(path: &Path) -> String {
 }
 
 /// The SLM selector the config asks for.
-fn slm_selector(p: &Pipeline, slm: Slm, style: PromptStyle) -> Box<dyn CandidateSelector> {
+fn slm_selector(
+    p: &Pipeline,
+    slm: Slm,
+    style: PromptStyle,
+    prior: Option<PopularityPrior>,
+) -> Box<dyn CandidateSelector> {
     match p.config().eval.selector {
-        SelectorKind::Likelihood => Box::new(LikelihoodSelector::new(
-            slm,
-            style,
-            LikelihoodConfig {
-                reduction: p.config().eval.reduction,
-                ..LikelihoodConfig::default()
-            },
-        )),
+        SelectorKind::Likelihood => {
+            let selector = LikelihoodSelector::new(
+                slm,
+                style,
+                LikelihoodConfig {
+                    reduction: p.config().eval.reduction,
+                    ..LikelihoodConfig::default()
+                },
+            );
+            match prior {
+                Some(prior) => Box::new(selector.with_prior(prior)),
+                None => Box::new(selector),
+            }
+        }
         SelectorKind::Generative => Box::new(GenerativeSelector::new(
             slm,
             style,
@@ -282,7 +293,7 @@ fn row_selector(
             .at(Stage::Eval)?;
             let style = b.style;
             (
-                slm_selector(p, slm, style),
+                slm_selector(p, slm, style, None),
                 slm_batch(p.config().eval.selector),
                 kind,
             )
@@ -291,8 +302,13 @@ fn row_selector(
             let b = slm_base()?;
             let slm = tuned_slm(p, b, v)?;
             let style = b.style;
+            // An adapter trained over a popularity prior is scored with it (this run's counts).
+            let prior = match read_record(p, v)?.prior_weight {
+                Some(w) => Some(PopularityPrior::new(prepare::popularity(p)?, w).at(Stage::Eval)?),
+                None => None,
+            };
             (
-                slm_selector(p, slm, style),
+                slm_selector(p, slm, style, prior),
                 slm_batch(p.config().eval.selector),
                 kind,
             )

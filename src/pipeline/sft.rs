@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use pulserec_core::UserId;
 use pulserec_sft::{
     DataConfig, EncodedExample, EncodedSet, ExampleBuilder, Objective, PROMPT_VERSION,
-    PopularityUse, PromptStyle, SftConfig, SftTrainer, TrainReport, Variant, encode_all,
-    encode_sequence,
+    PopularityPrior, PopularityUse, PromptStyle, SftConfig, SftTrainer, TrainReport, Variant,
+    encode_all, encode_sequence,
 };
 use pulserec_slm::weights::ModelWeights;
 use pulserec_slm::{ChatFormat, LlamaConfig, Slm, SlmTokenizer};
@@ -47,6 +47,10 @@ pub(super) struct TrainRecord {
     /// Cross-domain: the run directory the adapter was trained in (and copied from).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     copied_from: Option<PathBuf>,
+    /// `sft.popularity_prior`: the weight of `ln(1 + count)` fitted on the training examples,
+    /// which evaluation adds to the adapter's scores too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) prior_weight: Option<f32>,
 }
 
 /// The base model: its parts, name and prompt style.
@@ -190,9 +194,21 @@ fn train_variant(
 ) -> Result<TrainRecord> {
     let dir = variant_dir(p, variant);
     let rationales = rationales_for(p, variant)?;
-    let set = builder
+    let mut set = builder
         .training_set(variant, training_users, rationales.as_ref())
         .at(Stage::Sft)?;
+    let prior_weight = if p.config().sft.popularity_prior {
+        let prior = PopularityPrior::fit(prepare::popularity(p)?, &set.examples);
+        prior.attach(&mut set.examples);
+        tracing::info!(
+            weight = prior.weight(),
+            examples = set.examples.len(),
+            "popularity prior fitted: the SLM learns the residual of w ln(1 + count)"
+        );
+        Some(prior.weight())
+    } else {
+        None
+    };
     let config = p
         .config()
         .sft
@@ -269,6 +285,7 @@ fn train_variant(
         report,
         adapter,
         copied_from: None,
+        prior_weight,
     };
     let losses: Vec<f64> = record
         .report

@@ -120,7 +120,8 @@ impl Popularity {
         &self.counts
     }
 
-    fn count(&self, item: ItemId) -> u32 {
+    /// The count of `item` (0 for an id past the catalogue).
+    pub fn count(&self, item: ItemId) -> u32 {
         self.counts.get(item.index()).copied().unwrap_or(0)
     }
 }

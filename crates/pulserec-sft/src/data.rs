@@ -218,6 +218,10 @@ pub struct SftExample {
     /// history, as a target of its own; the prompt carries none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auxiliary: Option<String>,
+    /// A prior score per candidate, in prompt order, that the ranking objective adds to the
+    /// SLM's score ([`crate::PopularityPrior::attach`]); empty: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prior: Vec<f32>,
 }
 
 impl SftExample {
@@ -544,6 +548,7 @@ impl<'a> ExampleBuilder<'a> {
                 prompt,
                 target,
                 auxiliary,
+                prior: Vec::new(),
             });
             // Earlier positions: the k-th training item from the end, with the items before it
             // and fresh negatives from one stream per user (drawn in order of k).
@@ -578,6 +583,7 @@ impl<'a> ExampleBuilder<'a> {
                     prompt,
                     target,
                     auxiliary: None,
+                    prior: Vec::new(),
                 });
             }
         }
@@ -654,6 +660,7 @@ impl<'a> ExampleBuilder<'a> {
                     prompt,
                     target: candidates[0],
                     auxiliary: None,
+                    prior: Vec::new(),
                 })
             })
             .collect()

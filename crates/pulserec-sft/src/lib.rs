@@ -4,6 +4,7 @@ pub mod answer;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod prior;
 pub mod prompt;
 pub mod report;
 pub mod select;
@@ -16,6 +17,7 @@ pub use data::{
 };
 pub use error::{Result, SftError};
 pub use eval::{Evaluation, Outcome, SelectorMetrics, evaluate};
+pub use prior::{MAX_PRIOR_WEIGHT, PopularityPrior};
 pub use prompt::{
     ANSWER_CUE, CHOICE_LETTERS, PROMPT_VERSION, PromptStyle, RATIONALE_CUE, SEQUENCE_HEADER,
     choice_letter,

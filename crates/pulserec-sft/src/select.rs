@@ -5,7 +5,7 @@
 //!   [`PromptStyle::chosen_index`] (the paper's title match, or the letter of a choice prompt).
 //! - [`LikelihoodSelector`]: every candidate's answer text is scored after the cue; the best
 //!   mean (or summed) token log-probability is chosen, and the scores rank all candidates (for
-//!   NDCG@k).
+//!   NDCG@k); with a [`PopularityPrior`] each score also gets the candidate's prior term.
 
 use pulserec_core::baselines::select_by_scores;
 use pulserec_core::{
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::{Stream, rng_for};
 use crate::error::one_per_request;
+use crate::prior::PopularityPrior;
 use crate::prompt::PromptStyle;
 
 /// Sampling settings of the generative selector.
@@ -143,6 +144,7 @@ pub struct LikelihoodSelector<S> {
     scorer: S,
     style: PromptStyle,
     config: LikelihoodConfig,
+    prior: Option<PopularityPrior>,
 }
 
 impl<S: LikelihoodScorer> LikelihoodSelector<S> {
@@ -152,7 +154,15 @@ impl<S: LikelihoodScorer> LikelihoodSelector<S> {
             scorer,
             style,
             config,
+            prior: None,
         }
+    }
+
+    /// Adds `prior`'s score of each candidate to its likelihood score, as the ranking objective
+    /// did in training ([`crate::prior`]).
+    pub fn with_prior(mut self, prior: PopularityPrior) -> Self {
+        self.prior = Some(prior);
+        self
     }
 
     /// Gives the scorer back.
@@ -198,7 +208,11 @@ impl<S: LikelihoodScorer> CandidateSelector for LikelihoodSelector<S> {
                 let scores: Vec<f32> = rows
                     .by_ref()
                     .take(p.candidates.len())
-                    .map(|lp| reduce(&lp, self.config.reduction))
+                    .zip(&p.candidates)
+                    .map(|(lp, (item, _))| {
+                        let prior = self.prior.as_ref().map_or(0.0, |q| q.offset(*item));
+                        reduce(&lp, self.config.reduction) + prior
+                    })
                     .collect();
                 select_by_scores(p, scores)
             })

@@ -21,7 +21,7 @@ use crate::prompt::{PromptStyle, SEQUENCE_HEADER, SEQUENCE_MARKER};
 use crate::train::Objective;
 
 /// One tokenised training example.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EncodedExample {
     /// The user.
     pub user: UserId,
@@ -41,6 +41,11 @@ pub struct EncodedExample {
     /// learned by its token likelihood under either objective.
     #[serde(default)]
     pub auxiliary: bool,
+    /// Ranking examples with a prior ([`SftExample::prior`]): the prior score of each target's
+    /// candidate, in the order of [`EncodedExample::targets`], added to the SLM's score in the
+    /// ranking loss. Empty: no prior.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offsets: Vec<f32>,
 }
 
 impl EncodedExample {
@@ -128,6 +133,9 @@ pub fn encode_auxiliary(
 /// [`EncodedExample::targets`] holds one range per candidate (`targets[0]` is the correct
 /// answer) and [`EncodedExample::segments`] the branch of every token, so one row scores each
 /// candidate exactly as the likelihood selector does: the answer's tokens after the prompt.
+/// An example with a prior ([`SftExample::prior`]) carries it in the same order
+/// ([`EncodedExample::offsets`]); a prior whose length is not the candidates' is
+/// [`SftError::Data`].
 pub fn encode_ranking(
     tokenizer: &SlmTokenizer,
     style: PromptStyle,
@@ -135,12 +143,27 @@ pub fn encode_ranking(
     max_len: usize,
 ) -> Result<EncodedExample> {
     let correct = example.target_index();
-    let order = std::iter::once(correct)
-        .chain((0..example.prompt.candidates.len()).filter(|&i| i != correct));
+    let order: Vec<usize> = std::iter::once(correct)
+        .chain((0..example.prompt.candidates.len()).filter(|&i| i != correct))
+        .collect();
+    if !example.prior.is_empty() && example.prior.len() != order.len() {
+        return Err(SftError::Data {
+            user: example.prompt.user,
+            message: format!(
+                "{} prior scores for {} candidates",
+                example.prior.len(),
+                order.len()
+            ),
+        });
+    }
     let answers = order
-        .map(|i| answer_tokens(tokenizer, style, example, i))
+        .iter()
+        .map(|&i| answer_tokens(tokenizer, style, example, i))
         .collect::<Result<Vec<_>>>()?;
     let mut encoded = fit_prompt(tokenizer, style, example, answers, max_len)?;
+    if !example.prior.is_empty() {
+        encoded.offsets = order.iter().map(|&i| example.prior[i]).collect();
+    }
     let prompt = encoded.target_start();
     let mut segments = vec![0u16; encoded.tokens.len()];
     for (k, r) in encoded.targets.iter().enumerate() {
@@ -232,6 +255,7 @@ fn fit(
                 history_dropped: dropped,
                 segments: Vec::new(),
                 auxiliary: false,
+                offsets: Vec::new(),
             });
         }
         if dropped == history {
@@ -247,7 +271,7 @@ fn fit(
 
 /// Examples tokenised by [`encode_all`]: those that fit, and the users whose example did not
 /// fit even with no history (skipped, not an error).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct EncodedSet {
     /// The examples that fit, in input order.
     pub examples: Vec<EncodedExample>,
@@ -355,6 +379,7 @@ pub fn encode_sequence(
             history_dropped: 0,
             segments: Vec::new(),
             auxiliary: false,
+            offsets: Vec::new(),
         });
         start = end - min_history;
     }

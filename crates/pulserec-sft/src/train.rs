@@ -397,7 +397,9 @@ fn objective_loss(
 
 /// Listwise ranking loss of [`Objective::Ranking`]: each candidate's score is the mean
 /// log-probability of its answer tokens, and an example's loss is `-log softmax(scores)[correct]`
-/// (the correct answer is each example's first target). An auxiliary rationale row
+/// (the correct answer is each example's first target); with a prior
+/// ([`EncodedExample::offsets`]) each score is the SLM's plus the candidate's prior, so the
+/// adapter learns the residual. An auxiliary rationale row
 /// ([`EncodedExample::auxiliary`]) adds the negative mean log-probability of its tokens instead.
 /// The result is the mean over the rows.
 ///
@@ -452,7 +454,11 @@ fn ranking_loss(
     let scores = mean.matmul(logp.reshape([n, 1])).reshape([rows]);
     let mut total = Tensor::<1>::zeros([1], &device);
     if ranked > 0 {
-        let ranked_scores = scores.clone().narrow(0, 0, ranked * k).reshape([ranked, k]);
+        let mut ranked_scores = scores.clone().narrow(0, 0, ranked * k).reshape([ranked, k]);
+        if let Some(offsets) = prior_offsets(examples, k)? {
+            let offsets = Tensor::<2>::from_data(TensorData::new(offsets, [ranked, k]), &device);
+            ranked_scores = ranked_scores + offsets;
+        }
         total = total
             - log_softmax(ranked_scores, 1)
                 .narrow(1, 0, 1)
@@ -463,6 +469,30 @@ fn ranking_loss(
         total = total - scores.narrow(0, ranked * k, auxiliary).sum();
     }
     Ok(total / examples.len() as f32)
+}
+
+/// The prior scores of the ranked (non-auxiliary) examples, `k` per example in target order,
+/// or `None` when no example has one. A batch mixing examples with and without a prior is
+/// refused: the scores would not be comparable across the batch's training signal.
+fn prior_offsets(examples: &[&EncodedExample], k: usize) -> Result<Option<Vec<f32>>> {
+    let ranked = || examples.iter().filter(|e| !e.auxiliary);
+    if ranked().all(|e| e.offsets.is_empty()) {
+        return Ok(None);
+    }
+    let mut offsets = Vec::with_capacity(ranked().count() * k);
+    for e in ranked() {
+        if e.offsets.len() != k {
+            return Err(SftError::Data {
+                user: e.user,
+                message: format!(
+                    "a ranking example with {} prior scores for {k} candidates (every example of a batch needs one per candidate, or none has any)",
+                    e.offsets.len()
+                ),
+            });
+        }
+        offsets.extend_from_slice(&e.offsets);
+    }
+    Ok(Some(offsets))
 }
 
 fn scalar(t: burn::tensor::Tensor<1>) -> Result<f32> {

@@ -7,11 +7,12 @@ use std::sync::OnceLock;
 
 use burn::tensor::Device;
 use indicatif::ProgressBar;
+use pulserec_core::baselines::Popularity;
 use pulserec_core::{CandidatePrompt, CandidateSelector, ItemId, UserId};
 use pulserec_sft::{
-    EncodedExample, LikelihoodConfig, LikelihoodSelector, NonFiniteLoss, Objective, PromptStyle,
-    Schedule, SftConfig, SftError, SftExample, SftTrainer, TrainError, encode_auxiliary,
-    encode_example, encode_ranking, load_adapter,
+    EncodedExample, LikelihoodConfig, LikelihoodSelector, NonFiniteLoss, Objective,
+    PopularityPrior, PromptStyle, Schedule, SftConfig, SftError, SftExample, SftTrainer,
+    TrainError, encode_auxiliary, encode_example, encode_ranking, load_adapter,
 };
 use pulserec_slm::weights::ModelWeights;
 use pulserec_slm::{ChatFormat, LlamaConfig, LoadOptions, LoraConfig, Slm, SlmTokenizer};
@@ -49,6 +50,7 @@ fn examples() -> Vec<SftExample> {
                 },
                 target: ItemId(user * 10 + target as u32 + 1),
                 auxiliary: None,
+                prior: Vec::new(),
             }
         };
     vec![
@@ -67,6 +69,32 @@ fn examples() -> Vec<SftExample> {
             None,
         ),
     ]
+}
+
+/// The inference model over `weights` (the base's, or merged adapters').
+fn inference_model(cfg: &LlamaConfig, weights: &ModelWeights, tok: &SlmTokenizer) -> Slm {
+    Slm::from_parts(
+        cfg.clone(),
+        weights,
+        tok.clone(),
+        &Device::flex(),
+        &LoadOptions::default(),
+    )
+    .unwrap()
+}
+
+/// `-log softmax(scores)[target]`, averaged over the examples.
+fn cross_entropy(scores: &[Vec<f32>], exs: &[SftExample]) -> f32 {
+    let sum: f32 = scores
+        .iter()
+        .zip(exs)
+        .map(|(s, e)| {
+            let max = s.iter().cloned().fold(f32::MIN, f32::max);
+            let log_z = max + s.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
+            log_z - s[e.target_index()]
+        })
+        .sum();
+    sum / exs.len() as f32
 }
 
 fn encoded(tok: &SlmTokenizer) -> Vec<EncodedExample> {
@@ -120,15 +148,7 @@ fn a_few_examples_are_learned() {
         return;
     };
     let device = Device::flex();
-    let base = Slm::from_parts(
-        cfg.clone(),
-        weights,
-        tok.clone(),
-        &device,
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    let before = target_scores(base);
+    let before = target_scores(inference_model(cfg, weights, tok));
 
     let data = encoded(tok);
     let dir = tempfile::tempdir().unwrap();
@@ -210,16 +230,7 @@ fn the_ranking_objective_scores_as_the_selector_and_is_learned() {
         return;
     };
     let device = Device::flex();
-    let load = |w: &ModelWeights| {
-        Slm::from_parts(
-            cfg.clone(),
-            w,
-            tok.clone(),
-            &device,
-            &LoadOptions::default(),
-        )
-        .unwrap()
-    };
+    let load = |w: &ModelWeights| inference_model(cfg, w, tok);
     let exs = examples();
     let prompts: Vec<CandidatePrompt> = exs.iter().map(|e| e.prompt.clone()).collect();
     let scores = |slm: Slm| -> Vec<Vec<f32>> {
@@ -227,20 +238,7 @@ fn the_ranking_objective_scores_as_the_selector_and_is_learned() {
         let sel = selector.select(&prompts).unwrap();
         sel.into_iter().map(|s| s.scores.unwrap()).collect()
     };
-    // -log softmax(scores)[target], averaged over the examples.
-    let cross_entropy = |scores: &[Vec<f32>]| -> f32 {
-        let sum: f32 = scores
-            .iter()
-            .zip(&exs)
-            .map(|(s, e)| {
-                let max = s.iter().cloned().fold(f32::MIN, f32::max);
-                let log_z = max + s.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
-                log_z - s[e.target_index()]
-            })
-            .sum();
-        sum / exs.len() as f32
-    };
-    let selector_loss = cross_entropy(&scores(load(weights)));
+    let selector_loss = cross_entropy(&scores(load(weights)), &exs);
     let data: Vec<EncodedExample> = exs
         .iter()
         .map(|e| encode_ranking(tok, STYLE, e, 256).unwrap())
@@ -269,7 +267,75 @@ fn the_ranking_objective_scores_as_the_selector_and_is_learned() {
         let best = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap();
         assert_eq!(best, e.target_index(), "scores {s:?}");
     }
-    assert!(cross_entropy(&tuned) < 0.5 * selector_loss);
+    assert!(cross_entropy(&tuned, &exs) < 0.5 * selector_loss);
+}
+
+/// A popularity prior enters the ranking loss as the likelihood selector adds it: the loss of
+/// examples carrying the prior is the softmax cross-entropy of the selector's scores with the
+/// same prior, and a prior that favours wrong candidates raises it well past the tolerance.
+#[test]
+fn a_popularity_prior_enters_the_ranking_loss_as_the_selector_adds_it() {
+    let Some((cfg, weights, tok)) = parts() else {
+        return;
+    };
+    let device = Device::flex();
+    // Items 11 and 21 (wrong for both users) are popular; 13 a little.
+    let mut counts = vec![0u32; 24];
+    counts[11] = 400;
+    counts[21] = 400;
+    counts[13] = 3;
+    let prior = PopularityPrior::new(Popularity::new(counts), 1.0).unwrap();
+    let mut exs = examples();
+    prior.attach(&mut exs);
+    assert!((exs[0].prior[0] - 401f32.ln()).abs() < 1e-5);
+    let prompts: Vec<CandidatePrompt> = exs.iter().map(|e| e.prompt.clone()).collect();
+    let mut selector = LikelihoodSelector::new(
+        inference_model(cfg, weights, tok),
+        STYLE,
+        LikelihoodConfig::default(),
+    )
+    .with_prior(prior);
+    let scores: Vec<Vec<f32>> = (selector.select(&prompts).unwrap())
+        .into_iter()
+        .map(|s| s.scores.unwrap())
+        .collect();
+    let selector_loss = cross_entropy(&scores, &exs);
+    let ranking = SftConfig {
+        objective: Objective::Ranking,
+        ..config(1, 1e-3)
+    };
+    let trainer = SftTrainer::new(cfg, weights, ranking, "smollm2-test", &device).unwrap();
+    let with_prior: Vec<EncodedExample> = exs
+        .iter()
+        .map(|e| encode_ranking(tok, STYLE, e, 256).unwrap())
+        .collect();
+    // The correct candidate's prior comes first, as its answer does.
+    assert_eq!(
+        with_prior[0].offsets[0],
+        exs[0].prior[exs[0].target_index()]
+    );
+    let loss = trainer.eval_loss(&with_prior).unwrap();
+    assert!(
+        (loss - selector_loss).abs() < 0.05,
+        "ranking loss with the prior {loss} vs the selector's {selector_loss}"
+    );
+    let plain: Vec<EncodedExample> = examples()
+        .iter()
+        .map(|e| encode_ranking(tok, STYLE, e, 256).unwrap())
+        .collect();
+    let without = trainer.eval_loss(&plain).unwrap();
+    assert!(
+        loss > without + 1.0,
+        "{loss} with the prior, {without} without"
+    );
+    // A prior of the wrong length is refused by name.
+    let mut bad = exs[0].clone();
+    bad.prior.pop();
+    let err = encode_ranking(tok, STYLE, &bad, 256).unwrap_err();
+    assert!(
+        err.to_string().contains("2 prior scores for 3 candidates"),
+        "{err}"
+    );
 }
 
 /// The auxiliary variant's rationale row: under the ranking objective it adds the negative mean

@@ -23,6 +23,7 @@ fn example(rationale: Option<&str>) -> SftExample {
         },
         target: ItemId(9),
         auxiliary: None,
+        prior: Vec::new(),
     }
 }
 

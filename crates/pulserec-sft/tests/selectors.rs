@@ -61,6 +61,7 @@ fn case(user: u32, titles: &[&str], target: usize) -> SftExample {
         },
         target: ItemId(user * 10 + target as u32 + 1),
         auxiliary: None,
+        prior: Vec::new(),
     }
 }
 
