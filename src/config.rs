@@ -83,7 +83,7 @@ pub struct PipelineConfig {
     /// stages: `f32` (the default) or `bf16`, on the CPU's AMX tiles where it has them (else
     /// f32). `bf16` is faster and moves log-probabilities by about 1e-2; those stages record it
     /// in their settings where it runs (AMX), so a store is never continued in the other
-    /// precision. SFT trains in f32 either way.
+    /// precision. SFT trains in f32 unless `sft.frozen_bottom = "host_bf16"`.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
     /// The data set.
@@ -485,6 +485,12 @@ pub struct SftStage {
     /// train faster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_top_layers: Option<usize>,
+    /// How the layers below the lowest adapted one run in training: `autodiff` (default: as the
+    /// others), `host` (off the autodiff graph with the inference model's host kernels, f32) or
+    /// `host_bf16` (`host` with bf16 projections on the CPU's AMX tiles where it has them);
+    /// [`pulserec_sft::FrozenBottom`].
+    #[serde(default, skip_serializing_if = "is_autodiff")]
+    pub frozen_bottom: pulserec_sft::FrozenBottom,
     /// Peak AdamW learning rate (the paper: 2e-4 over 7 epochs; the CPU configs take 1e-3 so a
     /// handful of steps move the adapters).
     pub learning_rate: f64,
@@ -617,6 +623,7 @@ impl SftStage {
         config.lora.rank = self.lora_rank;
         config.lora.alpha = 2.0 * self.lora_rank as f32;
         config.objective = self.objective;
+        config.frozen_bottom = self.frozen_bottom;
         if let Some(k) = self.lora_top_layers {
             config.lora = config.lora.top_layers(k, num_layers);
         }
@@ -647,6 +654,10 @@ fn is_one(n: &usize) -> bool {
 
 fn is_generative(o: &pulserec_sft::Objective) -> bool {
     *o == pulserec_sft::Objective::Generative
+}
+
+fn is_autodiff(mode: &pulserec_sft::FrozenBottom) -> bool {
+    *mode == pulserec_sft::FrozenBottom::Autodiff
 }
 
 /// How the local SLM multiplies prompts ([`PipelineConfig::precision`]).
@@ -878,6 +889,7 @@ impl PipelineConfig {
                 history: None,
                 every_position: false,
                 objective: pulserec_sft::Objective::Generative,
+                frozen_bottom: pulserec_sft::FrozenBottom::Autodiff,
                 positions: 1,
                 train_candidates: None,
                 show_popularity: false,
@@ -949,6 +961,7 @@ impl PipelineConfig {
                 history: None,
                 every_position: false,
                 objective: pulserec_sft::Objective::Generative,
+                frozen_bottom: pulserec_sft::FrozenBottom::Autodiff,
                 positions: 1,
                 train_candidates: None,
                 show_popularity: false,

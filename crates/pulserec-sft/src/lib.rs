@@ -22,6 +22,7 @@ pub use prompt::{
     ANSWER_CUE, CHOICE_LETTERS, PROMPT_VERSION, PromptStyle, RATIONALE_CUE, SEQUENCE_HEADER,
     choice_letter,
 };
+pub use pulserec_slm::FrozenBottom;
 pub use pulserec_train::{NonFiniteLoss, TrainError};
 pub use report::{SftMetrics, TrainReport};
 pub use select::{

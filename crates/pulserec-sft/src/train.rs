@@ -15,7 +15,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::Device;
 use indicatif::ProgressBar;
 use pulserec_slm::weights::ModelWeights;
-use pulserec_slm::{LlamaConfig, LoraConfig, LoraModel, TokenBatch};
+use pulserec_slm::{FrozenBottom, LlamaConfig, LoraConfig, LoraModel, TokenBatch};
 pub use pulserec_train::Schedule;
 use pulserec_train::{EpochCheckpoints, TrainError, WarmupSchedule};
 use rand::seq::SliceRandom;
@@ -70,6 +70,14 @@ pub struct SftConfig {
     /// What the loss teaches (default: the answer's tokens).
     #[serde(default)]
     pub objective: Objective,
+    /// How the frozen layers below the lowest adapter run (default: on the autodiff graph like
+    /// the others; [`FrozenBottom::Host`] and [`FrozenBottom::HostBf16`] are faster on the CPU).
+    #[serde(default, skip_serializing_if = "is_autodiff")]
+    pub frozen_bottom: FrozenBottom,
+}
+
+fn is_autodiff(mode: &FrozenBottom) -> bool {
+    *mode == FrozenBottom::Autodiff
 }
 
 impl SftConfig {
@@ -90,6 +98,7 @@ impl SftConfig {
             max_grad_norm: Some(1.0),
             seed,
             objective: Objective::Generative,
+            frozen_bottom: FrozenBottom::Autodiff,
         }
     }
 
@@ -179,13 +188,21 @@ impl SftTrainer {
     ) -> Result<Self> {
         config.validate()?;
         let train_device = pulserec_train::training_device(device, config.seed);
-        let model = LoraModel::new(
+        let mut model = LoraModel::new(
             model_config,
             weights,
             &config.lora,
             config.seed,
             &train_device,
         )?;
+        let frozen_bottom = model.set_frozen_bottom(config.frozen_bottom)?;
+        if frozen_bottom != config.frozen_bottom {
+            tracing::warn!(
+                asked = ?config.frozen_bottom,
+                running = ?frozen_bottom,
+                "the frozen layers cannot run as asked on this device or CPU"
+            );
+        }
         Ok(Self {
             model,
             optim: pulserec_train::adamw(config.weight_decay, config.max_grad_norm),

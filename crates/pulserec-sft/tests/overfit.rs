@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use pulserec_core::baselines::Popularity;
 use pulserec_core::{CandidatePrompt, CandidateSelector, ItemId, UserId};
 use pulserec_sft::{
-    EncodedExample, LikelihoodConfig, LikelihoodSelector, NonFiniteLoss, Objective,
+    EncodedExample, FrozenBottom, LikelihoodConfig, LikelihoodSelector, NonFiniteLoss, Objective,
     PopularityPrior, PromptStyle, Schedule, SftConfig, SftError, SftExample, SftTrainer,
     TrainError, encode_auxiliary, encode_example, encode_ranking, load_adapter,
 };
@@ -122,6 +122,7 @@ fn config(epochs: usize, lr: f64) -> SftConfig {
         max_grad_norm: None,
         seed: 3,
         objective: Objective::Generative,
+        frozen_bottom: FrozenBottom::Autodiff,
     }
 }
 

@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! cargo run --release -p pulserec-slm --example lora_step -- GGUF [--batch 4] [--seq 128]
-//!     [--steps 3] [--top-layers K] [--save DIR] [--device flex|tch|tch-cuda:N]
+//!     [--steps 3] [--top-layers K] [--frozen-bottom autodiff|host|host_bf16] [--save DIR]
+//!     [--device flex|tch|tch-cuda:N]
 //! ```
-//! `--top-layers K` puts the adapters on the top K layers only (PEFT's `layers_to_transform`).
+//! `--top-layers K` puts the adapters on the top K layers only (PEFT's `layers_to_transform`);
+//! `--frozen-bottom` chooses how the layers below them run (`LoraModel::set_frozen_bottom`).
 //! `--device tch` and `tch-cuda:N` need `--features tch` (LibTorch on the CPU or CUDA device N).
 
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::Device;
-use pulserec_slm::{LoraConfig, LoraModel, Slm, TokenBatch};
+use pulserec_slm::{FrozenBottom, LoraConfig, LoraModel, Slm, TokenBatch};
 
 const TEXT: &str = "<|im_start|>user\nThe user recently played The Legend of Zelda: Breath of the \
 Wild, Mario Kart 8 Deluxe and Animal Crossing. Candidates: Splatoon 2, FIFA 19, Forza Horizon 4, \
@@ -28,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (mut batch, mut seq, mut steps, mut save) = (4usize, 128usize, 3usize, None);
     let mut top_layers = None;
     let mut device = Device::flex();
+    let mut frozen_bottom = FrozenBottom::Autodiff;
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -37,6 +40,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--save" => save = Some(PathBuf::from(value)),
             "--top-layers" => top_layers = Some(value.parse::<usize>()?),
             "--device" => device = device_named(&value)?,
+            "--frozen-bottom" => {
+                frozen_bottom = serde_json::from_value(serde_json::Value::String(value.clone()))
+                    .map_err(|_| format!("--frozen-bottom {value}: autodiff, host or host_bf16"))?
+            }
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -48,6 +55,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => LoraConfig::paper(),
     };
     let mut model = LoraModel::new(&cfg, &base, &lora, 0, &device)?;
+    let frozen_bottom = model.set_frozen_bottom(frozen_bottom)?;
+    println!("frozen layers below the adapters: {frozen_bottom:?}");
 
     // Rows of `seq` tokens cut from the repeated text at different offsets; loss on the second half.
     let stream: Vec<u32> = tok.encode(&TEXT.repeat(1 + (batch + 1) * seq / 64))?;

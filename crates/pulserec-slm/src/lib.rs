@@ -33,4 +33,4 @@ pub use generate::GenerationStats;
 pub use lora::{LoraConfig, LoraTarget};
 pub use sampler::Sampler;
 pub use slm::{LoadOptions, SharedSlm, Slm};
-pub use train_model::{LoraModel, TokenBatch};
+pub use train_model::{FrozenBottom, LoraModel, TokenBatch};

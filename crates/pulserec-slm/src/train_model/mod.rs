@@ -20,12 +20,14 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::amx::PackedBf16;
 use crate::config::LlamaConfig;
 use crate::error::{Result, SlmError};
+use crate::linear::tensor_vec;
 use crate::lora::{LoraConfig, LoraTarget};
 use crate::model::{
-    DecoderLayer, grouped_attention, layer_forward, rms_norm, rope_inv_freq, rope_tables,
-    vec_tensor,
+    DecoderLayer, grouped_attention, grouped_attention_host, layer_forward, rms_norm,
+    rope_inv_freq, rope_tables, vec_tensor,
 };
 use crate::weights::{ModelWeights, WeightMatrix};
 
@@ -48,6 +50,10 @@ struct LoraLinear {
     weight: Tensor<2>,
     bias: Option<Tensor<1>>,
     adapter: Option<Adapter>,
+    /// [`FrozenBottom::HostBf16`]: `W` in AMX bf16 tiles for the frozen forward (set only below
+    /// the lowest adapted layer, where no gradient flows).
+    #[module(skip)]
+    amx: Option<PackedBf16>,
 }
 
 fn matrix_tensor(data: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
@@ -79,6 +85,7 @@ impl LoraLinear {
             weight,
             bias: bias.map(|b| vec_tensor(b, device)),
             adapter,
+            amx: None,
         })
     }
 
@@ -98,6 +105,31 @@ impl LoraLinear {
             Some(bias) => y + bias.clone().unsqueeze::<3>(),
             None => y,
         }
+    }
+
+    /// `x Wᵀ + b` without autodiff, for a frozen layer below every adapter ([`FrozenBottom`]):
+    /// on the AMX tiles when packed, else burn's f32 matmul on `x`'s plain device.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, in]` on a plain (non-autodiff) device; returns `[batch, seq, out]`
+    fn forward_frozen(&self, x: Tensor<3>) -> Result<Tensor<3>> {
+        let [b, t, i] = x.dims();
+        let out = self.weight.dims()[1];
+        let y = match &self.amx {
+            Some(amx) => {
+                let device = x.device();
+                let y = amx.matmul(&tensor_vec(x)?, b * t);
+                Tensor::<2>::from_data(TensorData::new(y, [b * t, out]), &device)
+            }
+            None => x
+                .reshape([b * t, i])
+                .matmul(self.weight.clone().without_autodiff()),
+        };
+        let y = y.reshape([b, t, out]);
+        Ok(match &self.bias {
+            Some(bias) => y + bias.clone().without_autodiff().unsqueeze::<3>(),
+            None => y,
+        })
     }
 }
 
@@ -119,6 +151,51 @@ impl DecoderLayer for LoraBlock {
     }
 }
 
+/// A block below every adapter, run without autodiff ([`FrozenBottom`]): its norm weights on
+/// the plain device, its projections through [`LoraLinear::forward_frozen`].
+struct FrozenBlock<'a> {
+    attn_norm: Tensor<1>,
+    ffn_norm: Tensor<1>,
+    proj: &'a [LoraLinear],
+}
+
+impl<'a> FrozenBlock<'a> {
+    fn of(block: &'a LoraBlock) -> Self {
+        Self {
+            attn_norm: block.attn_norm.clone().without_autodiff(),
+            ffn_norm: block.ffn_norm.clone().without_autodiff(),
+            proj: &block.proj,
+        }
+    }
+}
+
+impl DecoderLayer for FrozenBlock<'_> {
+    fn norms(&self) -> (&Tensor<1>, &Tensor<1>) {
+        (&self.attn_norm, &self.ffn_norm)
+    }
+
+    fn project(&self, which: LoraTarget, x: Tensor<3>) -> Result<Tensor<3>> {
+        self.proj[which.index()].forward_frozen(x)
+    }
+}
+
+/// How a training [`LoraModel`] runs the layers below its lowest adapted layer, through which no
+/// gradient flows ([`LoraModel::set_frozen_bottom`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrozenBottom {
+    /// As every other layer: burn's ops on the model's (autodiff) device.
+    #[default]
+    Autodiff,
+    /// Off the autodiff graph on the plain CPU device, with the inference model's host kernels
+    /// (one-pass RMSNorm, SwiGLU and masked softmax with a vectorised `exp`); f32 throughout.
+    Host,
+    /// [`FrozenBottom::Host`] with the projections on the CPU's AMX tiles in bf16 (f32
+    /// accumulation), as [`crate::WeightMode::Bf16`] runs inference: the frozen layers' values
+    /// change by bf16 rounding.
+    HostBf16,
+}
+
 /// The decoder as a trainable burn module: frozen f32 base weights + LoRA `A`/`B` parameters.
 ///
 /// Train it on an autodiff device: build it on `device.autodiff()`, or turn a model built on a
@@ -138,6 +215,9 @@ pub struct LoraModel {
     cfg: LlamaConfig,
     #[module(skip)]
     lora: LoraConfig,
+    /// How the layers below the lowest adapter run ([`LoraModel::set_frozen_bottom`]).
+    #[module(skip)]
+    frozen_bottom: FrozenBottom,
 }
 
 impl LoraModel {
@@ -201,7 +281,46 @@ impl LoraModel {
             lm_head: base.lm_head.as_ref().map(dense).transpose()?,
             cfg: cfg.clone(),
             lora: lora.clone(),
+            frozen_bottom: FrozenBottom::Autodiff,
         })
+    }
+
+    /// Chooses how the layers below the lowest adapted one run on an autodiff device
+    /// ([`FrozenBottom`]; default [`FrozenBottom::Autodiff`]) and returns the mode in effect:
+    /// the host modes need the CPU (`flex`) device, and [`FrozenBottom::HostBf16`] a CPU with
+    /// AMX ([`crate::amx::available`]; elsewhere it is [`FrozenBottom::Host`]). The bf16 mode
+    /// packs those layers' projections once (2 bytes per weight, beside the f32 copies; a
+    /// projection whose sizes are not multiples of 32 stays in f32). Nothing changes when layer
+    /// 0 is adapted, or on a plain device (where every layer already runs without autodiff).
+    pub fn set_frozen_bottom(&mut self, mode: FrozenBottom) -> Result<FrozenBottom> {
+        let mode = match mode {
+            _ if self.device().without_autodiff() != Device::flex() => FrozenBottom::Autodiff,
+            FrozenBottom::HostBf16 if !crate::amx::available() => FrozenBottom::Host,
+            mode => mode,
+        };
+        let lowest = self.lowest_adapted();
+        for block in &mut self.blocks[..lowest] {
+            for proj in &mut block.proj {
+                proj.amx = match mode {
+                    FrozenBottom::HostBf16 => {
+                        let [k, n] = proj.weight.dims();
+                        // `[out, in]` row-major, as the checkpoint stores it.
+                        let w = tensor_vec(proj.weight.clone().transpose())?;
+                        PackedBf16::pack(&w, n, k)
+                    }
+                    _ => None,
+                };
+            }
+        }
+        self.frozen_bottom = mode;
+        Ok(mode)
+    }
+
+    /// The first layer with an adapter (`num_layers` when none has one).
+    fn lowest_adapted(&self) -> usize {
+        (0..self.cfg.num_layers)
+            .find(|&l| self.lora.adapts_layer(l))
+            .unwrap_or(self.cfg.num_layers)
     }
 
     /// The adapter settings.
@@ -243,7 +362,34 @@ impl LoraModel {
             self.cfg.num_kv_heads,
             self.cfg.head_dim,
         ];
-        for blk in &self.blocks {
+        let bottom = match self.frozen_bottom {
+            FrozenBottom::Host | FrozenBottom::HostBf16 if device.is_autodiff() => {
+                self.lowest_adapted()
+            }
+            _ => 0,
+        };
+        if bottom > 0 {
+            // No gradient flows below the lowest adapter: those layers run off the graph, with
+            // the host kernels of the plain device, and their output re-enters it as a constant.
+            let host_mask = host_mask(mask.clone(), batch)?;
+            let rope = (
+                cos.clone().without_autodiff(),
+                sin.clone().without_autodiff(),
+            );
+            let mut h = x.without_autodiff();
+            for blk in &self.blocks[..bottom] {
+                h = layer_forward(
+                    &FrozenBlock::of(blk),
+                    h,
+                    dims,
+                    (&rope.0, &rope.1),
+                    eps,
+                    |q, k, v| grouped_attention_host(q, k, v, &host_mask),
+                )?;
+            }
+            x = h.autodiff();
+        }
+        for blk in &self.blocks[bottom..] {
             x = layer_forward(blk, x, dims, (&cos, &sin), eps, |q, k, v| {
                 grouped_attention(q, k, v, mask.clone())
             })?;
@@ -369,4 +515,19 @@ impl LoraModel {
             .select(0, rows);
         Ok(log_softmax(self.head(h), 1).gather(1, targets).reshape([n]))
     }
+}
+
+/// The additive mask of [`LoraModel::attention_layout`] as host values with one `[t, t]` block
+/// per row (a mask shared by every row is repeated).
+///
+/// # Shapes
+/// - `mask`: `[1 or batch, 1, t, t]`; returns `batch * t * t` values
+fn host_mask(mask: Tensor<4>, batch: usize) -> Result<Vec<f32>> {
+    let rows = mask.dims()[0];
+    let values = tensor_vec(mask.without_autodiff())?;
+    Ok(if rows == batch {
+        values
+    } else {
+        values.repeat(batch)
+    })
 }
