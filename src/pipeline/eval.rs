@@ -23,7 +23,7 @@ use pulserec_tot::RemoteGenerator;
 use serde_json::{Value, json};
 
 use super::marker::{read_json, write_json};
-use super::sft::{Base, read_record, variant_dir};
+use super::sft::{Base, TrainRecord, read_record, variant_dir};
 use super::{Pipeline, PipelineError, Result, Stage, StageResult, prepare};
 use crate::config::{BaselineKind, SelectorKind};
 use crate::results::{Prediction, Row, write_predictions};
@@ -193,8 +193,7 @@ fn served_model(p: &Pipeline, row: EvalRow) -> Option<&str> {
 }
 
 /// The SLM with `variant`'s adapter merged in.
-fn tuned_slm(p: &Pipeline, base: &Base, variant: Variant) -> Result<Slm> {
-    let record = read_record(p, variant)?;
+fn tuned_slm(p: &Pipeline, base: &Base, variant: Variant, record: &TrainRecord) -> Result<Slm> {
     let adapter_dir = variant_dir(p, variant).join(&record.adapter);
     let model = load_adapter(
         &adapter_dir,
@@ -300,10 +299,11 @@ fn row_selector(
         }
         EvalRow::Variant(v) => {
             let b = slm_base()?;
-            let slm = tuned_slm(p, b, v)?;
+            let record = read_record(p, v)?;
+            let slm = tuned_slm(p, b, v, &record)?;
             let style = b.style;
             // An adapter trained over a popularity prior is scored with it (this run's counts).
-            let prior = match read_record(p, v)?.prior_weight {
+            let prior = match record.prior_weight {
                 Some(w) => Some(PopularityPrior::new(prepare::popularity(p)?, w).at(Stage::Eval)?),
                 None => None,
             };
