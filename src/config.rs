@@ -486,8 +486,9 @@ pub struct SftStage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_top_layers: Option<usize>,
     /// How the layers below the lowest adapted one run in training: `autodiff` (default: as the
-    /// others), `host` (off the autodiff graph with the inference model's host kernels, f32) or
-    /// `host_bf16` (`host` with bf16 projections on the CPU's AMX tiles where it has them);
+    /// others), `host` (off the autodiff graph with the inference model's host kernels, f32,
+    /// and the head's log-softmax and the dropout masks on the host too) or `host_bf16` (`host`
+    /// with bf16 products on the CPU's AMX tiles where it has them);
     /// [`pulserec_sft::FrozenBottom`].
     #[serde(default, skip_serializing_if = "is_autodiff")]
     pub frozen_bottom: pulserec_sft::FrozenBottom,

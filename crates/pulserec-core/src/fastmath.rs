@@ -1,7 +1,7 @@
 //! Element-wise math over `f32` slices that the compiler can vectorise: branch-free `exp`,
-//! `erf`, the activations built on them (GELU, SiLU-gated products), two row kernels
-//! (RMSNorm, scaled + masked softmax) that replace several tensor passes with one, and a tiled
-//! transpose for weight layouts.
+//! `erf`, the activations built on them (GELU, SiLU-gated products), three row kernels
+//! (RMSNorm, scaled + masked softmax, softmax with its log-sum-exp) that replace several tensor
+//! passes with one, and a tiled transpose for weight layouts.
 //!
 //! The CPU backend evaluates `erf` and `exp` one element at a time through libm; in inference
 //! forwards (MiniLM's GELU, SmolLM2's SwiGLU) that was a fifth of the encode time and a tenth of
@@ -239,6 +239,33 @@ pub fn softmax_rows_scaled_masked(
     }
 }
 
+/// Row-wise `softmax(x)` in place over rows of `cols` values, returning each row's
+/// log-sum-exp `ln sum(e^x)` (so `x_j - lse` is the log-probability of column `j`): the
+/// normaliser of a language model's head over its vocabulary, without a second pass of `exp`.
+///
+/// # Panics
+/// If `values.len()` is not a multiple of `cols` or `cols == 0` (a caller bug).
+pub fn softmax_rows_lse(values: &mut [f32], cols: usize) -> Vec<f32> {
+    assert!(
+        cols > 0 && values.len().is_multiple_of(cols),
+        "softmax_rows_lse: {} values in rows of {cols}",
+        values.len()
+    );
+    let run = |row: &mut [f32]| {
+        let max = lane_max(row);
+        row.iter_mut().for_each(|v| *v = exp(*v - max));
+        let sum = lane_sum(row, |v| v);
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v *= inv);
+        max + sum.ln()
+    };
+    if values.len() < PARALLEL_MIN {
+        values.chunks_exact_mut(cols).map(run).collect()
+    } else {
+        values.par_chunks_exact_mut(cols).map(run).collect()
+    }
+}
+
 /// `[rows, cols]` row-major to `[cols, rows]` row-major, copied in cache-sized tiles (weight
 /// layouts: HF stores linear weights `[out, in]`, the burn models multiply by `[in, out]`).
 ///
@@ -435,6 +462,18 @@ mod tests {
                         (got[r * cols + c] as f64 - want).abs() < 1e-6,
                         "softmax {r} {c}"
                     );
+                }
+            }
+            // Softmax with the log-sum-exp.
+            let mut got = xs.clone();
+            let lse = softmax_rows_lse(&mut got, cols);
+            for r in 0..rows {
+                let row = &xs[r * cols..(r + 1) * cols];
+                let sum: f64 = row.iter().map(|&v| (v as f64).exp()).sum();
+                assert!((lse[r] as f64 - sum.ln()).abs() < 1e-5, "lse {r}");
+                for c in 0..cols {
+                    let want = (row[c] as f64).exp() / sum;
+                    assert!((got[r * cols + c] as f64 - want).abs() < 1e-6, "p {r} {c}");
                 }
             }
         }

@@ -70,8 +70,9 @@ pub struct SftConfig {
     /// What the loss teaches (default: the answer's tokens).
     #[serde(default)]
     pub objective: Objective,
-    /// How the frozen layers below the lowest adapter run (default: on the autodiff graph like
-    /// the others; [`FrozenBottom::Host`] and [`FrozenBottom::HostBf16`] are faster on the CPU).
+    /// How the frozen layers below the lowest adapter and the head run (default: on the
+    /// autodiff graph like the others; [`FrozenBottom::Host`] and [`FrozenBottom::HostBf16`]
+    /// are faster on the CPU).
     #[serde(default, skip_serializing_if = "is_autodiff")]
     pub frozen_bottom: FrozenBottom,
 }

@@ -354,9 +354,9 @@ fn loss_logits_and_gradients_match_peft() {
     );
 }
 
-/// The frozen layers below the lowest adapter off the autodiff graph ([`FrozenBottom`]): in f32
-/// with the host kernels the loss and every adapter gradient match the on-graph run; with bf16
-/// projections on AMX they move by bf16 rounding only. Two rows of different lengths (the
+/// The frozen layers below the lowest adapter and the head's log-softmax off the autodiff graph
+/// ([`FrozenBottom`]): in f32 with the host kernels the loss and every adapter gradient match
+/// the on-graph run; with bf16 products on AMX they move by bf16 rounding only. Two rows of different lengths (the
 /// shared causal mask) and a row with two branches (a per-row mask) in one batch.
 #[test]
 fn the_frozen_bottom_off_the_graph_keeps_loss_and_gradients() {
@@ -446,7 +446,7 @@ fn the_frozen_bottom_off_the_graph_keeps_loss_and_gradients() {
         } else {
             assert_eq!(mode, FrozenBottom::Host);
         }
-        // bf16 rounding of 22 layers' products: within 2 % of the loss and of the largest
+        // bf16 rounding of 22 layers' and the head's products: within 2 % of the loss and of the largest
         // gradient, and not identical to f32 where it ran.
         assert!(
             (loss - bf16_loss).abs() < 0.02 * loss.abs(),

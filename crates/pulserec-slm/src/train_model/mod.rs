@@ -16,9 +16,10 @@ pub use batch::TokenBatch;
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig};
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::amx::PackedBf16;
 use crate::config::LlamaConfig;
@@ -41,6 +42,63 @@ struct Adapter {
     dropout: Dropout,
     #[module(skip)]
     scale: f32,
+    /// Draw the dropout mask with [`host_dropout_mask`] instead of burn's [`Dropout`] (the
+    /// host modes of [`FrozenBottom`]).
+    #[module(skip)]
+    host_mask: bool,
+}
+
+impl Adapter {
+    /// `dropout(x)`: burn's [`Dropout`], or with `host_mask` the same distribution (keep with
+    /// probability `1 - p`, scaled by `1 / (1 - p)`) from [`host_dropout_mask`] in one product.
+    /// Identity outside training, as [`Dropout`].
+    ///
+    /// # Shapes
+    /// - `x`: `[n, in]`; returns `[n, in]`
+    fn drop(&self, x: Tensor<2>) -> Result<Tensor<2>> {
+        let p = self.dropout.prob;
+        if !self.host_mask
+            || p == 0.0
+            || !self.dropout.training.is_enabled()
+            || !x.device().is_autodiff()
+        {
+            return Ok(self.dropout.forward(x));
+        }
+        let device = x.device();
+        let mask = host_dropout_mask(x.dims(), p, &device)?;
+        Ok(x * mask)
+    }
+}
+
+/// A dropout mask of `shape` with values `0` (probability `p`) and `1 / (1 - p)`: ChaCha8
+/// streams in parallel chunks, seeded from `device`'s generator (so [`Device::seed`] still makes
+/// a run repeatable). burn's [`Dropout`] draws one `f64` Bernoulli sample per value on one
+/// thread and multiplies twice; this was 5 % of a training step.
+fn host_dropout_mask(shape: [usize; 2], p: f64, device: &Device) -> Result<Tensor<2>> {
+    const CHUNK: usize = 1 << 14;
+    let seed_values = tensor_vec(Tensor::<1>::random([2], Distribution::Default, device))?;
+    let seed = seed_values
+        .iter()
+        .fold(0u64, |s, v| (s << 32) | u64::from(v.to_bits()));
+    let keep = 1.0 - p;
+    // Keep when a uniform u32 falls below keep * 2^32.
+    let threshold = (keep * 4_294_967_296.0) as u64;
+    let scale = (1.0 / keep) as f32;
+    let mut mask = vec![0f32; shape[0] * shape[1]];
+    mask.par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(chunk, out)| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            rng.set_stream(chunk as u64);
+            for v in out {
+                *v = if u64::from(rng.random::<u32>()) < threshold {
+                    scale
+                } else {
+                    0.0
+                };
+            }
+        });
+    Ok(Tensor::<2>::from_data(TensorData::new(mask, shape), device))
 }
 
 /// `y = x Wᵀ + b + scale · B A dropout(x)` with `W` and `b` frozen.
@@ -79,6 +137,7 @@ impl LoraLinear {
                 lora_b: Param::from_tensor(Tensor::zeros([w.rows, cfg.rank], device)),
                 dropout: DropoutConfig::new(cfg.dropout as f64).init(),
                 scale: cfg.scale(),
+                host_mask: false,
             }
         });
         Ok(Self {
@@ -91,20 +150,20 @@ impl LoraLinear {
 
     /// # Shapes
     /// - `x`: `[batch, seq, in]`; returns `[batch, seq, out]`
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+    fn forward(&self, x: Tensor<3>) -> Result<Tensor<3>> {
         let [b, t, i] = x.dims();
         let out = self.weight.dims()[1];
         let x = x.reshape([b * t, i]);
         let mut y = x.clone().matmul(self.weight.clone());
         if let Some(ad) = &self.adapter {
-            let low = ad.dropout.forward(x).matmul(ad.lora_a.val().transpose()) * ad.scale;
+            let low = ad.drop(x)?.matmul(ad.lora_a.val().transpose()) * ad.scale;
             y = y + low.matmul(ad.lora_b.val().transpose());
         }
         let y = y.reshape([b, t, out]);
-        match &self.bias {
+        Ok(match &self.bias {
             Some(bias) => y + bias.clone().unsqueeze::<3>(),
             None => y,
-        }
+        })
     }
 
     /// `x Wᵀ + b` without autodiff, for a frozen layer below every adapter ([`FrozenBottom`]):
@@ -147,7 +206,7 @@ impl DecoderLayer for LoraBlock {
     }
 
     fn project(&self, which: LoraTarget, x: Tensor<3>) -> Result<Tensor<3>> {
-        Ok(self.proj[which.index()].forward(x))
+        self.proj[which.index()].forward(x)
     }
 }
 
@@ -180,19 +239,24 @@ impl DecoderLayer for FrozenBlock<'_> {
 }
 
 /// How a training [`LoraModel`] runs the layers below its lowest adapted layer, through which no
-/// gradient flows ([`LoraModel::set_frozen_bottom`]).
+/// gradient flows ([`LoraModel::set_frozen_bottom`]). The host modes also take the frozen LM
+/// head's log-softmax off the graph (only its input gradient enters it; see
+/// [`LoraModel::target_log_probs`]) and draw the adapters' dropout masks on the host in
+/// parallel (the same distribution as burn's `Dropout`, other random values).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FrozenBottom {
-    /// As every other layer: burn's ops on the model's (autodiff) device.
+    /// As every other layer: burn's ops on the model's (autodiff) device, and burn's
+    /// log-softmax and dropout.
     #[default]
     Autodiff,
     /// Off the autodiff graph on the plain CPU device, with the inference model's host kernels
     /// (one-pass RMSNorm, SwiGLU and masked softmax with a vectorised `exp`); f32 throughout.
     Host,
-    /// [`FrozenBottom::Host`] with the projections on the CPU's AMX tiles in bf16 (f32
-    /// accumulation), as [`crate::WeightMode::Bf16`] runs inference: the frozen layers' values
-    /// change by bf16 rounding.
+    /// [`FrozenBottom::Host`] with the projections and the head's two products (logits and
+    /// input gradient) on the CPU's AMX tiles in bf16 (f32 accumulation), as
+    /// [`crate::WeightMode::Bf16`] runs inference: the frozen layers' values and the
+    /// log-probabilities change by bf16 rounding.
     HostBf16,
 }
 
@@ -218,6 +282,17 @@ pub struct LoraModel {
     /// How the layers below the lowest adapter run ([`LoraModel::set_frozen_bottom`]).
     #[module(skip)]
     frozen_bottom: FrozenBottom,
+    /// [`FrozenBottom::HostBf16`]: the head in AMX bf16 tiles.
+    #[module(skip)]
+    head_amx: Option<HeadBf16>,
+}
+
+/// The frozen head packed for [`FrozenBottom::HostBf16`]: `W` for the logits `h Wᵀ` and `Wᵀ`
+/// for the input gradient `(onehot - p) W`.
+#[derive(Clone, Debug)]
+struct HeadBf16 {
+    logits: PackedBf16,
+    grad_input: PackedBf16,
 }
 
 impl LoraModel {
@@ -282,6 +357,7 @@ impl LoraModel {
             cfg: cfg.clone(),
             lora: lora.clone(),
             frozen_bottom: FrozenBottom::Autodiff,
+            head_amx: None,
         })
     }
 
@@ -289,9 +365,10 @@ impl LoraModel {
     /// ([`FrozenBottom`]; default [`FrozenBottom::Autodiff`]) and returns the mode in effect:
     /// the host modes need the CPU (`flex`) device, and [`FrozenBottom::HostBf16`] a CPU with
     /// AMX ([`crate::amx::available`]; elsewhere it is [`FrozenBottom::Host`]). The bf16 mode
-    /// packs those layers' projections once (2 bytes per weight, beside the f32 copies; a
-    /// projection whose sizes are not multiples of 32 stays in f32). Nothing changes when layer
-    /// 0 is adapted, or on a plain device (where every layer already runs without autodiff).
+    /// packs those layers' projections and the head (twice: `W` and `Wᵀ`) once (2 bytes per
+    /// weight, beside the f32 copies; a matrix whose sizes are not multiples of 32 stays in
+    /// f32). When layer 0 is adapted only the head and the dropout change; on a plain device
+    /// nothing does (every layer already runs without autodiff).
     pub fn set_frozen_bottom(&mut self, mode: FrozenBottom) -> Result<FrozenBottom> {
         let mode = match mode {
             _ if self.device().without_autodiff() != Device::flex() => FrozenBottom::Autodiff,
@@ -312,6 +389,23 @@ impl LoraModel {
                 };
             }
         }
+        for proj in self.blocks.iter_mut().flat_map(|b| &mut b.proj) {
+            if let Some(ad) = &mut proj.adapter {
+                ad.host_mask = mode != FrozenBottom::Autodiff;
+            }
+        }
+        self.head_amx = match mode {
+            FrozenBottom::HostBf16 => {
+                let w = self.lm_head.as_ref().unwrap_or(&self.embed).clone();
+                let [vocab, hidden] = w.dims();
+                let w = tensor_vec(w)?;
+                let wt = pulserec_core::fastmath::transpose(&w, vocab, hidden);
+                PackedBf16::pack(&w, vocab, hidden)
+                    .zip(PackedBf16::pack(&wt, hidden, vocab))
+                    .map(|(logits, grad_input)| HeadBf16 { logits, grad_input })
+            }
+            _ => None,
+        };
         self.frozen_bottom = mode;
         Ok(mode)
     }
@@ -477,7 +571,8 @@ impl LoraModel {
 
     /// Log-probability of every target token: the positions with a positive loss mask, row by
     /// row, in order (differentiable on an autodiff device). The LM head runs only on the hidden
-    /// states that predict a target, and rows are cut after the longest row's last token.
+    /// states that predict a target, and rows are cut after the longest row's last token; in the
+    /// host modes of [`FrozenBottom`] its log-softmax runs off the graph (`head_log_probs_host`).
     ///
     /// # Shapes
     /// - returns `[n]`, `n` = [`TokenBatch::target_count`]
@@ -508,12 +603,65 @@ impl LoraModel {
         let device = self.device();
         let n = rows.len();
         let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [n]), &device);
-        let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
         let h = self
             .hidden(&tokens, batch, t)?
             .reshape([b * t, self.cfg.hidden_size])
             .select(0, rows);
+        if self.frozen_bottom != FrozenBottom::Autodiff && device.is_autodiff() {
+            return self.head_log_probs_host(h, &targets);
+        }
+        let targets = Tensor::<2, Int>::from_data(TensorData::new(targets, [n, 1]), &device);
         Ok(log_softmax(self.head(h), 1).gather(1, targets).reshape([n]))
+    }
+
+    /// `log softmax(h Wᵀ)[target]` per row with the head off the autodiff graph (the host
+    /// modes of [`FrozenBottom`]): the logits and their softmax are computed on the plain
+    /// device (on the AMX tiles in bf16 under [`FrozenBottom::HostBf16`]), and only a `[n,
+    /// hidden]` product enters the graph. The head is frozen, so the log-probability's gradient
+    /// with respect to `h` is all backward needs: `∂ log p_t / ∂h = (onehot(t) - p) W =: G`,
+    /// and `s = Σ h ⊙ G` (with `G` a constant) has it; the result is `s - detach(s) +
+    /// log p_t`, the exact log-probability with `s`'s gradient. This replaces the graph's
+    /// `[n, vocab]` log-softmax (several full-size passes of `exp` and copies, forward and
+    /// backward) by one softmax pass and two matmuls.
+    ///
+    /// # Shapes
+    /// - `h`: `[n, hidden]` on the autodiff device; returns `[n]`
+    fn head_log_probs_host(&self, h: Tensor<2>, targets: &[i64]) -> Result<Tensor<1>> {
+        let [n, hidden] = h.dims();
+        let vocab = self.cfg.vocab_size;
+        let plain_h = h.clone().without_autodiff();
+        let host = plain_h.device();
+        let w = self
+            .lm_head
+            .as_ref()
+            .unwrap_or(&self.embed)
+            .clone()
+            .without_autodiff();
+        let mut probs = match &self.head_amx {
+            Some(amx) => amx.logits.matmul(&tensor_vec(plain_h)?, n),
+            None => tensor_vec(plain_h.matmul(w.clone().transpose()))?,
+        };
+        let target_logit: Vec<f32> = (0..n)
+            .map(|r| probs[r * vocab + targets[r] as usize])
+            .collect();
+        let lse = pulserec_core::fastmath::softmax_rows_lse(&mut probs, vocab);
+        let logp: Vec<f32> = target_logit.iter().zip(&lse).map(|(z, l)| z - l).collect();
+        // p - onehot(t), then G = -(p - onehot(t)) W.
+        for (r, &t) in targets.iter().enumerate() {
+            probs[r * vocab + t as usize] -= 1.0;
+        }
+        let minus_g = match &self.head_amx {
+            Some(amx) => {
+                let g = amx.grad_input.matmul(&probs, n);
+                Tensor::<2>::from_data(TensorData::new(g, [n, hidden]), &host)
+            }
+            None => Tensor::<2>::from_data(TensorData::new(probs, [n, vocab]), &host).matmul(w),
+        };
+        let device = self.device();
+        let g = (-minus_g).autodiff();
+        let s = (h * g).sum_dim(1).reshape([n]);
+        let logp = Tensor::<1>::from_data(TensorData::new(logp, [n]), &device);
+        Ok(s.clone() - s.detach() + logp)
     }
 }
 
@@ -530,4 +678,29 @@ fn host_mask(mask: Tensor<4>, batch: usize) -> Result<Vec<f32>> {
     } else {
         values.repeat(batch)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_dropout_mask_keeps_1_minus_p_scaled_and_follows_the_device_seed() {
+        let device = Device::flex().autodiff();
+        let shape = [300, 1000];
+        device.seed(11);
+        let first = tensor_vec(host_dropout_mask(shape, 0.05, &device).unwrap()).unwrap();
+        let second = tensor_vec(host_dropout_mask(shape, 0.05, &device).unwrap()).unwrap();
+        device.seed(11);
+        let again = tensor_vec(host_dropout_mask(shape, 0.05, &device).unwrap()).unwrap();
+        assert_eq!(first, again, "the device seed fixes the mask");
+        assert_ne!(first, second, "each call draws a new mask");
+        let scale = 1.0 / 0.95f32;
+        assert!(first.iter().all(|&v| v == 0.0 || v == scale));
+        // 300,000 draws: the dropped share's standard deviation is 0.0004.
+        let dropped = first.iter().filter(|&&v| v == 0.0).count() as f64 / first.len() as f64;
+        assert!((dropped - 0.05).abs() < 0.002, "dropped {dropped}");
+        // Chunks draw different streams (not one stream repeated).
+        assert_ne!(first[..1 << 14], first[1 << 14..2 << 14]);
+    }
 }
