@@ -131,6 +131,11 @@ impl PackedBf16 {
         Some(Self { k, n, data })
     }
 
+    /// Output columns (`n` of `W: [k, n]`).
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+
     /// `x · W` for `x: [m, k]` row-major.
     ///
     /// # Shapes

@@ -446,20 +446,26 @@ fn the_frozen_bottom_off_the_graph_keeps_loss_and_gradients() {
         } else {
             assert_eq!(mode, FrozenBottom::Host);
         }
-        // bf16 rounding of 22 layers' and the head's products: within 2 % of the loss and of the largest
-        // gradient, and not identical to f32 where it ran.
+        // bf16 rounding of every frozen product (the bottom's forward, the adapted layers'
+        // forward and backward, the head's two): within 2 % of the loss, 3 % of the largest
+        // gradient, the gradient's direction kept (cosine), and not identical to f32 where it ran.
         assert!(
             (loss - bf16_loss).abs() < 0.02 * loss.abs(),
             "{loss} vs {bf16_loss}"
         );
         let diff = common::max_abs_diff(&grads, &bf16_grads);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let cosine = dot(&grads, &bf16_grads)
+            / (dot(&grads, &grads).sqrt() * dot(&bf16_grads, &bf16_grads).sqrt());
         eprintln!(
-            "loss {loss} / host {host_loss} / bf16 {bf16_loss}; bf16 gradient diff {diff} (scale {scale})"
+            "loss {loss} / host {host_loss} / bf16 {bf16_loss}; bf16 gradient diff {diff} \
+             (scale {scale}), cosine {cosine}"
         );
         assert!(
-            diff < 0.02 * scale,
+            diff < 0.03 * scale,
             "bf16 gradients differ by {diff} (scale {scale})"
         );
+        assert!(cosine > 0.999, "bf16 gradient cosine {cosine}");
         if mode == FrozenBottom::HostBf16 {
             assert_ne!(loss, bf16_loss);
         }
