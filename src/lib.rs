@@ -2,7 +2,6 @@
 
 pub mod config;
 pub mod device;
-pub mod malloc;
 pub mod pipeline;
 pub mod plot;
 pub mod results;
@@ -10,6 +9,9 @@ pub mod serve;
 
 pub use config::PipelineConfig;
 pub use pipeline::{Pipeline, PipelineError, Stage};
+/// glibc `malloc` settings for burn's allocation pattern (moved to `pulserec-core`, so the
+/// crates' own examples use them too).
+pub use pulserec_core::malloc;
 
 pub use pulserec_core as core;
 pub use pulserec_data as data;

@@ -7,6 +7,7 @@ pub mod fastmath;
 pub mod fs;
 pub mod ids;
 pub mod interaction;
+pub mod malloc;
 pub mod metrics;
 pub mod seed;
 pub mod sequences;

@@ -25,6 +25,8 @@ Super Smash Bros. Ultimate, Call of Duty. Which one will they play next?<|im_end
 Answer: Super Smash Bros. Ultimate<|im_end|>\n";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The allocator settings of the `pulserec` CLI, whose SFT stage this times.
+    pulserec_core::malloc::tune_malloc();
     let mut args = std::env::args().skip(1);
     let gguf = PathBuf::from(args.next().ok_or("usage: lora_step GGUF [options]")?);
     let (mut batch, mut seq, mut steps, mut save) = (4usize, 128usize, 3usize, None);

@@ -6,9 +6,10 @@
 //! keeps that memory in the process: on a 5-epoch ML-100K SASRec run it cut page faults ~20x
 //! and CPU time ~20 % (docs/benchmarks.md, "SASRec"). The same settings can be given from
 //! outside as `GLIBC_TUNABLES`; [`tune_malloc`] applies them from inside the process, without a
-//! wrapper script, for a program that calls it first thing in `main`. The `pulserec` CLI and the
-//! `sasrec`, `encode`, `generate`, `rationales`, `serve` and `serve_load` examples call it; the
-//! other examples run with glibc's defaults unless `GLIBC_TUNABLES` says otherwise.
+//! wrapper script, for a program that calls it first thing in `main`. The `pulserec` CLI, the
+//! `sasrec`, `encode`, `generate`, `rationales`, `likelihood_bench`, `serve` and `serve_load`
+//! examples and `pulserec-slm`'s `lora_step` call it; the other examples run with glibc's
+//! defaults unless `GLIBC_TUNABLES` says otherwise.
 
 /// The mmap threshold set by [`tune_malloc`]: glibc's largest allowed value on 64-bit (32 MiB).
 pub const MMAP_THRESHOLD: usize = 32 << 20;
