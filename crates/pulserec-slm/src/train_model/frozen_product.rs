@@ -71,16 +71,21 @@ impl Backward<Flex, 1> for FrozenProduct {
         let weight = ops.state;
         unary::<Flex, _>(ops.parents, ops.node, grads, |grad: FlexTensor| {
             let m = grad.layout().shape()[0];
-            let dy = grad.into_data().convert::<f32>();
-            // `frozen_product` records the op only with the backward packed, and `convert`
-            // made the gradient f32: neither branch below can be taken.
+            // `frozen_product` records the op only with the backward packed.
             let Some(packed) = &weight.backward else {
                 unreachable!("frozen product recorded without its backward weight")
             };
-            let Ok(dy) = dy.as_slice::<f32>() else {
-                unreachable!("an f32 tensor's values are f32")
+            let dx = match grad.as_slice::<f32>() {
+                Some(dy) => packed.matmul(dy, m),
+                None => {
+                    let dy = grad.into_data().convert::<f32>();
+                    let Ok(dy) = dy.as_slice::<f32>() else {
+                        unreachable!("`convert::<f32>` made the values f32")
+                    };
+                    packed.matmul(dy, m)
+                }
             };
-            FlexTensor::from_data(TensorData::new(packed.matmul(dy, m), [m, packed.n()]))
+            FlexTensor::from_data(TensorData::new(dx, [m, packed.n()]))
         });
     }
 }
@@ -99,10 +104,16 @@ pub(crate) fn frozen_product(x: Tensor<2>, weight: &Arc<FrozenBf16>) -> Result<T
     let x = x
         .try_into_primitive::<Autodiff<Flex>>()
         .map_err(|e| SlmError::InvalidBatch(format!("bf16 frozen product off the CPU: {e:?}")))?;
-    let values = x.primitive().clone().into_data();
-    let values = values
-        .as_slice::<f32>()
-        .map_err(|e| SlmError::InvalidBatch(format!("bf16 frozen product of {e:?}")))?;
+    // The input's values in place when contiguous (the usual case), else a contiguous copy.
+    let copy;
+    let values = match x.primitive().as_slice::<f32>() {
+        Some(values) => values,
+        None => {
+            copy = x.primitive().clone().into_data().convert::<f32>();
+            copy.as_slice::<f32>()
+                .map_err(|e| SlmError::InvalidBatch(format!("bf16 frozen product of {e:?}")))?
+        }
+    };
     let y = weight.forward.matmul(values, m);
     let y = FlexTensor::from_data(TensorData::new(y, [m, weight.forward.n()]));
     let out = match FrozenProduct
