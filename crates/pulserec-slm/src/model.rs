@@ -82,6 +82,37 @@ pub(crate) trait DecoderLayer {
     /// # Shapes
     /// - `x`: `[batch, seq, in]`; returns `[batch, seq, out]`
     fn project(&self, which: LoraTarget, x: Tensor<3>) -> Result<Tensor<3>>;
+
+    /// RMSNorm of `x` before the attention or the MLP, by that one of [`DecoderLayer::norms`]
+    /// (default: [`rms_norm`]).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]`; returns the same
+    fn norm(&self, x: Tensor<3>, at: NormAt, eps: f32) -> Result<Tensor<3>> {
+        let (attention, mlp) = self.norms();
+        let weight = match at {
+            NormAt::Attention => attention,
+            NormAt::Mlp => mlp,
+        };
+        Ok(rms_norm(x, weight, eps))
+    }
+
+    /// The MLP's `silu(gate) * up` (default: [`swiglu`]).
+    ///
+    /// # Shapes
+    /// - `gate`, `up`: `[batch, seq, intermediate]`; returns the same
+    fn gated(&self, gate: Tensor<3>, up: Tensor<3>) -> Result<Tensor<3>> {
+        Ok(swiglu(gate, up))
+    }
+}
+
+/// Which of a layer's two RMSNorms ([`DecoderLayer::norm`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NormAt {
+    /// Before the attention.
+    Attention,
+    /// Before the MLP.
+    Mlp,
 }
 
 /// The sizes a layer's forward needs: `[batch, seq, heads, kv_heads, head_dim]`.
@@ -104,8 +135,7 @@ pub(crate) fn layer_forward(
     eps: f32,
     attend: impl FnOnce(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<3>,
 ) -> Result<Tensor<3>> {
-    let (attn_norm, ffn_norm) = layer.norms();
-    let xn = rms_norm(x.clone(), attn_norm, eps);
+    let xn = layer.norm(x.clone(), NormAt::Attention, eps)?;
     let heads = |y: Tensor<3>, n: usize| y.reshape([batch, t, n, hd]).swap_dims(1, 2);
     let q = rope(
         heads(layer.project(LoraTarget::Q, xn.clone())?, h),
@@ -119,11 +149,11 @@ pub(crate) fn layer_forward(
     );
     let v = heads(layer.project(LoraTarget::V, xn)?, kv);
     let x = x + layer.project(LoraTarget::O, attend(q, k, v))?;
-    let xn = rms_norm(x.clone(), ffn_norm, eps);
-    let act = swiglu(
+    let xn = layer.norm(x.clone(), NormAt::Mlp, eps)?;
+    let act = layer.gated(
         layer.project(LoraTarget::Gate, xn.clone())?,
         layer.project(LoraTarget::Up, xn)?,
-    );
+    )?;
     Ok(x + layer.project(LoraTarget::Down, act)?)
 }
 

@@ -11,6 +11,7 @@
 mod adapter;
 mod batch;
 mod frozen_product;
+mod fused;
 
 pub use batch::TokenBatch;
 
@@ -28,7 +29,7 @@ use crate::error::{Result, SlmError};
 use crate::linear::tensor_vec;
 use crate::lora::{LoraConfig, LoraTarget};
 use crate::model::{
-    DecoderLayer, grouped_attention, grouped_attention_host, layer_forward, rms_norm,
+    DecoderLayer, NormAt, grouped_attention, grouped_attention_host, layer_forward, rms_norm,
     rope_inv_freq, rope_tables, vec_tensor,
 };
 use crate::weights::{ModelWeights, WeightMatrix};
@@ -204,6 +205,10 @@ struct LoraBlock {
     attn_norm: Tensor<1>,
     ffn_norm: Tensor<1>,
     proj: Vec<LoraLinear>,
+    /// The host modes of [`FrozenBottom`]: the norm weights' values (attention, MLP), for the
+    /// fused RMSNorm and SwiGLU ops of `fused.rs` on the autodiff device.
+    #[module(skip)]
+    fused: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 impl DecoderLayer for LoraBlock {
@@ -213,6 +218,24 @@ impl DecoderLayer for LoraBlock {
 
     fn project(&self, which: LoraTarget, x: Tensor<3>) -> Result<Tensor<3>> {
         self.proj[which.index()].forward(x)
+    }
+
+    fn norm(&self, x: Tensor<3>, at: NormAt, eps: f32) -> Result<Tensor<3>> {
+        let (weight, host) = match at {
+            NormAt::Attention => (&self.attn_norm, self.fused.as_ref().map(|f| &f.0)),
+            NormAt::Mlp => (&self.ffn_norm, self.fused.as_ref().map(|f| &f.1)),
+        };
+        match host {
+            Some(host) if x.device().is_autodiff() => fused::rms_norm(x, host, eps),
+            _ => Ok(crate::model::rms_norm(x, weight, eps)),
+        }
+    }
+
+    fn gated(&self, gate: Tensor<3>, up: Tensor<3>) -> Result<Tensor<3>> {
+        match &self.fused {
+            Some(_) if gate.device().is_autodiff() => fused::swiglu(gate, up),
+            _ => Ok(crate::model::swiglu(gate, up)),
+        }
     }
 }
 
@@ -247,8 +270,10 @@ impl DecoderLayer for FrozenBlock<'_> {
 /// How a training [`LoraModel`] runs the layers below its lowest adapted layer, through which no
 /// gradient flows ([`LoraModel::set_frozen_bottom`]). The host modes also take the frozen LM
 /// head's log-softmax off the graph (only its input gradient enters it; see
-/// [`LoraModel::target_log_probs`]) and draw the adapters' dropout masks on the host in
-/// parallel (the same distribution as burn's `Dropout`, other random values).
+/// [`LoraModel::target_log_probs`]), run the adapted layers' RMSNorm and SwiGLU as single ops
+/// with host kernels and hand-written backward (`fused.rs`), and draw the adapters' dropout
+/// masks on the host in parallel (the same distribution as burn's `Dropout`, other random
+/// values).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FrozenBottom {
@@ -348,6 +373,7 @@ impl LoraModel {
             blocks.push(LoraBlock {
                 attn_norm: vec_tensor(&l.attn_norm, device),
                 ffn_norm: vec_tensor(&l.ffn_norm, device),
+                fused: None,
                 proj: LoraTarget::ALL
                     .into_iter()
                     .map(&mut lin)
@@ -385,6 +411,13 @@ impl LoraModel {
         };
         let lowest = self.lowest_adapted();
         for (layer, block) in self.blocks.iter_mut().enumerate() {
+            block.fused = match mode {
+                FrozenBottom::Autodiff => None,
+                _ => Some((
+                    tensor_vec(block.attn_norm.clone())?,
+                    tensor_vec(block.ffn_norm.clone())?,
+                )),
+            };
             for proj in &mut block.proj {
                 proj.amx = match mode {
                     FrozenBottom::HostBf16 => {
