@@ -512,7 +512,7 @@ pub(crate) fn grouped_attention_host(
 /// The attention around its softmax: `probs(scores, scale, [batch, heads, seq, keys])` turns
 /// the unscaled grouped scores `[batch, kv_heads, group * seq, keys]` into probabilities of the
 /// same shape.
-fn attend(
+pub(crate) fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
@@ -534,7 +534,7 @@ fn attend(
 
 /// `softmax(scale * scores + mask)` with burn's ops, on grouped scores
 /// `[batch, kv_heads, group * seq, keys]`; `dims` is `[batch, heads, seq, keys]`.
-fn masked_softmax_ops(
+pub(crate) fn masked_softmax_ops(
     scores: Tensor<4>,
     scale: f32,
     mask: Tensor<4>,

@@ -12,11 +12,12 @@
 use std::sync::Arc;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, Ops, unary};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
+
+use super::fused::record;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::amx::PackedBf16;
@@ -116,13 +117,5 @@ pub(crate) fn frozen_product(x: Tensor<2>, weight: &Arc<FrozenBf16>) -> Result<T
     };
     let y = weight.forward.matmul(values, m);
     let y = FlexTensor::from_data(TensorData::new(y, [m, weight.forward.n()]));
-    let out = match FrozenProduct
-        .prepare::<NoCheckpointing>([x.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish(Arc::clone(weight), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    Ok(Tensor::from_primitive::<Autodiff<Flex>>(out))
+    Ok(record(FrozenProduct, [x.node()], || Arc::clone(weight), y))
 }

@@ -1,5 +1,5 @@
-//! SwiGLU and RMSNorm of the adapted layers as single autodiff ops with host kernels (the host
-//! modes of [`FrozenBottom`](super::FrozenBottom)).
+//! SwiGLU, RMSNorm and the attention's masked softmax of the adapted layers as single autodiff
+//! ops with host kernels (the host modes of [`FrozenBottom`](super::FrozenBottom)).
 //!
 //! On the graph, `silu(g) * u` is three burn ops (sigmoid through libm's `expf`, two products)
 //! and RMSNorm seven, each a full-size buffer forward and another backward. Here each is one
@@ -8,13 +8,15 @@
 //! - SwiGLU, `y = g σ(g) u`: `∂g = ∂y u σ(g) (1 + g (1 - σ(g)))`, `∂u = ∂y g σ(g)`.
 //! - RMSNorm with a frozen weight `w`, per row of `D` values, `r = 1 / sqrt(mean(x²) + eps)`,
 //!   `x̂ = x r`, `y = x̂ w`: `∂x = r (∂y w - x̂ mean(∂y w x̂))` (the weight gets no gradient).
+//! - The attention's `p = softmax(scale x + mask)` per score row (burn: five ops and libm's
+//!   `expf`): `∂x = scale p (∂p - Σ p ∂p)`; hidden positions have `p = 0` and get none.
 
 use std::borrow::Cow;
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary, unary};
+use burn::backend::autodiff::ops::{Backward, NodeGuard, Ops, OpsKind, binary, unary};
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::{Tensor, TensorData};
@@ -46,6 +48,28 @@ fn off_cpu(e: impl std::fmt::Debug) -> SlmError {
     SlmError::InvalidBatch(format!(
         "fused training op off the CPU autodiff device: {e:?}"
     ))
+}
+
+/// Records `op` on the graph with `nodes` as its inputs and `y` as its output: with
+/// `state()` for its backward when a parent is tracked, as a constant otherwise.
+pub(super) fn record<O, const N: usize, const D: usize>(
+    op: O,
+    nodes: [NodeGuard; N],
+    state: impl FnOnce() -> O::State,
+    y: FlexTensor,
+) -> Tensor<D>
+where
+    O: Backward<Flex, N>,
+{
+    let out = match op
+        .prepare::<NoCheckpointing>(nodes)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state(), y),
+        OpsKind::UnTracked(prep) => prep.finish(y),
+    };
+    Tensor::from_primitive::<Autodiff<Flex>>(out)
 }
 
 /// `σ(x)` with the vectorised `exp`.
@@ -111,15 +135,8 @@ pub(crate) fn swiglu(gate: Tensor<3>, up: Tensor<3>) -> Result<Tensor<3>> {
     let mut y = values(g.primitive()).into_owned();
     fastmath::silu_mul_inplace(&mut y, &values(u.primitive()));
     let y = flex(y, &shape);
-    let out = match SwiGlu
-        .prepare::<NoCheckpointing>([g.node(), u.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((g.primitive().clone(), u.primitive().clone()), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    Ok(Tensor::from_primitive::<Autodiff<Flex>>(out))
+    let state = || (g.primitive().clone(), u.primitive().clone());
+    Ok(record(SwiGlu, [g.node(), u.node()], state, y))
 }
 
 #[derive(Debug)]
@@ -170,13 +187,67 @@ pub(crate) fn rms_norm(x: Tensor<3>, weight: &[f32], eps: f32) -> Result<Tensor<
     let mut y = values(x.primitive()).into_owned();
     fastmath::rms_norm_rows(&mut y, weight, eps);
     let y = flex(y, &shape);
-    let out = match RmsNorm
-        .prepare::<NoCheckpointing>([x.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => prep.finish((x.primitive().clone(), weight.to_vec(), eps), y),
-        OpsKind::UnTracked(prep) => prep.finish(y),
-    };
-    Ok(Tensor::from_primitive::<Autodiff<Flex>>(out))
+    let state = || (x.primitive().clone(), weight.to_vec(), eps);
+    Ok(record(RmsNorm, [x.node()], state, y))
+}
+
+#[derive(Debug)]
+struct MaskedSoftmax;
+
+impl Backward<Flex, 1> for MaskedSoftmax {
+    /// The probabilities (the op's output) and the scale.
+    type State = (FlexTensor, f32);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (probs, scale) = ops.state;
+        let shape = probs.layout().shape().to_vec();
+        let cols = shape[shape.len() - 1];
+        let p = values(&probs);
+        unary::<Flex, _>(ops.parents, ops.node, grads, |dy| {
+            let mut dx = values(&dy).into_owned();
+            dx.par_chunks_mut(cols * ROWS_PER_TASK)
+                .zip(p.par_chunks(cols * ROWS_PER_TASK))
+                .for_each(|(d, p)| {
+                    for (d, p) in d.chunks_exact_mut(cols).zip(p.chunks_exact(cols)) {
+                        let dot = d.iter().zip(p).map(|(d, p)| d * p).sum::<f32>();
+                        for (d, &p) in d.iter_mut().zip(p) {
+                            *d = scale * p * (*d - dot);
+                        }
+                    }
+                });
+            flex(dx, &shape)
+        });
+    }
+}
+
+/// `softmax(scale * scores + mask)` over the last axis as one op on the CPU autodiff device, for
+/// the grouped scores of `model::attend` (`[batch, kv_heads, group * seq, keys]`; `dims` is
+/// `[batch, heads, seq, keys]`); `mask` holds `batch` additive `[seq, keys]` blocks.
+///
+/// # Shapes
+/// - `scores`: `[batch, kv_heads, group * seq, keys]`; returns the same
+pub(crate) fn masked_softmax(
+    scores: Tensor<4>,
+    scale: f32,
+    mask: &[f32],
+    [batch, h, t, s]: [usize; 4],
+) -> Result<Tensor<4>> {
+    if mask.len() != batch * t * s {
+        return Err(SlmError::InvalidBatch(format!(
+            "{} mask values for {batch} rows of {t} x {s}",
+            mask.len()
+        )));
+    }
+    let x = scores
+        .try_into_primitive::<Autodiff<Flex>>()
+        .map_err(off_cpu)?;
+    let shape = x.primitive().layout().shape().to_vec();
+    let mut y = values(x.primitive()).into_owned();
+    // Score row r is (b, kv head, group head, query i) with i = r % t.
+    let per_batch = h * t;
+    fastmath::softmax_rows_scaled_masked(&mut y, s, scale, mask, |r| (r / per_batch) * t + r % t);
+    let y = flex(y, &shape);
+    // The backward needs the probabilities: one more handle on the same buffer.
+    let probs = y.clone();
+    Ok(record(MaskedSoftmax, [x.node()], || (probs, scale), y))
 }

@@ -29,8 +29,8 @@ use crate::error::{Result, SlmError};
 use crate::linear::tensor_vec;
 use crate::lora::{LoraConfig, LoraTarget};
 use crate::model::{
-    DecoderLayer, NormAt, grouped_attention, grouped_attention_host, layer_forward, rms_norm,
-    rope_inv_freq, rope_tables, vec_tensor,
+    DecoderLayer, NormAt, attend, grouped_attention, grouped_attention_host, layer_forward,
+    masked_softmax_ops, rms_norm, rope_inv_freq, rope_tables, vec_tensor,
 };
 use crate::weights::{ModelWeights, WeightMatrix};
 use frozen_product::{FrozenBf16, frozen_product};
@@ -270,8 +270,9 @@ impl DecoderLayer for FrozenBlock<'_> {
 /// How a training [`LoraModel`] runs the layers below its lowest adapted layer, through which no
 /// gradient flows ([`LoraModel::set_frozen_bottom`]). The host modes also take the frozen LM
 /// head's log-softmax off the graph (only its input gradient enters it; see
-/// [`LoraModel::target_log_probs`]), run the adapted layers' RMSNorm and SwiGLU as single ops
-/// with host kernels and hand-written backward (`fused.rs`), and draw the adapters' dropout
+/// [`LoraModel::target_log_probs`]), run the adapted layers' RMSNorm, SwiGLU and attention
+/// softmax as single ops with host kernels and hand-written backward (`fused.rs`), and draw the
+/// adapters' dropout
 /// masks on the host in parallel (the same distribution as burn's `Dropout`, other random
 /// values).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -495,16 +496,22 @@ impl LoraModel {
             self.cfg.num_kv_heads,
             self.cfg.head_dim,
         ];
-        let bottom = match self.frozen_bottom {
+        // The host modes: the mask's values for the host kernels, the layers below the lowest
+        // adapter off the graph, and the adapted layers' masked softmax as one op (`fused.rs`).
+        let host = match self.frozen_bottom {
             FrozenBottom::Host | FrozenBottom::HostBf16 if device.is_autodiff() => {
-                self.lowest_adapted()
+                Some(host_mask(mask.clone(), batch)?)
             }
-            _ => 0,
+            _ => None,
         };
-        if bottom > 0 {
+        let bottom = if host.is_some() {
+            self.lowest_adapted()
+        } else {
+            0
+        };
+        if let Some(host_mask) = host.as_ref().filter(|_| bottom > 0) {
             // No gradient flows below the lowest adapter: those layers run off the graph, with
             // the host kernels of the plain device, and their output re-enters it as a constant.
-            let host_mask = host_mask(mask.clone(), batch)?;
             let rope = (
                 cos.clone().without_autodiff(),
                 sin.clone().without_autodiff(),
@@ -517,14 +524,18 @@ impl LoraModel {
                     dims,
                     (&rope.0, &rope.1),
                     eps,
-                    |q, k, v| grouped_attention_host(q, k, v, &host_mask),
+                    |q, k, v| grouped_attention_host(q, k, v, host_mask),
                 )?;
             }
             x = h.autodiff();
         }
         for blk in &self.blocks[bottom..] {
-            x = layer_forward(blk, x, dims, (&cos, &sin), eps, |q, k, v| {
-                grouped_attention(q, k, v, mask.clone())
+            x = layer_forward(blk, x, dims, (&cos, &sin), eps, |q, k, v| match &host {
+                Some(host) => attend(q, k, v, |scores, scale, sizes| {
+                    fused::masked_softmax(scores.clone(), scale, host, sizes)
+                        .unwrap_or_else(|_| masked_softmax_ops(scores, scale, mask.clone(), sizes))
+                }),
+                None => grouped_attention(q, k, v, mask.clone()),
             })?;
         }
         Ok(rms_norm(x, &self.norm, eps))
