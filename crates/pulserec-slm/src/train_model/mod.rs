@@ -402,8 +402,9 @@ impl LoraModel {
     /// AMX ([`crate::amx::available`]; elsewhere it is [`FrozenBottom::Host`]). The bf16 mode
     /// packs every projection once (2 bytes per weight beside the f32 copies; those of the
     /// adapted layers and the head twice, `W` and `Wᵀ`; a matrix whose sizes are not multiples
-    /// of 32 stays in f32). When layer 0 is adapted only the head and the dropout change; on a plain device
-    /// nothing does (every layer already runs without autodiff).
+    /// of 32 stays in f32). When layer 0 is adapted there is no frozen bottom, and only the
+    /// adapted layers' kernels, the head and the dropout change; on a plain device nothing does
+    /// (every layer already runs without autodiff).
     pub fn set_frozen_bottom(&mut self, mode: FrozenBottom) -> Result<FrozenBottom> {
         let mode = match mode {
             _ if self.device().without_autodiff() != Device::flex() => FrozenBottom::Autodiff,
