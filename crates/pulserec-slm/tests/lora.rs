@@ -470,6 +470,18 @@ fn the_frozen_bottom_off_the_graph_keeps_loss_and_gradients() {
             assert_ne!(loss, bf16_loss);
         }
     }
+
+    // The inference copy (`Module::valid`) of a host-mode model runs as any other, in f32.
+    let logits = |mode: FrozenBottom| {
+        let mut m = LoraModel::new(cfg, w, &lora, 7, &Device::flex().autodiff()).unwrap();
+        m.set_frozen_bottom(mode).unwrap();
+        common::tensor_values(m.valid().logits(&plain).unwrap())
+    };
+    let diff = common::max_abs_diff(
+        &logits(FrozenBottom::Autodiff),
+        &logits(FrozenBottom::HostBf16),
+    );
+    assert!(diff < 1e-4, "inference copies differ by {diff}");
 }
 
 /// Every float parameter's gradient, in visiting order.

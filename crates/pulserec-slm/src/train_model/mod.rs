@@ -159,7 +159,10 @@ impl LoraLinear {
         let out = self.weight.dims()[1];
         let x = x.reshape([b * t, i]);
         let mut y = match &self.amx {
-            Some(amx) if amx.trainable() => frozen_product(x.clone(), amx)?,
+            // On the autodiff device only: the inference copy (`Module::valid`) multiplies in f32.
+            Some(amx) if amx.trainable() && x.device().is_autodiff() => {
+                frozen_product(x.clone(), amx)?
+            }
             _ => x.clone().matmul(self.weight.clone()),
         };
         if let Some(ad) = &self.adapter {
