@@ -244,31 +244,36 @@ fn the_ranking_objective_scores_as_the_selector_and_is_learned() {
         .iter()
         .map(|e| encode_ranking(tok, STYLE, e, 256).unwrap())
         .collect();
-    let ranking = SftConfig {
-        objective: Objective::Ranking,
-        ..config(6, 2e-3)
-    };
-    let mut trainer = SftTrainer::new(cfg, weights, ranking, "smollm2-test", &device).unwrap();
-    let start = trainer.eval_loss(&data).unwrap();
-    // The fresh adapters leave the model equal to the base; the only difference is the
-    // selector's quantised kernels against the trainer's f32 weights.
-    assert!(
-        (start - selector_loss).abs() < 0.05,
-        "ranking loss {start} vs the selector's {selector_loss}"
-    );
-    let report = trainer.fit(&data, None, &ProgressBar::hidden()).unwrap();
-    let end = trainer.eval_loss(&data).unwrap();
-    eprintln!(
-        "ranking loss {start:.3} -> {end:.3}, steps {:?}",
-        report.step_losses
-    );
-    assert!(end < 0.5 * start, "{start} -> {end}");
-    let tuned = scores(load(&trainer.merged_weights(weights).unwrap()));
-    for (s, e) in tuned.iter().zip(&exs) {
-        let best = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap();
-        assert_eq!(best, e.target_index(), "scores {s:?}");
+    // On the autodiff graph, and with the host kernels (fused ops, bf16 frozen products where
+    // the CPU has AMX): both learn the examples.
+    for frozen_bottom in [FrozenBottom::Autodiff, FrozenBottom::HostBf16] {
+        let ranking = SftConfig {
+            objective: Objective::Ranking,
+            frozen_bottom,
+            ..config(6, 2e-3)
+        };
+        let mut trainer = SftTrainer::new(cfg, weights, ranking, "smollm2-test", &device).unwrap();
+        let start = trainer.eval_loss(&data).unwrap();
+        // The fresh adapters leave the model equal to the base; the only difference is the
+        // selector's quantised kernels against the trainer's f32 (or bf16) products.
+        assert!(
+            (start - selector_loss).abs() < 0.05,
+            "{frozen_bottom:?}: ranking loss {start} vs the selector's {selector_loss}"
+        );
+        let report = trainer.fit(&data, None, &ProgressBar::hidden()).unwrap();
+        let end = trainer.eval_loss(&data).unwrap();
+        eprintln!(
+            "{frozen_bottom:?}: ranking loss {start:.3} -> {end:.3}, steps {:?}",
+            report.step_losses
+        );
+        assert!(end < 0.5 * start, "{frozen_bottom:?}: {start} -> {end}");
+        let tuned = scores(load(&trainer.merged_weights(weights).unwrap()));
+        for (s, e) in tuned.iter().zip(&exs) {
+            let best = (0..s.len()).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap();
+            assert_eq!(best, e.target_index(), "{frozen_bottom:?}: scores {s:?}");
+        }
+        assert!(cross_entropy(&tuned, &exs) < 0.5 * selector_loss);
     }
-    assert!(cross_entropy(&tuned, &exs) < 0.5 * selector_loss);
 }
 
 /// A popularity prior enters the ranking loss as the likelihood selector adds it: the loss of
