@@ -275,9 +275,8 @@ impl DecoderLayer for FrozenBlock<'_> {
 /// head's log-softmax off the graph (only its input gradient enters it; see
 /// [`LoraModel::target_log_probs`]), run the adapted layers' RMSNorm, SwiGLU and attention
 /// softmax as single ops with host kernels and hand-written backward (`fused.rs`), and draw the
-/// adapters' dropout
-/// masks on the host in parallel (the same distribution as burn's `Dropout`, other random
-/// values).
+/// adapters' dropout masks on the host in parallel (the same distribution as burn's `Dropout`,
+/// other random values).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FrozenBottom {
@@ -293,7 +292,8 @@ pub enum FrozenBottom {
     /// layers' projections, the adapted layers' frozen `x Wᵀ` and its backward `dy W` (a custom
     /// autodiff op, `frozen_product.rs`; the adapters and attention stay f32), and the head's
     /// logits and input gradient. Values, log-probabilities and gradients change by bf16
-    /// rounding (`tests/lora.rs`: loss within 0.3 %, gradient cosine above 0.999).
+    /// rounding (`tests/lora.rs`: loss within 0.3 %, gradient cosine above 0.999). On a CPU
+    /// without AMX it runs as [`FrozenBottom::Host`].
     HostBf16,
 }
 
