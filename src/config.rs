@@ -292,6 +292,12 @@ pub struct DataConfig {
     /// Keep only the first N users (in the data's user order); absent: all users.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_users: Option<usize>,
+    /// An item feature appended to every title in parentheses wherever titles are shown
+    /// (prompts, rationales, content similarity): `"release_year"` on RecBole's ML-100K gives
+    /// "Usual Suspects, The (1995)", as MovieLens's own `u.item` writes it. Absent: titles as
+    /// loaded. An error names the feature when no item has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title_feature: Option<String>,
     /// Seed of the stored candidate sets (fixed across run seeds, so every seed is evaluated
     /// on the same candidates).
     pub candidate_seed: u64,
@@ -842,6 +848,7 @@ impl PipelineConfig {
                 path: "../shared/data/amazon-games-2018".into(),
                 fallback: Some("assets/ml-100k".into()),
                 max_users: Some(1000),
+                title_feature: None,
                 candidate_seed: 2024,
             },
             assets: AssetsConfig {
@@ -920,6 +927,7 @@ impl PipelineConfig {
             run_dir: "runs/paper".into(),
             data: DataConfig {
                 max_users: None,
+                title_feature: None,
                 ..q.data
             },
             sasrec: SasRecStage {

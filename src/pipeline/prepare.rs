@@ -63,7 +63,11 @@ pub(super) fn run(p: &Pipeline, dir: &Path) -> Result<Value> {
     let c = p.config();
     let path = c.data_path();
     tracing::info!(data = %path.display(), "loading");
-    let full = pulserec_data::load(path).at(Stage::Prepare)?;
+    let mut full = pulserec_data::load(path).at(Stage::Prepare)?;
+    if let Some(feature) = &c.data.title_feature {
+        let changed = full.append_feature_to_titles(feature).at(Stage::Prepare)?;
+        tracing::info!(feature, changed, "item feature appended to the titles");
+    }
     // The most-popular baseline counts every user's training interactions in the data files
     // (each sequence without its valid and test items), whatever slice the SLM stages use.
     let popularity = {

@@ -150,6 +150,70 @@ impl Dataset {
         self.user_ids.get(user.index()).map(String::as_str)
     }
 
+    /// Appends the item feature `feature` to every title in parentheses, as MovieLens's own
+    /// `u.item` writes "Usual Suspects, The (1995)" where RecBole's `ml-100k.item` keeps the year
+    /// in a `release_year` column. The value is read from the descriptions the loaders write
+    /// (`name: value; name: value`); items without it, or with it empty, keep their title.
+    /// Returns how many titles changed; an error naming the feature when no item has it.
+    ///
+    /// ```
+    /// use pulserec_core::{Interaction, ItemId};
+    /// use pulserec_data::Dataset;
+    ///
+    /// let items = [
+    ///     ("a".to_string(), "Heat".to_string(), "release_year: 1995; class: Crime".to_string()),
+    ///     ("b".to_string(), "Alien".to_string(), "class: Horror".to_string()),
+    /// ];
+    /// let log = [Interaction::new("u", "a"), Interaction::new("u", "b")];
+    /// let mut ds = Dataset::from_interactions(log, items).unwrap();
+    /// assert_eq!(ds.append_feature_to_titles("release_year").unwrap(), 1);
+    /// assert_eq!(ds.catalog.title(ItemId(1)), Some("Heat (1995)"));
+    /// assert_eq!(ds.catalog.title(ItemId(2)), Some("Alien"));
+    /// assert!(ds.append_feature_to_titles("director").is_err());
+    /// ```
+    pub fn append_feature_to_titles(&mut self, feature: &str) -> Result<usize> {
+        let value_of = |description: &str| -> Option<String> {
+            description.split("; ").find_map(|field| {
+                let (name, value) = field.split_once(": ")?;
+                (name.trim() == feature && !value.trim().is_empty())
+                    .then(|| value.trim().to_string())
+            })
+        };
+        let mut catalog = Catalog::new();
+        let mut changed = 0;
+        for ((raw, title), description) in self
+            .catalog
+            .raw_ids()
+            .iter()
+            .zip(self.catalog.titles())
+            .zip(self.catalog.descriptions())
+            .skip(1)
+        {
+            let title = match value_of(description) {
+                Some(v) => {
+                    changed += 1;
+                    format!("{title} ({v})")
+                }
+                None => title.clone(),
+            };
+            catalog.push(raw.clone(), title, description.clone());
+        }
+        if changed == 0 {
+            return Err(DataError::Config {
+                field: "data.title_feature",
+                message: format!(
+                    "no item has the feature `{feature}` (an item's features read, e.g.: `{}`)",
+                    self.catalog
+                        .descriptions()
+                        .get(1)
+                        .map_or("", String::as_str)
+                ),
+            });
+        }
+        self.catalog = catalog;
+        Ok(changed)
+    }
+
     /// Keeps the interactions for which `keep(position in the flat item array)` is true and
     /// renumbers users and items compactly (order preserved). Users and items left with no
     /// interaction disappear.
