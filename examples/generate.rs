@@ -54,11 +54,15 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Keep weights dequantised to f32 (no quantised kernels).
-    #[arg(long, conflicts_with = "bf16")]
+    #[arg(long, conflicts_with_all = ["bf16", "int8"])]
     dense: bool,
     /// Prompts in bfloat16 on the CPU's AMX tiles where it has them (`WeightMode::Bf16`).
     #[arg(long)]
     bf16: bool,
+    /// `--bf16`, and decode steps on 8-bit inputs with the CPU's AVX512-VNNI integer dot
+    /// products where it has them, as llama.cpp decodes (`WeightMode::Int8`).
+    #[arg(long, conflicts_with = "bf16")]
+    int8: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -77,6 +81,8 @@ fn main() -> anyhow::Result<()> {
             WeightMode::Dense
         } else if args.bf16 {
             WeightMode::Bf16
+        } else if args.int8 {
+            WeightMode::Int8
         } else {
             WeightMode::Auto
         },

@@ -79,11 +79,13 @@ pub struct PipelineConfig {
     pub seed: u64,
     /// `flex`, `tch`, `tch-cuda:N` or `cuda:N`.
     pub device: String,
-    /// How the local SLM multiplies prompts in the hindsight, Tree-of-Thought and evaluation
-    /// stages: `f32` (the default) or `bf16`, on the CPU's AMX tiles where it has them (else
-    /// f32). `bf16` is faster and moves log-probabilities by about 1e-2; those stages record it
-    /// in their settings where it runs (AMX), so a store is never continued in the other
-    /// precision. SFT trains in f32 unless `sft.frozen_bottom = "host_bf16"`.
+    /// How the local SLM multiplies in the hindsight, Tree-of-Thought and evaluation stages:
+    /// `f32` (the default); `bf16`, prompts on the CPU's AMX tiles where it has them (else f32);
+    /// or `int8`, `bf16` and generation's decode steps on 8-bit inputs where the CPU has
+    /// AVX512-VNNI, as llama.cpp decodes. `bf16` is faster and moves log-probabilities by about
+    /// 1e-2, `int8` decode steps' by about 1e-1; those stages record it in their settings where
+    /// it changes numbers ([`Precision::changes_numbers`]), so a store is never continued in
+    /// another precision. SFT trains in f32 unless `sft.frozen_bottom = "host_bf16"`.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]
     pub precision: Precision,
     /// The data set.
@@ -677,6 +679,10 @@ pub enum Precision {
     /// bf16 products with f32 accumulation on AMX where the CPU has it
     /// (`pulserec_slm::WeightMode::Bf16`).
     Bf16,
+    /// `bf16`, and generation's decode steps on 8-bit inputs with integer dot products where
+    /// the CPU has AVX512-VNNI, as llama.cpp decodes (`pulserec_slm::WeightMode::Int8`);
+    /// likelihood scoring is as under `bf16`.
+    Int8,
 }
 
 impl Precision {
@@ -684,11 +690,22 @@ impl Precision {
         *self == Self::F32
     }
 
+    /// Whether this precision gives other numbers than f32 on this CPU: `bf16` where it has
+    /// AMX, `int8` where it has AMX or AVX512-VNNI.
+    pub fn changes_numbers(self) -> bool {
+        match self {
+            Self::F32 => false,
+            Self::Bf16 => pulserec_slm::amx::available(),
+            Self::Int8 => pulserec_slm::amx::available() || pulserec_slm::int8_available(),
+        }
+    }
+
     /// The SLM's weight mode for this precision.
     pub fn weight_mode(self) -> pulserec_slm::WeightMode {
         match self {
             Self::F32 => pulserec_slm::WeightMode::Auto,
             Self::Bf16 => pulserec_slm::WeightMode::Bf16,
+            Self::Int8 => pulserec_slm::WeightMode::Int8,
         }
     }
 }
@@ -1418,6 +1435,13 @@ mod tests {
         assert_eq!(bf16.precision, Precision::Bf16);
         assert_eq!(bf16.precision.weight_mode(), pulserec_slm::WeightMode::Bf16);
         assert!(bf16.to_toml().unwrap().starts_with("run_dir"));
+        let text = format!("precision = \"int8\"\n{}", c.to_toml().unwrap());
+        let int8 = PipelineConfig::from_toml(&text).unwrap();
+        assert_eq!(int8.precision.weight_mode(), pulserec_slm::WeightMode::Int8);
+        assert_eq!(
+            PipelineConfig::from_toml(&int8.to_toml().unwrap()).unwrap(),
+            int8
+        );
         assert!(bf16.to_toml().unwrap().contains("precision = \"bf16\""));
         let bad = format!("precision = \"f16\"\n{}", c.to_toml().unwrap());
         let msg = PipelineConfig::from_toml(&bad).unwrap_err().to_string();

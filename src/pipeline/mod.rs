@@ -496,12 +496,12 @@ impl Pipeline {
             }
             (_, settings) => settings,
         };
-        // bf16 products give other text and scores than f32: recorded where the local SLM
-        // generates or scores, when they actually run in bf16 (a CPU with AMX; elsewhere the
-        // products are f32, and a bf16 store is not continued there). Absent in f32 runs, whose
-        // settings predate the key.
-        let bf16 = self.config.precision == Precision::Bf16 && pulserec_slm::amx::available();
-        let settings = match (bf16, stage, settings) {
+        // bf16 and int8 products give other text and scores than f32: recorded where the local
+        // SLM generates or scores, when they actually change numbers (a CPU with AMX, or VNNI
+        // for int8; elsewhere the products are f32, and such a store is not continued there).
+        // Absent in f32 runs, whose settings predate the key.
+        let other = self.config.precision.changes_numbers();
+        let settings = match (other, stage, settings) {
             (true, Stage::Rationales | Stage::Tot | Stage::Eval, Value::Object(mut map)) => {
                 map.insert("precision".into(), json!(c.precision));
                 Value::Object(map)
@@ -572,8 +572,14 @@ impl Pipeline {
 
     /// How the local SLM is loaded: `precision`'s weight mode.
     pub(crate) fn slm_options(&self) -> LoadOptions {
-        if self.config.precision == Precision::Bf16 && !pulserec_slm::amx::available() {
-            tracing::warn!("precision = \"bf16\": this CPU has no AMX, the SLM multiplies in f32");
+        match self.config.precision {
+            Precision::Bf16 if !pulserec_slm::amx::available() => tracing::warn!(
+                "precision = \"bf16\": this CPU has no AMX, the SLM multiplies in f32"
+            ),
+            Precision::Int8 if !pulserec_slm::int8_available() => tracing::warn!(
+                "precision = \"int8\": this CPU has no AVX512-VNNI, decode steps run in f32"
+            ),
+            _ => {}
         }
         LoadOptions {
             weights: self.config.precision.weight_mode(),
@@ -656,7 +662,7 @@ mod tests {
             let f32_settings = f32_run.stage_dir_with_settings(stage).settings;
             let bf16_settings = bf16_run.stage_dir_with_settings(stage).settings;
             assert!(f32_settings.get("precision").is_none(), "{}", stage.name());
-            let recorded = pulserec_slm::amx::available()
+            let recorded = Precision::Bf16.changes_numbers()
                 && matches!(stage, Stage::Rationales | Stage::Tot | Stage::Eval);
             assert_eq!(
                 bf16_settings.get("precision").is_some(),

@@ -140,7 +140,8 @@ impl PackedBf16 {
     /// Packs `W = wᵀ` from `w: [n, k]` row-major (a linear layer's `[out, in]` weight), or `None`
     /// when AMX is not available or a dimension is not a multiple of 32.
     pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Option<Self> {
-        if !available() || k % K_STEP != 0 || n % PANEL != 0 || w.len() != n * k {
+        if !available() || !k.is_multiple_of(K_STEP) || !n.is_multiple_of(PANEL) || w.len() != n * k
+        {
             return None;
         }
         let steps = k / K_STEP;

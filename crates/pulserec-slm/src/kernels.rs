@@ -5,6 +5,11 @@
 //! summation order. Rows of `W` are split across rayon threads; each block is dequantised once
 //! into registers and reused for every input row. On x86-64 with AVX2+FMA (detected at run
 //! time) the inner loops use intrinsics; elsewhere a portable loop is used.
+//!
+//! With 8-bit inputs ([`crate::WeightMode::Int8`]) `x` is first quantised per block of 32 as
+//! llama.cpp quantises activations (`x ≈ d·q`, `q` in -127..=127), and each block's dot product
+//! is an integer one on the CPU's AVX512-VNNI units (`vpdpbusd`), scaled once; the `Q4_1`
+//! minimum and the `Q4_0` offset still multiply the exact f32 block sums of `x`.
 
 use rayon::prelude::*;
 
@@ -138,6 +143,190 @@ mod avx2 {
     }
 }
 
+/// Input rows quantised to 8 bits per block of 32, as llama.cpp's `Q8` activations.
+struct Q8Rows {
+    /// `[m, cols]` codes in -127..=127.
+    q: Vec<i8>,
+    /// `[m, blocks]` scales: `x ≈ d·q`.
+    d: Vec<f32>,
+    /// `[m, blocks]` sums of each block's codes.
+    qsum: Vec<i32>,
+}
+
+/// Quantises `x` (rows of whole blocks of 32) to [`Q8Rows`]: per block `d = max|x| / 127`,
+/// `q = round(x / d)`.
+fn quantize_q8(x: &[f32]) -> Q8Rows {
+    let nb = x.len() / 32;
+    let mut rows = Q8Rows {
+        q: vec![0; x.len()],
+        d: vec![0.0; nb],
+        qsum: vec![0; nb],
+    };
+    for (bi, (xb, qb)) in x
+        .chunks_exact(32)
+        .zip(rows.q.chunks_exact_mut(32))
+        .enumerate()
+    {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        let mut sum = 0i32;
+        for (q, &v) in qb.iter_mut().zip(xb) {
+            // |v·id| <= 127 up to rounding; the clamp keeps a rounding excess in range.
+            *q = (v * id).round().clamp(-127.0, 127.0) as i8;
+            sum += *q as i32;
+        }
+        rows.d[bi] = d;
+        rows.qsum[bi] = sum;
+    }
+    rows
+}
+
+/// [`row_dots_portable`] on 8-bit inputs: the reference of the VNNI kernel (integer block dot
+/// products, scaled by both scales, plus the f32 offset term), and the kernel where there is
+/// no VNNI code.
+#[allow(clippy::too_many_arguments)]
+#[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
+fn row_dots_q8_portable(
+    dtype: GgmlType,
+    row: &[u8],
+    bb: usize,
+    xq: &Q8Rows,
+    xsum: &[f32],
+    r0: usize,
+    cols: usize,
+    out: &mut [f32],
+) {
+    let nb = cols / 32;
+    for (k, o) in out.iter_mut().enumerate() {
+        let r = r0 + k;
+        let mut acc = 0.0f32;
+        for (bi, b) in row.chunks_exact(bb).enumerate() {
+            // Integer codes and the block's scale and offset, exactly as the kernel reads them.
+            let d = f16_scale(b, 0);
+            let (c, codes): (f32, [i32; 32]) = match dtype {
+                GgmlType::Q8_0 => (0.0, std::array::from_fn(|i| b[2 + i] as i8 as i32)),
+                GgmlType::Q4_0 => (-8.0 * d, std::array::from_fn(|i| nibble(&b[2..], i))),
+                _ => (f16_scale(b, 2), std::array::from_fn(|i| nibble(&b[4..], i))),
+            };
+            let qs = &xq.q[r * cols + bi * 32..r * cols + bi * 32 + 32];
+            let dot: i32 = codes.iter().zip(qs).map(|(&a, &q)| a * q as i32).sum();
+            acc += d * xq.d[r * nb + bi] * dot as f32 + c * xsum[r * nb + bi];
+        }
+        *o = acc;
+    }
+}
+
+/// The f16 at `b[at..at + 2]` as f32.
+#[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
+fn f16_scale(b: &[u8], at: usize) -> f32 {
+    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
+}
+
+/// The `i`-th 4-bit code of the 16 bytes at `q` (low nibbles first, then high nibbles).
+#[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
+fn nibble(q: &[u8], i: usize) -> i32 {
+    (if i < 16 { q[i] & 15 } else { q[i - 16] >> 4 }) as i32
+}
+
+#[cfg(target_arch = "x86_64")]
+// Intrinsics over raw block pointers; bounds are established by the safe caller.
+#[allow(unsafe_code, unsafe_op_in_unsafe_fn)]
+mod vnni {
+    use std::arch::x86_64::*;
+
+    use crate::quant::GgmlType;
+
+    /// Dot products of one weight row with `M` input rows quantised to 8 bits.
+    ///
+    /// # Safety
+    /// The CPU must support AVX512-VNNI, AVX512VL, AVX2 and F16C; `row` holds whole blocks of
+    /// `bb` bytes; `q` holds `M` rows of `cols` codes, `d`, `qsum` and `xsum` their per-block
+    /// scales, code sums and f32 sums (`[M, blocks]`); `out.len() == M`.
+    ///
+    /// `vpdpbusd` multiplies unsigned by signed bytes: 4-bit codes are unsigned already, `Q8_0`
+    /// codes are shifted by 128 (`q + 128`) and `128·Σq_x` taken back off in integers.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512vnni,avx512vl,avx2,fma,f16c")]
+    pub unsafe fn row_dots<const M: usize>(
+        dtype: GgmlType,
+        row: &[u8],
+        bb: usize,
+        q: &[i8],
+        d: &[f32],
+        qsum: &[i32],
+        xsum: &[f32],
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        let nb = row.len() / bb;
+        let mut acc = [_mm256_setzero_ps(); M];
+        let mut offs = [0.0f32; M];
+        let zero = _mm256_setzero_si256();
+        for bi in 0..nb {
+            let b = row.as_ptr().add(bi * bb);
+            let scales = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
+            let dw = _mm_cvtss_f32(scales);
+            let (w, c) = match dtype {
+                GgmlType::Q8_0 => {
+                    let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
+                    (_mm256_xor_si256(w, _mm256_set1_epi8(-128)), 0.0)
+                }
+                GgmlType::Q4_0 => (nibbles(b.add(2)), -8.0 * dw),
+                _ => (
+                    nibbles(b.add(4)),
+                    _mm_cvtss_f32(_mm_shuffle_ps(scales, scales, 1)),
+                ),
+            };
+            for r in 0..M {
+                let k = r * nb + bi;
+                let xv = _mm256_loadu_si256(q.as_ptr().add(r * cols + bi * 32) as *const __m256i);
+                let mut s = _mm256_dpbusd_epi32(zero, w, xv);
+                if dtype == GgmlType::Q8_0 {
+                    let shift = _mm_cvtsi32_si128(128 * *qsum.get_unchecked(k));
+                    s = _mm256_sub_epi32(s, _mm256_zextsi128_si256(shift));
+                }
+                let scale = _mm256_set1_ps(dw * *d.get_unchecked(k));
+                acc[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(s), acc[r]);
+                offs[r] += c * *xsum.get_unchecked(k);
+            }
+        }
+        for r in 0..M {
+            let mut lanes = [0.0f32; 8];
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]);
+            out[r] = lanes.iter().sum::<f32>() + offs[r];
+        }
+    }
+
+    /// The 32 4-bit codes at `p` as bytes: low nibbles (values 0..16), then high (16..32).
+    #[target_feature(enable = "avx2")]
+    unsafe fn nibbles(p: *const u8) -> __m256i {
+        let bytes = _mm_loadu_si128(p as *const __m128i);
+        let lo = _mm_and_si128(bytes, _mm_set1_epi8(15));
+        let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm_set1_epi8(15));
+        _mm256_set_m128i(hi, lo)
+    }
+
+    pub fn available() -> bool {
+        super::avx2::available()
+            && is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+    }
+}
+
+/// Whether decode steps can run on 8-bit inputs on this CPU ([`crate::WeightMode::Int8`]):
+/// AVX512-VNNI with AVX512VL, detected once at run time.
+pub fn int8_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(vnni::available)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 #[allow(clippy::too_many_arguments)]
 fn row_dots(
     dtype: GgmlType,
@@ -179,6 +368,8 @@ fn simd_available() -> bool {
 }
 
 /// `y[i, r] = Σ_c x[i, c] · W[r, c]` for `x: [m, W.cols]`, returning `y: [m, W.rows]`.
+/// With `int8` (and AVX512-VNNI here, [`int8_available`]) `x` is quantised to 8 bits per block
+/// of 32 first and the block dot products are integer ones; otherwise f32 throughout.
 ///
 /// # Shapes
 /// - `x`: `[m, cols]` row-major
@@ -187,7 +378,7 @@ fn simd_available() -> bool {
 /// # Panics
 /// Only on internal invariant violations: `x.len()` must be `m * w.cols` (checked by callers
 /// inside this crate) and `w` must be a type [`has_kernel`] accepts.
-pub(crate) fn matmul_quantized(w: &WeightMatrix, x: &[f32], m: usize) -> Vec<f32> {
+pub(crate) fn matmul_quantized(w: &WeightMatrix, x: &[f32], m: usize, int8: bool) -> Vec<f32> {
     assert_eq!(x.len(), m * w.cols, "matmul_quantized: input size");
     let rows = w.rows;
     let mut y = vec![0.0f32; m * rows];
@@ -211,6 +402,51 @@ pub(crate) fn matmul_quantized(w: &WeightMatrix, x: &[f32], m: usize) -> Vec<f32
     let nb = w.cols / 32;
     // Per-block sums of the inputs, shared by every weight row (see `avx2::row_dots`).
     let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+    let q8 = (int8 && int8_available()).then(|| quantize_q8(x));
+    // The dot products of one weight row with input rows `i0..i1` (a tile of 8, 4, 2 or 1).
+    let dots = |row: &[u8], i0: usize, i1: usize, out: &mut [f32]| match &q8 {
+        #[cfg(target_arch = "x86_64")]
+        Some(q) => {
+            let (b0, b1) = (i0 * nb, i1 * nb);
+            let args = (
+                &q.q[i0 * w.cols..i1 * w.cols],
+                &q.d[b0..b1],
+                &q.qsum[b0..b1],
+                &xsum[b0..b1],
+            );
+            // SAFETY: `q8` is only built when `int8_available()` said so; slice sizes follow
+            // from `x.len() == m * cols` and the tile bounds.
+            #[allow(unsafe_code)]
+            unsafe {
+                match out.len() {
+                    8 => vnni::row_dots::<8>(
+                        w.dtype, row, bb, args.0, args.1, args.2, args.3, w.cols, out,
+                    ),
+                    4 => vnni::row_dots::<4>(
+                        w.dtype, row, bb, args.0, args.1, args.2, args.3, w.cols, out,
+                    ),
+                    2 => vnni::row_dots::<2>(
+                        w.dtype, row, bb, args.0, args.1, args.2, args.3, w.cols, out,
+                    ),
+                    _ => vnni::row_dots::<1>(
+                        w.dtype, row, bb, args.0, args.1, args.2, args.3, w.cols, out,
+                    ),
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Some(q) => row_dots_q8_portable(w.dtype, row, bb, q, &xsum, i0, w.cols, out),
+        None => row_dots(
+            w.dtype,
+            row,
+            bb,
+            &x[i0 * w.cols..i1 * w.cols],
+            &xsum[i0 * nb..i1 * nb],
+            w.cols,
+            out,
+            simd,
+        ),
+    };
     // Weight rows in chunks (one rayon task each); input rows in tiles of up to 32.
     const ROWS_PER_TASK: usize = 16;
     let chunks: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_TASK))
@@ -226,17 +462,7 @@ pub(crate) fn matmul_quantized(w: &WeightMatrix, x: &[f32], m: usize) -> Vec<f32
                 while i0 < m {
                     let tile = [8, 4, 2, 1].into_iter().find(|&t| t <= m - i0).unwrap_or(1);
                     let i1 = i0 + tile;
-                    let out = &mut part[(r - r0) * m + i0..(r - r0) * m + i1];
-                    row_dots(
-                        w.dtype,
-                        row,
-                        bb,
-                        &x[i0 * w.cols..i1 * w.cols],
-                        &xsum[i0 * nb..i1 * nb],
-                        w.cols,
-                        out,
-                        simd,
-                    );
+                    dots(row, i0, i1, &mut part[(r - r0) * m + i0..(r - r0) * m + i1]);
                     i0 = i1;
                 }
             }
@@ -312,7 +538,7 @@ mod tests {
                     .map(|i| ((i * 7919) % 23) as f32 / 11.0 - 1.0)
                     .collect();
                 let wf = w.to_f32().unwrap();
-                let y = matmul_quantized(&w, &x, m);
+                let y = matmul_quantized(&w, &x, m, false);
                 let simd = simd_available();
                 let mut y2 = [0.0; 37];
                 row_dots_portable(
@@ -336,5 +562,72 @@ mod tests {
                 assert!((y2[0] - y[0]).abs() < 1e-4 * (1.0 + y[0].abs()));
             }
         }
+    }
+
+    /// 8-bit inputs: the VNNI kernel (where the CPU has it; else the f32 path, which the first
+    /// check then also passes) against the scalar integer reference, and against f32 within
+    /// the inputs' quantisation error.
+    #[test]
+    fn int8_kernels_match_their_reference_and_stay_near_f32() {
+        for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            for m in [1, 3, 9] {
+                let (rows, cols) = (37, 96);
+                let w = random_matrix(dtype, rows, cols, 11);
+                let x: Vec<f32> = (0..m * cols)
+                    .map(|i| ((i * 7919) % 29) as f32 / 7.0 - 2.0 + (i % 5) as f32 * 0.013)
+                    .collect();
+                let wf = w.to_f32().unwrap();
+                let y8 = matmul_quantized(&w, &x, m, true);
+                let q = quantize_q8(&x);
+                let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+                for r in 0..rows {
+                    let row = &w.bytes[r * w.row_bytes()..(r + 1) * w.row_bytes()];
+                    let mut want = vec![0.0; m];
+                    row_dots_q8_portable(
+                        dtype,
+                        row,
+                        dtype.block_bytes(),
+                        &q,
+                        &xsum,
+                        0,
+                        cols,
+                        &mut want,
+                    );
+                    for i in 0..m {
+                        let got = y8[i * rows + r];
+                        let exact: f32 =
+                            (0..cols).map(|c| wf[r * cols + c] * x[i * cols + c]).sum();
+                        let scale: f32 = (0..cols)
+                            .map(|c| (wf[r * cols + c] * x[i * cols + c]).abs())
+                            .sum();
+                        if int8_available() {
+                            assert!(
+                                (want[i] - got).abs() <= 1e-4 * (1.0 + want[i].abs()),
+                                "{dtype} m={m} row {r}: {} vs {got}",
+                                want[i]
+                            );
+                        }
+                        assert!(
+                            (exact - got).abs() <= 1e-2 * scale,
+                            "{dtype} m={m} row {r}: f32 {exact} vs 8-bit {got}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q8_codes_round_to_the_block_maximum() {
+        let mut x = vec![0.0f32; 64];
+        x[3] = -2.54;
+        x[5] = 1.0;
+        x[40] = 0.5;
+        let q = quantize_q8(&x);
+        assert_eq!(q.q[3], -127);
+        assert_eq!(q.q[5], 50);
+        assert!((q.d[0] - 0.02).abs() < 1e-7);
+        assert_eq!(q.q[40], 127);
+        assert_eq!(q.qsum, [-77, 127]);
     }
 }

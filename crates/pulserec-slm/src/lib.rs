@@ -19,6 +19,7 @@ pub mod model;
 pub mod weights;
 pub use cache::KvCache;
 pub use config::{Architecture, LlamaConfig};
+pub use kernels::int8_available;
 pub use linear::WeightMode;
 pub use model::Llama;
 pub mod chat;

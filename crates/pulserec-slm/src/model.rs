@@ -252,8 +252,7 @@ impl Llama {
             })
             .collect::<Result<_>>()?;
         let lm_head = Linear::new(w.lm_head.as_ref().unwrap_or(&w.embed), None, mode, device)?;
-        let quant_embed =
-            matches!(mode, WeightMode::Auto | WeightMode::Bf16) && *device == Device::flex();
+        let quant_embed = mode != WeightMode::Dense && *device == Device::flex();
         let embed = if quant_embed {
             Embedding::Quant(w.embed.clone())
         } else {

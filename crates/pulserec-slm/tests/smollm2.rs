@@ -165,6 +165,35 @@ fn bf16_prompts_stay_close_to_float32() {
     eprintln!("AMX {amx}: largest |bf16 - f32| last-position logit over 5 prompts {worst:e}");
 }
 
+/// `WeightMode::Int8` runs decode steps on 8-bit inputs (where the CPU has AVX512-VNNI; else
+/// it is `Bf16`): the France prompt still answers "Paris", and every generated token's
+/// log-probability stays within 0.05 of the `Bf16` model's (the same prompt path, so only the
+/// decode steps differ).
+#[test]
+fn int8_decode_answers_as_float32() {
+    let flex = burn::tensor::Device::flex();
+    let Some(bf16) = common::load_on(WeightMode::Bf16, &flex) else {
+        return;
+    };
+    let int8 = common::load_on(WeightMode::Int8, &flex).unwrap();
+    let req = || GenerationRequest {
+        prompt: FRANCE.into(),
+        params: SamplingParams::greedy(8),
+    };
+    let (want, _) = bf16.generate_with_stats(&[req()]).unwrap();
+    let (got, _) = int8.generate_with_stats(&[req()]).unwrap();
+    assert_eq!(got[0].text, "The capital of France is Paris.");
+    assert_eq!(got[0].token_ids, want[0].token_ids);
+    let worst = got[0]
+        .logprobs
+        .iter()
+        .zip(&want[0].logprobs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    eprintln!("largest |int8 - bf16| log-probability of a generated token: {worst:e}");
+    assert!(worst < 0.05, "{worst}");
+}
+
 /// All five prompts (16 to 42 tokens) in one left-padded batch, plus two repeats of the first
 /// (shared prefill), give each prompt's reference tokens up to its EOS.
 #[test]
