@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Batch-1 decode, ours against llama.cpp's own `llama-bench` built with its native CPU flags
 # (docs/benchmarks.md, "Batch-1 decode against a native llama.cpp build"), interleaved rounds on
-# the same machine: ours f32 decode steps (`WeightMode::Auto`), ours 8-bit inputs
-# (`WeightMode::Int8`, as llama.cpp decodes), llama.cpp; then the next round. 2 threads each.
+# the same machine: ours with f32 decode steps (`WeightMode::Auto`), ours with 8-bit decode inputs
+# (`WeightMode::Int8`, as llama.cpp decodes), then llama.cpp; then the next round. 2 threads each (ours: rayon's default on a 2-core machine; RAYON_NUM_THREADS
+# and llama-bench's -t follow THREADS when set).
 #
 # Usage: scripts/slm/bench_decode.sh GGUF LLAMA_BENCH [ROUNDS] [TOKENS] > results.jsonl
 #
@@ -17,6 +18,7 @@ gguf=$1
 bench=$2
 rounds=${3:-3}
 tokens=${4:-128}
+threads=${THREADS:-2}
 gen=target/release/examples/generate
 cargo build --release --bin pulserec --examples >&2
 for r in $(seq "$rounds"); do
@@ -24,10 +26,10 @@ for r in $(seq "$rounds"); do
   for mode in auto int8; do
     flag=()
     [ "$mode" = int8 ] && flag=(--int8)
-    "$gen" --model "$gguf" --prompt "Once upon a time" --max-tokens "$tokens" --stop "@@@@" \
-      --batch 1 --temperature 0 --json "${flag[@]}" |
-      python3 -c "import json,sys; d=json.load(sys.stdin); print(json.dumps({'runtime':'ours-$mode','round':$r,'decode_tok_s':d['decode_tok_s']}))"
+    RAYON_NUM_THREADS=$threads "$gen" --model "$gguf" --prompt "Once upon a time" \
+      --max-tokens "$tokens" --stop "@@@@" --batch 1 --temperature 0 --json "${flag[@]}" |
+      python3 -c "import json,sys; d=json.load(sys.stdin); print(json.dumps({'runtime':'ours-$mode','round':$r,'threads':$threads,'decode_tok_s':d['decode_tok_s']}))"
   done
-  "$bench" -m "$gguf" -t 2 -p 0 -n "$tokens" -r 1 -o json |
+  "$bench" -m "$gguf" -t "$threads" -p 0 -n "$tokens" -r 1 -o json |
     python3 -c "import json,sys; d=json.load(sys.stdin)[0]; print(json.dumps({'runtime':'llama.cpp','round':$r,'decode_tok_s':d['avg_ts'],'build':d.get('build_commit'),'cpu':d.get('cpu_info')}))"
 done

@@ -289,6 +289,15 @@ impl SftTrainer {
         checkpoint_dir: Option<&Path>,
         progress: &ProgressBar,
     ) -> Result<TrainReport> {
+        pulserec_core::on_pool(|| self.fit_on_pool(examples, checkpoint_dir, progress))
+    }
+
+    fn fit_on_pool(
+        &mut self,
+        examples: &[EncodedExample],
+        checkpoint_dir: Option<&Path>,
+        progress: &ProgressBar,
+    ) -> Result<TrainReport> {
         if examples.is_empty() {
             return Err(SftError::config("examples", "nothing to train on"));
         }

@@ -295,7 +295,8 @@ impl Slm {
         let mut out: Vec<Option<Generation>> = vec![None; requests.len()];
         let mut stats = GenerationStats::default();
         for (uniques, rows) in chunk_by_prompt(prompts, self.max_batch) {
-            let (gens, s) = self.generate_chunk(&uniques, &rows, requests)?;
+            let (gens, s) =
+                pulserec_core::on_pool(|| self.generate_chunk(&uniques, &rows, requests))?;
             stats.add(&s);
             for (g, &(req, _)) in gens.into_iter().zip(&rows) {
                 out[req] = Some(g);

@@ -17,6 +17,14 @@ impl Slm {
         contexts: &[Vec<u32>],
         continuations: &[Vec<u32>],
     ) -> Result<Vec<Vec<f32>>> {
+        pulserec_core::on_pool(|| self.score_ids_on_pool(contexts, continuations))
+    }
+
+    fn score_ids_on_pool(
+        &self,
+        contexts: &[Vec<u32>],
+        continuations: &[Vec<u32>],
+    ) -> Result<Vec<Vec<f32>>> {
         let ctx_len = self.model.config().max_position;
         let start = self
             .tokenizer
