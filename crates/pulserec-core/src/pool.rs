@@ -8,7 +8,8 @@
 /// until it is done: a futex wake and wait per region, hundreds per decode step or training
 /// step. Opened from a pool thread, the region starts on that thread and the other workers steal
 /// from it. The results are the same either way (the regions split their work the same way);
-/// SmolLM2's batch-1 decode ran 1.3x faster inside the pool (docs/benchmarks.md).
+/// SmolLM2's batch-1 decode ran 1.3x faster inside the pool, Tree-of-Thought generation 1.3x
+/// (docs/benchmarks.md).
 ///
 /// ```
 /// let sum: u64 = pulserec_core::on_pool(|| {
