@@ -83,7 +83,7 @@ pub struct PipelineConfig {
     /// `f32` (the default); `bf16`, prompts on the CPU's AMX tiles where it has them (else f32);
     /// or `int8`, `bf16` and generation's decode steps on 8-bit inputs where the CPU has
     /// AVX512-VNNI, as llama.cpp decodes. `bf16` is faster and moves log-probabilities by about
-    /// 1e-2, `int8` decode steps' by about 1e-1; those stages record it in their settings where
+    /// 1e-2, `int8` decode steps' by about 2e-2 more; those stages record it in their settings where
     /// it changes numbers ([`Precision::changes_numbers`]), so a store is never continued in
     /// another precision. SFT trains in f32 unless `sft.frozen_bottom = "host_bf16"`.
     #[serde(default, skip_serializing_if = "Precision::is_f32")]

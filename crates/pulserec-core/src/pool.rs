@@ -1,7 +1,7 @@
 //! Running work on rayon's global pool.
 
 /// Runs `f` on a thread of rayon's global pool and waits for it (on the calling thread when it
-/// is already one).
+/// is already one), inside the caller's current `tracing` span.
 ///
 /// The SLM's kernels, burn's CPU ops and gemm open a parallel region per product. Opened from a
 /// thread outside the pool, each region hands its work to the pool and puts the caller to sleep
@@ -22,5 +22,7 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return f();
     }
-    rayon::scope(|_| f())
+    // The caller's tracing span goes along, so log lines from the work keep its fields.
+    let span = tracing::Span::current();
+    rayon::scope(|_| span.in_scope(f))
 }

@@ -24,9 +24,10 @@ pub enum WeightMode {
     Bf16,
     /// `Bf16`, and decode steps quantise their inputs to 8 bits per block of 32 (as llama.cpp
     /// does) and multiply with integer dot products on the CPU's AVX512-VNNI units, where it
-    /// has them (elsewhere decode steps stay f32). The fastest mode and the least exact: a
-    /// decode step's logits move by about 1e-1, and greedy text can part from f32's where two
-    /// tokens are nearly tied. Prompts (and with them likelihood scoring) are as in `Bf16`.
+    /// has them (elsewhere decode steps stay f32). The fastest mode and the least exact:
+    /// generated tokens' log-probabilities move by about 2e-2 (`tests/smollm2.rs`), and greedy
+    /// text can part from f32's where two tokens are nearly tied. Prompts (and with them
+    /// likelihood scoring) are as in `Bf16`.
     Int8,
 }
 
