@@ -192,7 +192,11 @@ impl Dataset {
             let title = match value_of(description) {
                 Some(v) => {
                     changed += 1;
-                    format!("{title} ({v})")
+                    if title.is_empty() {
+                        format!("({v})")
+                    } else {
+                        format!("{title} ({v})")
+                    }
                 }
                 None => title.clone(),
             };
