@@ -85,10 +85,8 @@ mod avx2 {
         let mut offs = [0.0f32; M];
         for bi in 0..nb {
             let b = row.as_ptr().add(bi * bb);
-            // d (and for Q4_1 the minimum) are f16 at the start of the block.
-            let scales = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
-            let d = _mm_cvtss_f32(scales);
-            let (q, c) = match dtype {
+            let (d, c) = scale_and_offset(dtype, b);
+            let q = match dtype {
                 GgmlType::Q8_0 => {
                     let p = b.add(2);
                     let mut q = [_mm256_setzero_ps(); 4];
@@ -96,13 +94,10 @@ mod avx2 {
                         let bytes = _mm_loadl_epi64(p.add(8 * k) as *const __m128i);
                         *qk = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
                     }
-                    (q, 0.0)
+                    q
                 }
-                GgmlType::Q4_0 => (nibbles(b.add(2)), -8.0 * d),
-                _ => (
-                    nibbles(b.add(4)),
-                    _mm_cvtss_f32(_mm_shuffle_ps(scales, scales, 1)),
-                ),
+                GgmlType::Q4_0 => nibbles(b.add(2)),
+                _ => nibbles(b.add(4)),
             };
             let dv = _mm256_set1_ps(d);
             for r in 0..M {
@@ -115,6 +110,30 @@ mod avx2 {
                 offs[r] += c * *xsum.get_unchecked(r * nb + bi);
             }
         }
+        finish(&acc, &offs, out);
+    }
+
+    /// A block's scale `d` (f16 at its start) and the constant `c` its weights add (`q·d + c`):
+    /// 0 for `Q8_0`, `-8d` for `Q4_0`, the stored minimum (the second f16) for `Q4_1`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn scale_and_offset(dtype: GgmlType, b: *const u8) -> (f32, f32) {
+        let scales = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
+        let d = _mm_cvtss_f32(scales);
+        let c = match dtype {
+            GgmlType::Q8_0 => 0.0,
+            GgmlType::Q4_0 => -8.0 * d,
+            _ => _mm_cvtss_f32(_mm_shuffle_ps(scales, scales, 1)),
+        };
+        (d, c)
+    }
+
+    /// `out[r]` = the lanes of `acc[r]` summed, plus `offs[r]`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn finish<const M: usize>(
+        acc: &[__m256; M],
+        offs: &[f32; M],
+        out: &mut [f32],
+    ) {
         for r in 0..M {
             let mut lanes = [0.0f32; 8];
             _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]);
@@ -203,11 +222,14 @@ fn row_dots_q8_portable(
         let mut acc = 0.0f32;
         for (bi, b) in row.chunks_exact(bb).enumerate() {
             // Integer codes and the block's scale and offset, exactly as the kernel reads them.
-            let d = f16_scale(b, 0);
+            let d = crate::quant::f16_at(b, 0);
             let (c, codes): (f32, [i32; 32]) = match dtype {
                 GgmlType::Q8_0 => (0.0, std::array::from_fn(|i| b[2 + i] as i8 as i32)),
                 GgmlType::Q4_0 => (-8.0 * d, std::array::from_fn(|i| nibble(&b[2..], i))),
-                _ => (f16_scale(b, 2), std::array::from_fn(|i| nibble(&b[4..], i))),
+                _ => (
+                    crate::quant::f16_at(b, 2),
+                    std::array::from_fn(|i| nibble(&b[4..], i)),
+                ),
             };
             let qs = &xq.q[r * cols + bi * 32..r * cols + bi * 32 + 32];
             let dot: i32 = codes.iter().zip(qs).map(|(&a, &q)| a * q as i32).sum();
@@ -215,12 +237,6 @@ fn row_dots_q8_portable(
         }
         *o = acc;
     }
-}
-
-/// The f16 at `b[at..at + 2]` as f32.
-#[cfg_attr(all(target_arch = "x86_64", not(test)), allow(dead_code))]
-fn f16_scale(b: &[u8], at: usize) -> f32 {
-    half::f16::from_le_bytes([b[at], b[at + 1]]).to_f32()
 }
 
 /// The `i`-th 4-bit code of the 16 bytes at `q` (low nibbles first, then high nibbles).
@@ -235,6 +251,7 @@ fn nibble(q: &[u8], i: usize) -> i32 {
 mod vnni {
     use std::arch::x86_64::*;
 
+    use super::avx2::{finish, scale_and_offset};
     use crate::quant::GgmlType;
 
     /// Dot products of one weight row with `M` input rows quantised to 8 bits.
@@ -265,18 +282,14 @@ mod vnni {
         let zero = _mm256_setzero_si256();
         for bi in 0..nb {
             let b = row.as_ptr().add(bi * bb);
-            let scales = _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()));
-            let dw = _mm_cvtss_f32(scales);
-            let (w, c) = match dtype {
+            let (dw, c) = scale_and_offset(dtype, b);
+            let w = match dtype {
                 GgmlType::Q8_0 => {
                     let w = _mm256_loadu_si256(b.add(2) as *const __m256i);
-                    (_mm256_xor_si256(w, _mm256_set1_epi8(-128)), 0.0)
+                    _mm256_xor_si256(w, _mm256_set1_epi8(-128))
                 }
-                GgmlType::Q4_0 => (nibbles(b.add(2)), -8.0 * dw),
-                _ => (
-                    nibbles(b.add(4)),
-                    _mm_cvtss_f32(_mm_shuffle_ps(scales, scales, 1)),
-                ),
+                GgmlType::Q4_0 => nibbles(b.add(2)),
+                _ => nibbles(b.add(4)),
             };
             for r in 0..M {
                 let k = r * nb + bi;
@@ -291,11 +304,7 @@ mod vnni {
                 offs[r] += c * *xsum.get_unchecked(k);
             }
         }
-        for r in 0..M {
-            let mut lanes = [0.0f32; 8];
-            _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]);
-            out[r] = lanes.iter().sum::<f32>() + offs[r];
-        }
+        finish(&acc, &offs, out);
     }
 
     /// The 32 4-bit codes at `p` as bytes: low nibbles (values 0..16), then high (16..32).

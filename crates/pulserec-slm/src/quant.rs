@@ -134,8 +134,9 @@ impl std::fmt::Display for GgmlType {
     }
 }
 
+/// The little-endian f16 at `bytes[at..at + 2]` as f32 (a block's scale or minimum).
 #[inline]
-fn f16_at(bytes: &[u8], at: usize) -> f32 {
+pub(crate) fn f16_at(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
 }
 
