@@ -328,6 +328,231 @@ pub fn softmax_rows_lse(values: &mut [f32], cols: usize) -> Vec<f32> {
     }
 }
 
+/// Key rows and the value rows beside them (`keys.len() == values.len()`, whole rows of the
+/// attention's dimension): a run of consecutive cache slots.
+#[derive(Clone, Copy, Debug)]
+pub struct KvRows<'a> {
+    /// `[rows, dim]` row-major.
+    pub keys: &'a [f32],
+    /// `[rows, dim]` row-major.
+    pub values: &'a [f32],
+}
+
+/// Queries that attend to the shared key/value rows of [`attend_shared`] and then to their own.
+#[derive(Debug)]
+pub struct QuerySet<'a> {
+    /// `[n, dim]` row-major.
+    pub queries: &'a [f32],
+    /// Key/value rows only this set attends to, after the shared ones.
+    pub own: Vec<KvRows<'a>>,
+    /// `[n, dim]`: written with each query's attention output.
+    pub out: &'a mut [f32],
+}
+
+/// `a · b` in [`LANES`] partial sums folded pairwise (a fixed order, the same bits at every
+/// vector width).
+#[inline(always)]
+fn lane_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((a, &x), &y) in acc.iter_mut().zip(x).zip(y) {
+            *a += x * y;
+        }
+    }
+    fold_half(&mut acc, 8);
+    fold_half(&mut acc, 4);
+    fold_half(&mut acc, 2);
+    fold_half(&mut acc, 1);
+    acc[0] + tail
+}
+
+/// `acc[i] += acc[i + width]` for `i < width`.
+#[inline(always)]
+fn fold_half(acc: &mut [f32; LANES], width: usize) {
+    let (low, high) = acc.split_at_mut(width);
+    for (a, &b) in low.iter_mut().zip(&high[..width]) {
+        *a += b;
+    }
+}
+
+/// [`lane_dot`] with AVX-512 intrinsics: the same lanes, the same pairwise fold, the same
+/// bits (products and sums rounded separately, as Rust's scalar code does). LLVM vectorised the
+/// portable version's short dot products two lanes wide.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)] // intrinsics, inlined only into the AVX-512 copy of `attend_sets`
+mod avx512_dot {
+    use std::arch::x86_64::*;
+
+    /// # Safety
+    /// The CPU must have AVX-512F, and `a.len() == b.len()`.
+    #[inline(always)]
+    pub(super) unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        // SAFETY: the caller guarantees the features; reads stay below `whole <= a.len()`.
+        unsafe {
+            let whole = a.len() / 16 * 16;
+            let mut acc = _mm512_setzero_ps();
+            let mut i = 0;
+            while i < whole {
+                let x = _mm512_loadu_ps(a.as_ptr().add(i));
+                let y = _mm512_loadu_ps(b.as_ptr().add(i));
+                acc = _mm512_add_ps(acc, _mm512_mul_ps(x, y));
+                i += 16;
+            }
+            let tail: f32 = a[whole..].iter().zip(&b[whole..]).map(|(x, y)| x * y).sum();
+            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc)));
+            let s8 = _mm256_add_ps(_mm512_castps512_ps256(acc), high);
+            let s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps::<1>(s8));
+            let s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+            let s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+            _mm_cvtss_f32(s1) + tail
+        }
+    }
+}
+
+/// [`attend_shared`] with the AVX-512 dot products where the CPU has them (the same bits).
+#[allow(unsafe_code)] // a target-feature copy, called only after the features are detected
+fn attend_sets_wide(shared: &[KvRows<'_>], sets: &mut [QuerySet<'_>], dim: usize, scale: f32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        /// # Safety
+        /// The CPU must have AVX-512F, AVX-512BW and AVX-512VL.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+        unsafe fn wide(shared: &[KvRows<'_>], sets: &mut [QuerySet<'_>], dim: usize, scale: f32) {
+            attend_sets(shared, sets, dim, scale, |a, b| {
+                // SAFETY: `wide` runs only where `avx512` found the features; equal lengths.
+                unsafe { avx512_dot::dot(a, b) }
+            });
+        }
+        if avx512() {
+            // SAFETY: `avx512` detected the features.
+            return unsafe { wide(shared, sets, dim, scale) };
+        }
+    }
+    attend_sets(shared, sets, dim, scale, lane_dot);
+}
+
+#[inline(always)]
+fn attend_sets(
+    shared: &[KvRows<'_>],
+    sets: &mut [QuerySet<'_>],
+    dim: usize,
+    scale: f32,
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+) {
+    let rows = |blocks: &[KvRows<'_>]| blocks.iter().map(|b| b.keys.len() / dim).sum::<usize>();
+    let n_shared = rows(shared);
+    // Scores of each set, `[queries, shared + own]`.
+    let mut scores: Vec<Vec<f32>> = sets
+        .iter()
+        .map(|s| vec![0.0; s.queries.len() / dim * (n_shared + rows(&s.own))])
+        .collect();
+    // Each shared key is read once for every query of every set.
+    let mut first = 0;
+    for block in shared {
+        for (j, k) in block.keys.chunks_exact(dim).enumerate() {
+            for (set, sc) in sets.iter().zip(scores.iter_mut()) {
+                let cols = sc.len() / (set.queries.len() / dim);
+                for (i, q) in set.queries.chunks_exact(dim).enumerate() {
+                    sc[i * cols + first + j] = dot(q, k) * scale;
+                }
+            }
+        }
+        first += block.keys.len() / dim;
+    }
+    for (set, sc) in sets.iter().zip(scores.iter_mut()) {
+        let cols = sc.len() / (set.queries.len() / dim);
+        for (i, q) in set.queries.chunks_exact(dim).enumerate() {
+            let row = &mut sc[i * cols..(i + 1) * cols];
+            let mut at = n_shared;
+            for block in &set.own {
+                for (j, k) in block.keys.chunks_exact(dim).enumerate() {
+                    row[at + j] = dot(q, k) * scale;
+                }
+                at += block.keys.len() / dim;
+            }
+            softmax_row_lse(row);
+        }
+    }
+    for set in sets.iter_mut() {
+        set.out.fill(0.0);
+    }
+    let add = |out: &mut [f32], p: f32, v: &[f32]| {
+        out.iter_mut().zip(v).for_each(|(o, &v)| *o += p * v);
+    };
+    let mut first = 0;
+    for block in shared {
+        for (j, v) in block.values.chunks_exact(dim).enumerate() {
+            for (set, sc) in sets.iter_mut().zip(&scores) {
+                let cols = sc.len() / (set.queries.len() / dim);
+                for (i, out) in set.out.chunks_exact_mut(dim).enumerate() {
+                    add(out, sc[i * cols + first + j], v);
+                }
+            }
+        }
+        first += block.values.len() / dim;
+    }
+    for (set, sc) in sets.iter_mut().zip(&scores) {
+        let cols = sc.len() / (set.queries.len() / dim);
+        let own = &set.own;
+        for (i, out) in set.out.chunks_exact_mut(dim).enumerate() {
+            let mut at = n_shared;
+            for block in own {
+                for (j, v) in block.values.chunks_exact(dim).enumerate() {
+                    add(out, sc[i * cols + at + j], v);
+                }
+                at += block.values.len() / dim;
+            }
+        }
+    }
+}
+
+/// Scaled dot-product attention of several sets of queries over key/value rows, where every
+/// set attends to the `shared` rows followed by its own ([`QuerySet::own`]):
+/// `out = softmax(scale * q Kᵀ) V` for each query `q` of a set, `K` and `V` being the shared
+/// rows then the set's own, in order. The shared rows are read once for all sets: the prompt
+/// slots that a prompt's continuations have in common, in a decode step.
+///
+/// A query's output does not depend on the other sets or on how its rows are split into
+/// blocks or between shared and own: the same bits as attending alone to the same rows. Runs on
+/// the calling thread (callers parallelise over independent groups).
+///
+/// ```
+/// use pulserec_core::fastmath::{attend_shared, KvRows, QuerySet};
+/// // Two keys along the axes; the query looks along the first, so mostly at the first value.
+/// let keys = [1.0, 0.0, 0.0, 1.0];
+/// let values = [10.0, 0.0, 0.0, 10.0];
+/// let shared = [KvRows { keys: &keys, values: &values }];
+/// let mut out = [0.0; 2];
+/// let mut sets = [QuerySet { queries: &[4.0, 0.0], own: Vec::new(), out: &mut out }];
+/// attend_shared(&shared, &mut sets, 2, 1.0);
+/// assert!(out[0] > 9.8 && out[1] < 0.2);
+/// ```
+///
+/// # Panics
+/// If a slice is not whole rows of `dim` or keys and values differ in length (a caller bug).
+pub fn attend_shared(shared: &[KvRows<'_>], sets: &mut [QuerySet<'_>], dim: usize, scale: f32) {
+    let whole =
+        |b: &KvRows<'_>| b.keys.len() == b.values.len() && b.keys.len().is_multiple_of(dim.max(1));
+    assert!(
+        dim > 0
+            && shared.iter().all(whole)
+            && sets.iter().all(|s| {
+                s.own.iter().all(whole)
+                    && s.queries.len() == s.out.len()
+                    && s.queries.len().is_multiple_of(dim)
+            }),
+        "attend_shared: slices are not whole rows of {dim}"
+    );
+    attend_sets_wide(shared, sets, dim, scale);
+}
+
 /// `[rows, cols]` row-major to `[cols, rows]` row-major, copied in cache-sized tiles (weight
 /// layouts: HF stores linear weights `[out, in]`, the burn models multiply by `[in, out]`).
 ///
@@ -509,6 +734,87 @@ mod tests {
         gelu_chunk(&mut a);
         gelu_wide(&mut b);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn shared_attention_matches_its_definition_and_the_unshared_bits() {
+        // dim 37: two full lanes and a tail; 11 shared rows in two blocks, 0-5 own rows.
+        let dim = 37;
+        let vals = |n: usize, seed: f32| -> Vec<f32> {
+            (0..n * dim)
+                .map(|i| ((i as f32 + seed) * 0.37).sin())
+                .collect()
+        };
+        let (sk, sv) = (vals(11, 1.0), vals(11, 2.0));
+        let own: Vec<(Vec<f32>, Vec<f32>)> = (0..3)
+            .map(|s| (vals(2 * s, 3.0 + s as f32), vals(2 * s, 7.0 + s as f32)))
+            .collect();
+        let queries: Vec<Vec<f32>> = (0..3).map(|s| vals(2, 11.0 + s as f32)).collect();
+        let shared = [
+            KvRows {
+                keys: &sk[..4 * dim],
+                values: &sv[..4 * dim],
+            },
+            KvRows {
+                keys: &sk[4 * dim..],
+                values: &sv[4 * dim..],
+            },
+        ];
+        let mut outs = vec![vec![0.0f32; 2 * dim]; 3];
+        let mut sets: Vec<QuerySet<'_>> = outs
+            .iter_mut()
+            .zip(&queries)
+            .zip(&own)
+            .map(|((out, q), (k, v))| QuerySet {
+                queries: q,
+                own: vec![KvRows { keys: k, values: v }],
+                out,
+            })
+            .collect();
+        attend_shared(&shared, &mut sets, dim, 0.3);
+        for s in 0..3 {
+            let keys: Vec<f32> = sk.iter().chain(&own[s].0).copied().collect();
+            let values: Vec<f32> = sv.iter().chain(&own[s].1).copied().collect();
+            // Alone, every row its own, in one block (dispatched, and the baseline copy): the
+            // same bits.
+            for baseline in [false, true] {
+                let mut alone = vec![0.0f32; 2 * dim];
+                let mut set = [QuerySet {
+                    queries: &queries[s],
+                    own: vec![KvRows {
+                        keys: &keys,
+                        values: &values,
+                    }],
+                    out: &mut alone,
+                }];
+                if baseline {
+                    attend_sets(&[], &mut set, dim, 0.3, lane_dot);
+                } else {
+                    attend_shared(&[], &mut set, dim, 0.3);
+                }
+                assert_eq!(alone, outs[s], "set {s}, baseline {baseline}");
+            }
+            // The definition, in f64.
+            let n = keys.len() / dim;
+            for (i, q) in queries[s].chunks_exact(dim).enumerate() {
+                let z: Vec<f64> = (0..n)
+                    .map(|j| {
+                        let d: f64 = (0..dim)
+                            .map(|c| q[c] as f64 * keys[j * dim + c] as f64)
+                            .sum();
+                        (0.3 * d).exp()
+                    })
+                    .collect();
+                let sum: f64 = z.iter().sum();
+                for c in 0..dim {
+                    let want: f64 = (0..n)
+                        .map(|j| z[j] / sum * values[j * dim + c] as f64)
+                        .sum();
+                    let got = outs[s][i * dim + c] as f64;
+                    assert!((got - want).abs() < 1e-5, "set {s} query {i} col {c}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,9 +2,41 @@
 
 use std::ops::Range;
 
+use burn::backend::Flex;
+use burn::backend::flex::FlexTensor;
 use burn::tensor::{Int, Tensor, TensorData};
+use pulserec_core::fastmath::{KvRows, QuerySet, attend_shared};
+use rayon::prelude::*;
 
 use crate::error::{Result, SlmError};
+
+/// Slot ranges, ascending.
+type Runs = Vec<Range<usize>>;
+
+/// A flex tensor's buffer, contiguous (copied when it is a strided view).
+fn host_values(t: &Tensor<4>) -> Result<FlexTensor> {
+    let t = t
+        .clone()
+        .try_into_primitive::<Flex>()
+        .map_err(|e| SlmError::Backend(format!("host attention off the flex device: {e:?}")))?;
+    let t = if t.is_contiguous() {
+        t
+    } else {
+        t.to_contiguous()
+    };
+    match t.as_slice::<f32>() {
+        Some(_) => Ok(t),
+        None => Err(SlmError::Backend(format!(
+            "host attention on a {:?} cache",
+            t.dtype()
+        ))),
+    }
+}
+
+/// The values of a contiguous f32 flex tensor (checked by [`host_values`]).
+fn slice(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().unwrap_or_default()
+}
 
 /// Keys and values of every layer for a batch of sequences.
 ///
@@ -22,11 +54,23 @@ use crate::error::{Result, SlmError};
 #[derive(Clone, Debug)]
 pub struct KvCache {
     /// `[batch, kv_heads, capacity, head_dim]` per layer; slots `len..capacity` are unused.
+    /// With a [`SharedPrefix`], only the slots after it (slot `s` at `s - prefix.len`).
     layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
-    /// Hidden slot ranges of each row, ascending and disjoint.
+    /// Hidden slot ranges of each row, ascending and disjoint (the shared prefix's included).
     hidden: Vec<Vec<Range<usize>>>,
     len: usize,
     reserve: usize,
+    /// The first slots of every row, held once per prompt ([`KvCache::fork`]).
+    prefix: Option<SharedPrefix>,
+}
+
+/// The slots `0..len` of each row of a forked cache: row `r`'s are row `rows[r]` of `layers`.
+#[derive(Clone, Debug)]
+struct SharedPrefix {
+    /// `[prompts, kv_heads, capacity >= len, head_dim]` per layer.
+    layers: Vec<(Tensor<4>, Tensor<4>)>,
+    len: usize,
+    rows: Vec<usize>,
 }
 
 /// Spare slots allocated beyond a cache's first fill unless [`KvCache::with_reserve`] says
@@ -41,6 +85,7 @@ impl KvCache {
             hidden: vec![Vec::new(); batch],
             len: 0,
             reserve: DEFAULT_RESERVE,
+            prefix: None,
         }
     }
 
@@ -63,10 +108,17 @@ impl KvCache {
 
     /// Slots the buffers hold before they must grow (0 before the first fill).
     pub fn capacity(&self) -> usize {
-        self.layers
+        let own = self
+            .layers
             .first()
             .and_then(|kv| kv.as_ref())
-            .map_or(0, |(k, _)| k.dims()[2])
+            .map_or(0, |(k, _)| k.dims()[2]);
+        own + self.prefix_len()
+    }
+
+    /// Slots held once for several rows ([`KvCache::fork`]); 0 for a plain cache.
+    fn prefix_len(&self) -> usize {
+        self.prefix.as_ref().map_or(0, |p| p.len)
     }
 
     /// Whether no slot is filled.
@@ -128,7 +180,7 @@ impl KvCache {
     /// on the first fill (with the reserve), grown by half when full.
     fn take_room(&mut self, l: usize, like: &Tensor<4>, new: usize) -> (Tensor<4>, Tensor<4>) {
         let [b, heads, _, hd] = like.dims();
-        let end = self.len + new;
+        let end = self.len - self.prefix_len() + new;
         match self.layers[l].take() {
             None => {
                 let cap = end + self.reserve;
@@ -158,17 +210,253 @@ impl KvCache {
         k: Tensor<4>,
         v: Tensor<4>,
     ) -> (Tensor<4>, Tensor<4>) {
+        let end = self.len + k.dims()[2];
+        self.write(l, k, v);
+        match &self.layers[l] {
+            Some((bk, bv)) if self.prefix.is_none() => {
+                (bk.clone().narrow(2, 0, end), bv.clone().narrow(2, 0, end))
+            }
+            // A forked cache's rows as whole tensors: a copy of the prefix per row (the host
+            // decode step reads it in place instead, `attend_step`).
+            _ => self.whole_layer(l, end),
+        }
+    }
+
+    /// Writes new keys/values of layer `l` after the filled slots ([`KvCache::append`] without
+    /// the views).
+    ///
+    /// # Shapes
+    /// - `k`, `v`: `[batch, kv_heads, new, head_dim]`
+    pub(crate) fn write(&mut self, l: usize, k: Tensor<4>, v: Tensor<4>) {
         let [b, heads, new, hd] = k.dims();
-        let (start, end) = (self.len, self.len + new);
+        let start = self.len - self.prefix_len();
         let (bk, bv) = self.take_room(l, &k, new);
-        let bk = bk.slice_assign([0..b, 0..heads, start..end, 0..hd], k);
-        let bv = bv.slice_assign([0..b, 0..heads, start..end, 0..hd], v);
-        let filled = (bk.clone().narrow(2, 0, end), bv.clone().narrow(2, 0, end));
+        let bk = bk.slice_assign([0..b, 0..heads, start..start + new, 0..hd], k);
+        let bv = bv.slice_assign([0..b, 0..heads, start..start + new, 0..hd], v);
         self.layers[l] = Some((bk, bv));
         if l + 1 == self.layers.len() {
-            self.len = end;
+            self.len += new;
         }
-        filled
+    }
+
+    /// Layer `l`'s first `end` slots of every row as `[batch, kv_heads, end, head_dim]`, the
+    /// shared prefix copied into each row.
+    fn whole_layer(&self, l: usize, end: usize) -> (Tensor<4>, Tensor<4>) {
+        let own = self.layers[l].as_ref();
+        let Some(prefix) = &self.prefix else {
+            let (k, v) = own.unwrap_or_else(|| unreachable!("written before it is read"));
+            return (k.clone().narrow(2, 0, end), v.clone().narrow(2, 0, end));
+        };
+        let (pk, pv) = &prefix.layers[l];
+        let idx: Vec<i64> = prefix.rows.iter().map(|&r| r as i64).collect();
+        let n = idx.len();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [n]), &pk.device());
+        let whole = |p: &Tensor<4>, own: Option<&Tensor<4>>| {
+            let p = p.clone().select(0, idx.clone()).narrow(2, 0, prefix.len);
+            match own {
+                Some(o) if end > prefix.len => {
+                    Tensor::cat(vec![p, o.clone().narrow(2, 0, end - prefix.len)], 2)
+                }
+                _ => p,
+            }
+        };
+        (
+            whole(pk, own.map(|(k, _)| k)),
+            whole(pv, own.map(|(_, v)| v)),
+        )
+    }
+
+    /// Attention of a decode step on the host: one new position per row, its keys and values
+    /// already [`KvCache::write`]n, over layer `l`'s first `end` slots, the visible ones (hidden ones skipped, not
+    /// masked), read in place from the buffers. The rows of a forked cache that continue the
+    /// same prompt read its slots once for all of them ([`attend_shared`]). A row's result does
+    /// not depend on the other rows of the batch or on its hidden slots.
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, heads, 1, head_dim]` row-major; returns `[batch, heads * head_dim]`
+    ///   row-major
+    pub(crate) fn attend_step(
+        &self,
+        l: usize,
+        end: usize,
+        q: &[f32],
+        heads: usize,
+        scale: f32,
+    ) -> Result<Vec<f32>> {
+        let Some((own_k, own_v)) = &self.layers[l] else {
+            return Err(SlmError::Backend(format!(
+                "layer {l} read before it was written"
+            )));
+        };
+        let [batch, kv, own_cap, hd] = own_k.dims();
+        let group = heads / kv.max(1);
+        let p = self.prefix_len();
+        if batch != self.batch()
+            || q.len() != batch * heads * hd
+            || group * kv != heads
+            || end < p
+            || end - p > own_cap
+        {
+            return Err(SlmError::Backend(format!(
+                "decode attention: {} query values for {batch} rows of {heads} heads of {hd}, \
+                 {end} slots",
+                q.len()
+            )));
+        }
+        let own = (host_values(own_k)?, host_values(own_v)?);
+        let (own_k, own_v) = (slice(&own.0), slice(&own.1));
+        let shared = match &self.prefix {
+            Some(p) => {
+                let (k, v) = &p.layers[l];
+                Some((host_values(k)?, host_values(v)?, k.dims()[2]))
+            }
+            None => None,
+        };
+        // Visible runs of each row, split at the prefix's end (own slots counted from there).
+        let runs: Vec<(Runs, Runs)> = (0..batch)
+            .map(|r| {
+                let mut runs = (Vec::new(), Vec::new());
+                let mut from = 0;
+                let hidden = self.hidden[r].iter().map(|h| (h.start, h.end));
+                for (start, stop) in hidden.chain([(end, end)]) {
+                    let visible = from..start.min(end);
+                    if visible.start < p.min(visible.end) {
+                        runs.0.push(visible.start..visible.end.min(p));
+                    }
+                    if visible.end > p.max(visible.start) {
+                        runs.1.push(visible.start.max(p) - p..visible.end - p);
+                    }
+                    from = stop;
+                }
+                runs
+            })
+            .collect();
+        // Rows reading the same prompt slots, in first-seen order.
+        let mut groups: Vec<(Option<usize>, Vec<usize>)> = Vec::new();
+        for r in 0..batch {
+            let key = self.prefix.as_ref().map(|pr| pr.rows[r]);
+            match groups
+                .iter_mut()
+                .find(|(k, rows)| key.is_some() && *k == key && runs[rows[0]].0 == runs[r].0)
+            {
+                Some((_, rows)) => rows.push(r),
+                None => groups.push((key, vec![r])),
+            }
+        }
+        let tasks: Vec<(usize, usize)> = (0..groups.len())
+            .flat_map(|g| (0..kv).map(move |h| (g, h)))
+            .collect();
+        // Slots `run` of row `row`, head `h` of a `[rows, kv, cap, hd]` buffer.
+        fn slab<'a>(
+            values: &'a [f32],
+            [kv, cap, hd]: [usize; 3],
+            row: usize,
+            h: usize,
+            run: &Range<usize>,
+        ) -> &'a [f32] {
+            let base = (row * kv + h) * cap;
+            &values[(base + run.start) * hd..(base + run.end) * hd]
+        }
+        let outs: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|&(g, h)| {
+                let (key, rows) = &groups[g];
+                let shared_rows: Vec<KvRows<'_>> = match (key, &shared) {
+                    (Some(u), Some((k, v, cap))) => runs[rows[0]]
+                        .0
+                        .iter()
+                        .map(|run| KvRows {
+                            keys: slab(slice(k), [kv, *cap, hd], *u, h, run),
+                            values: slab(slice(v), [kv, *cap, hd], *u, h, run),
+                        })
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                let mut out = vec![0.0f32; rows.len() * group * hd];
+                let mut sets: Vec<QuerySet<'_>> = rows
+                    .iter()
+                    .zip(out.chunks_exact_mut(group * hd))
+                    .map(|(&r, out)| {
+                        let at = (r * heads + h * group) * hd;
+                        QuerySet {
+                            queries: &q[at..at + group * hd],
+                            own: runs[r]
+                                .1
+                                .iter()
+                                .map(|run| KvRows {
+                                    keys: slab(own_k, [kv, own_cap, hd], r, h, run),
+                                    values: slab(own_v, [kv, own_cap, hd], r, h, run),
+                                })
+                                .collect(),
+                            out,
+                        }
+                    })
+                    .collect();
+                attend_shared(&shared_rows, &mut sets, hd, scale);
+                out
+            })
+            .collect();
+        let mut y = vec![0.0f32; batch * heads * hd];
+        for (&(g, h), out) in tasks.iter().zip(&outs) {
+            for (i, &r) in groups[g].1.iter().enumerate() {
+                let at = (r * heads + h * group) * hd;
+                y[at..at + group * hd].copy_from_slice(&out[i * group * hd..(i + 1) * group * hd]);
+            }
+        }
+        Ok(y)
+    }
+
+    /// A cache whose row `i` continues row `rows[i]` of this one (repeats allowed), without
+    /// copying the filled slots: every row reads them from this cache's buffers, and a decode
+    /// step on the host ([`crate::Llama::forward`] with one token per row on `flex`) reads each
+    /// prompt's slots once for all rows that continue it. New slots go to buffers of the new
+    /// rows' own, with `reserve` spare ones. Elsewhere (more tokens per step, other devices) the
+    /// rows are copied out per step: fork only for host decoding.
+    pub fn fork(&self, rows: &[usize], reserve: usize) -> Result<KvCache> {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= self.batch()) {
+            return Err(SlmError::Backend(format!(
+                "cache row {bad} of {}",
+                self.batch()
+            )));
+        }
+        let base = if self.prefix.is_some() {
+            self.materialized()
+        } else {
+            self.clone()
+        };
+        let layers = base
+            .layers
+            .into_iter()
+            .map(|kv| kv.ok_or_else(|| SlmError::Backend("forking an empty cache".into())))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(KvCache {
+            layers: vec![None; layers.len()],
+            hidden: rows.iter().map(|&r| self.hidden[r].clone()).collect(),
+            len: self.len,
+            reserve,
+            prefix: Some(SharedPrefix {
+                layers,
+                len: self.len,
+                rows: rows.to_vec(),
+            }),
+        })
+    }
+
+    /// This cache with its shared prefix copied into every row (itself when it has none).
+    fn materialized(&self) -> KvCache {
+        if self.prefix.is_none() {
+            return self.clone();
+        }
+        let layers = (0..self.layers.len())
+            .map(|l| Some(self.whole_layer(l, self.len)))
+            .collect();
+        KvCache {
+            layers,
+            hidden: self.hidden.clone(),
+            len: self.len,
+            reserve: self.reserve,
+            prefix: None,
+        }
     }
 
     /// A cache made of the given rows (repeats allowed), e.g. `[0, 0, 0]` for three
@@ -194,11 +482,17 @@ impl KvCache {
                 })
             })
             .collect();
+        // A forked cache's shared slots stay where they are; only the rows' own are copied.
+        let prefix = self.prefix.as_ref().map(|p| SharedPrefix {
+            rows: rows.iter().map(|&r| p.rows[r]).collect(),
+            ..p.clone()
+        });
         Ok(KvCache {
             layers,
             hidden: rows.iter().map(|&r| self.hidden[r].clone()).collect(),
             len: self.len,
             reserve: self.reserve,
+            prefix,
         })
     }
 
@@ -210,6 +504,9 @@ impl KvCache {
                 "cache row {r} of {}",
                 self.batch()
             )));
+        }
+        if self.prefix.is_some() {
+            return self.materialized().compact_row(r);
         }
         let visible: Vec<i64> = (0..self.len)
             .filter(|&s| !self.is_hidden(r, s))
@@ -237,6 +534,7 @@ impl KvCache {
             hidden: vec![Vec::new()],
             len: n,
             reserve: self.reserve,
+            prefix: None,
         })
     }
 
@@ -249,6 +547,7 @@ impl KvCache {
             .max()
             .unwrap_or(0);
         let reserve = parts.first().map_or(DEFAULT_RESERVE, |c| c.reserve);
+        let parts: Vec<KvCache> = parts.iter().map(KvCache::materialized).collect();
         Self::join(&parts, spare, reserve)
     }
 
@@ -272,7 +571,7 @@ impl KvCache {
             .iter()
             .map(|&(c, n)| KvCache {
                 len: n,
-                ..c.clone()
+                ..c.materialized()
             })
             .collect();
         Self::join(&views, reserve, reserve)
@@ -340,6 +639,7 @@ impl KvCache {
             hidden,
             len,
             reserve,
+            prefix: None,
         })
     }
 }
@@ -353,6 +653,7 @@ impl KvCache {
             hidden: vec![Vec::new()],
             len,
             reserve: 0,
+            prefix: None,
         }
     }
 }

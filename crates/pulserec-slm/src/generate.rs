@@ -338,7 +338,13 @@ impl Slm {
         };
         let t1 = Instant::now();
         let row_unique: Vec<usize> = rows.iter().map(|r| r.1).collect();
-        let mut cache = cache.select_rows(&row_unique)?;
+        // On the host the rows read their prompt's slots in place, once per prompt per step;
+        // elsewhere each row gets a copy.
+        let mut cache = if self.model.decodes_on_host() {
+            cache.fork(&row_unique, reserve)?
+        } else {
+            cache.select_rows(&row_unique)?
+        };
         let mut logits: Vec<f32> = row_unique
             .iter()
             .flat_map(|&u| first_logits[u * vocab..(u + 1) * vocab].iter().copied())

@@ -133,7 +133,7 @@ pub(crate) fn layer_forward(
     [batch, t, h, kv, hd]: LayerDims,
     (cos, sin): (&Tensor<4>, &Tensor<4>),
     eps: f32,
-    attend: impl FnOnce(Tensor<4>, Tensor<4>, Tensor<4>) -> Tensor<3>,
+    attend: impl FnOnce(Tensor<4>, Tensor<4>, Tensor<4>) -> Result<Tensor<3>>,
 ) -> Result<Tensor<3>> {
     let xn = layer.norm(x.clone(), NormAt::Attention, eps)?;
     let heads = |y: Tensor<3>, n: usize| y.reshape([batch, t, n, hd]).swap_dims(1, 2);
@@ -148,7 +148,7 @@ pub(crate) fn layer_forward(
         sin,
     );
     let v = heads(layer.project(LoraTarget::V, xn)?, kv);
-    let x = x + layer.project(LoraTarget::O, attend(q, k, v))?;
+    let x = x + layer.project(LoraTarget::O, attend(q, k, v)?)?;
     let xn = layer.norm(x.clone(), NormAt::Mlp, eps)?;
     let act = layer.gated(
         layer.project(LoraTarget::Gate, xn.clone())?,
@@ -390,15 +390,45 @@ impl Llama {
                 (&cos, &sin),
                 self.cfg.rms_norm_eps,
                 |q, k, v| {
+                    if t == 1 && mask.is_none() {
+                        cache.write(li, k, v);
+                        return self.decode_attention(cache, li, start + 1, q);
+                    }
                     let (k, v) = cache.append(li, k, v);
-                    match &mask {
+                    Ok(match &mask {
                         Some(mask) => grouped_attention(q, k, v, mask.clone()),
                         None => grouped_attention_host(q, k, v, &mask_values),
-                    }
+                    })
                 },
             )?;
         }
         Ok(rms_norm(x, &self.norm, self.cfg.rms_norm_eps))
+    }
+
+    /// A decode step's attention on the host ([`KvCache::attend_step`]): the visible slots
+    /// only, read in place, a forked cache's shared slots once per prompt.
+    ///
+    /// # Shapes
+    /// - `q`: `[batch, heads, 1, head_dim]`; returns `[batch, 1, heads * head_dim]`
+    fn decode_attention(
+        &self,
+        cache: &KvCache,
+        layer: usize,
+        end: usize,
+        q: Tensor<4>,
+    ) -> Result<Tensor<3>> {
+        let [batch, heads, _, hd] = q.dims();
+        let y = cache.attend_step(layer, end, &tensor_vec(q)?, heads, 1.0 / (hd as f32).sqrt())?;
+        Ok(Tensor::<3>::from_data(
+            TensorData::new(y, [batch, 1, heads * hd]),
+            &self.device,
+        ))
+    }
+
+    /// Whether decode steps run [`KvCache::attend_step`] (one token per row on the plain flex
+    /// device): where a [`KvCache::fork`]ed cache saves copying its prompts.
+    pub(crate) fn decodes_on_host(&self) -> bool {
+        on_host(&self.device)
     }
 
     /// Additive mask over `[batch, 1, t, start + t]` (row-major): causal, hidden (padding) keys

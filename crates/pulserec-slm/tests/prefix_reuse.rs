@@ -113,6 +113,65 @@ fn reused_prefixes_with_hidden_gaps_give_the_logits_of_a_fresh_prefill() {
     check("qwen2");
 }
 
+/// Decode steps on a forked cache (each prompt's slots read in place, once for all the rows
+/// that continue it) give the bits of the same steps on copied rows, and within 1e-4 the logits
+/// of prefilling each whole sequence at once (attention by gemm and the masked softmax, not the
+/// decode kernel). The two prompts differ in length, so the shorter one has hidden slots.
+#[test]
+fn forked_rows_decode_as_copied_rows_and_as_a_whole_prefill() {
+    for arch in ["llama", "qwen2"] {
+        let m = tiny(arch);
+        let vocab = m.config().vocab_size;
+        let (p0, p1) = (ids(5, 11, vocab), ids(6, 7, vocab));
+        let mut prompts = p0.clone();
+        prompts.extend(std::iter::repeat_n(0, 4));
+        prompts.extend_from_slice(&p1);
+        let mut base = m.new_cache(2);
+        m.forward(&prompts, 2, &[0, 4], &mut base).unwrap();
+        // Rows 0 and 2 continue prompt 0, rows 1 and 3 prompt 1; each row its own tokens.
+        let rows = [0, 1, 0, 1];
+        let mut forked = base.fork(&rows, 3).unwrap();
+        let mut copied = base.select_rows(&rows).unwrap();
+        let steps: [[u32; 4]; 3] = [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]];
+        for (s, tokens) in steps.iter().enumerate() {
+            let a = m
+                .last_logits(m.forward(tokens, 4, &[], &mut forked).unwrap())
+                .unwrap();
+            let b = m
+                .last_logits(m.forward(tokens, 4, &[], &mut copied).unwrap())
+                .unwrap();
+            assert!(
+                same_bits(&a, &b),
+                "{arch}: step {s}, forked and copied rows differ"
+            );
+            for (r, &p) in rows.iter().enumerate() {
+                let mut whole = if p == 0 { p0.clone() } else { p1.clone() };
+                whole.extend(steps[..=s].iter().map(|t| t[r]));
+                let want = reference(&m, &whole, &[]).remove(0);
+                let d = common::max_abs_diff(row(&a, r, vocab), &want);
+                assert!(d < 1e-4, "{arch}: step {s}, row {r}, max |diff| {d}");
+            }
+        }
+        // Compacting keeps the rows' prompts shared and their numbers.
+        let mut kept = forked.select_rows(&[3, 0]).unwrap();
+        let mut kept_copied = copied.select_rows(&[3, 0]).unwrap();
+        let a = m
+            .last_logits(m.forward(&[13, 14], 2, &[], &mut kept).unwrap())
+            .unwrap();
+        let b = m
+            .last_logits(m.forward(&[13, 14], 2, &[], &mut kept_copied).unwrap())
+            .unwrap();
+        assert!(same_bits(&a, &b), "{arch}: after compaction");
+        // A forked row stored as a prefix is its visible slots, as a copied row's.
+        let (x, y) = (
+            kept.compact_row(0).unwrap(),
+            kept_copied.compact_row(0).unwrap(),
+        );
+        assert_eq!((x.len(), x.hidden(0)), (y.len(), y.hidden(0)));
+        assert!(base.fork(&[2], 0).is_err());
+    }
+}
+
 #[test]
 fn bad_prefix_batches_are_errors() {
     let m = tiny("llama");

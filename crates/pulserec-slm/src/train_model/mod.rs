@@ -528,18 +528,21 @@ impl LoraModel {
                     dims,
                     (&rope.0, &rope.1),
                     eps,
-                    |q, k, v| grouped_attention_host(q, k, v, host_mask),
+                    |q, k, v| Ok(grouped_attention_host(q, k, v, host_mask)),
                 )?;
             }
             x = h.autodiff();
         }
         for blk in &self.blocks[bottom..] {
-            x = layer_forward(blk, x, dims, (&cos, &sin), eps, |q, k, v| match &host {
-                Some(host) => attend(q, k, v, |scores, scale, sizes| {
-                    fused::masked_softmax(scores.clone(), scale, host, sizes)
-                        .unwrap_or_else(|_| masked_softmax_ops(scores, scale, mask.clone(), sizes))
-                }),
-                None => grouped_attention(q, k, v, mask.clone()),
+            x = layer_forward(blk, x, dims, (&cos, &sin), eps, |q, k, v| {
+                Ok(match &host {
+                    Some(host) => attend(q, k, v, |scores, scale, sizes| {
+                        fused::masked_softmax(scores.clone(), scale, host, sizes).unwrap_or_else(
+                            |_| masked_softmax_ops(scores, scale, mask.clone(), sizes),
+                        )
+                    }),
+                    None => grouped_attention(q, k, v, mask.clone()),
+                })
             })?;
         }
         Ok(rms_norm(x, &self.norm, eps))
