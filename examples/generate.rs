@@ -56,7 +56,8 @@ struct Args {
     /// Keep weights dequantised to f32 (no quantised kernels).
     #[arg(long, conflicts_with_all = ["bf16", "int8"])]
     dense: bool,
-    /// Prompts in bfloat16 on the CPU's AMX tiles where it has them (`WeightMode::Bf16`).
+    /// Prompts and steps of 32 rows or more in bfloat16 where the CPU can (AMX tiles, else
+    /// AVX512-BF16; `WeightMode::Bf16`).
     #[arg(long)]
     bf16: bool,
     /// `--bf16`, and decode steps on 8-bit inputs with the CPU's AVX512-VNNI integer dot

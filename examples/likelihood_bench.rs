@@ -82,7 +82,7 @@ struct Args {
     /// Device: flex, tch, tch-cuda:N or cuda:N.
     #[arg(long, default_value = "flex")]
     device: DeviceSpec,
-    /// Prompts in bfloat16 on the CPU's AMX tiles where it has them (`WeightMode::Bf16`).
+    /// Prompts in bfloat16 where the CPU can (AMX tiles, else AVX512-BF16; `WeightMode::Bf16`).
     #[arg(long)]
     bf16: bool,
 }

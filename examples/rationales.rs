@@ -29,7 +29,7 @@ use pulserec::pipeline::chat_format;
 use pulserec_core::{ThoughtScorer, UserContext, UserId};
 use pulserec_data::{LeaveOneOut, load};
 use pulserec_seqrec::{SasRecRecommender, load_checkpoint};
-use pulserec_slm::{SharedSlm, Slm};
+use pulserec_slm::{LoadOptions, SharedSlm, Slm, WeightMode};
 use pulserec_thoughtspace::{ConsistencyScorer, EncoderOptions, ThoughtSpace};
 use pulserec_tot::{
     ContextBuilder, HindsightConfig, HindsightRationales, LikelihoodThoughtScorer, RationaleStore,
@@ -82,6 +82,10 @@ struct Args {
     /// Device: flex, tch, tch-cuda:N or cuda:N.
     #[arg(long, default_value = "flex")]
     device: DeviceSpec,
+    /// Prompts and steps of 32 rows or more in bfloat16 where the CPU can (AMX or
+    /// AVX512-BF16; `WeightMode::Bf16`, the pipeline's `precision = "bf16"`).
+    #[arg(long)]
+    bf16: bool,
 }
 
 /// Fills `store` with `make`'s records for the users it lacks, one part per batch; prints what
@@ -150,8 +154,16 @@ fn main() -> anyhow::Result<()> {
         .collect();
 
     // One model generates and (with `--scorer likelihood`) scores.
+    let options = LoadOptions {
+        weights: if args.bf16 {
+            WeightMode::Bf16
+        } else {
+            WeightMode::Auto
+        },
+        ..LoadOptions::default()
+    };
     let slm = SharedSlm::from(
-        Slm::load(&args.model, &device)
+        Slm::load_with(&args.model, &device, &options)
             .with_context(|| format!("loading {}", args.model.display()))?,
     );
     let chat = slm.chat_format()?;

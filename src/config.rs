@@ -80,7 +80,8 @@ pub struct PipelineConfig {
     /// `flex`, `tch`, `tch-cuda:N` or `cuda:N`.
     pub device: String,
     /// How the local SLM multiplies in the hindsight, Tree-of-Thought and evaluation stages:
-    /// `f32` (the default); `bf16`, prompts on the CPU's AMX tiles where it has them (else f32);
+    /// `f32` (the default); `bf16`, prompts and batched steps in bf16 where the CPU can (AMX
+    /// tiles, else AVX512-BF16; f32 elsewhere);
     /// or `int8`, `bf16` and generation's decode steps on 8-bit inputs where the CPU has
     /// AVX512-VNNI, as llama.cpp decodes. `bf16` is faster and moves log-probabilities by about
     /// 1e-2, `int8` decode steps' by about 2e-2 more; those stages record it in their settings where
@@ -676,7 +677,7 @@ pub enum Precision {
     /// f32 products (gemm), the same numbers on every CPU.
     #[default]
     F32,
-    /// bf16 products with f32 accumulation on AMX where the CPU has it
+    /// bf16 products with f32 accumulation on AMX, or AVX512-BF16 where the CPU has no AMX
     /// (`pulserec_slm::WeightMode::Bf16`).
     Bf16,
     /// `bf16`, and generation's decode steps on 8-bit inputs with integer dot products where
@@ -691,12 +692,12 @@ impl Precision {
     }
 
     /// Whether this precision gives other numbers than f32 on this CPU: `bf16` where it has
-    /// AMX, `int8` where it has AMX or AVX512-VNNI.
+    /// bf16 products (AMX or AVX512-BF16), `int8` where it has those or AVX512-VNNI.
     pub fn changes_numbers(self) -> bool {
         match self {
             Self::F32 => false,
-            Self::Bf16 => pulserec_slm::amx::available(),
-            Self::Int8 => pulserec_slm::amx::available() || pulserec_slm::int8_available(),
+            Self::Bf16 => pulserec_slm::amx::bf16_available(),
+            Self::Int8 => pulserec_slm::amx::bf16_available() || pulserec_slm::int8_available(),
         }
     }
 

@@ -573,8 +573,9 @@ impl Pipeline {
     /// How the local SLM is loaded: `precision`'s weight mode.
     pub(crate) fn slm_options(&self) -> LoadOptions {
         match self.config.precision {
-            Precision::Bf16 if !pulserec_slm::amx::available() => tracing::warn!(
-                "precision = \"bf16\": this CPU has no AMX, the SLM multiplies in f32"
+            Precision::Bf16 if !pulserec_slm::amx::bf16_available() => tracing::warn!(
+                "precision = \"bf16\": this CPU has no AMX or AVX512-BF16, the SLM multiplies in \
+                 f32"
             ),
             Precision::Int8 if !pulserec_slm::int8_available() => tracing::warn!(
                 "precision = \"int8\": this CPU has no AVX512-VNNI, decode steps run in f32"
@@ -649,7 +650,7 @@ mod tests {
         }
     }
 
-    /// bf16 (where the CPU runs it: AMX) is recorded in the settings of the stages where the
+    /// bf16 (where the CPU runs it: AMX or AVX512-BF16) is recorded in the settings of the stages where the
     /// local SLM generates or scores, not in the others; f32 settings carry no `precision` key
     /// (as before the key existed).
     #[test]

@@ -1,7 +1,9 @@
-//! Matrix products in bfloat16 on Intel AMX (Advanced Matrix Extensions), detected at run time.
+//! Matrix products in bfloat16 on Intel AMX (Advanced Matrix Extensions) or, on CPUs without
+//! it, AVX512-BF16's `vdpbf16ps` (AMD Zen 4 and later, Intel Cooper Lake), detected at run time.
 //!
 //! `y = x · W` with `W` packed once into AMX's pair-interleaved tiles ([`PackedBf16::pack`]) and
-//! `x` rounded to bf16 per call; the tile unit multiplies bf16 pairs and accumulates in f32.
+//! `x` rounded to bf16 per call; the tile unit (or `vdpbf16ps`, 16 columns per instruction)
+//! multiplies bf16 pairs and accumulates in f32.
 //! Rounding both operands to bf16 (8 significant bits, relative error up to 2^-9 each) moves a
 //! product of SmolLM2's size by a few 1e-3 relative, so this path is opt-in
 //! ([`crate::WeightMode::Bf16`]) and checked against f32 (`tests/bf16.rs`).
@@ -10,6 +12,8 @@
 //! tile 16 pairs of rows of `W` for 16 output columns (element `(r, 2c + e)` is
 //! `W[2r + e, c]`), a C tile 16 x 16 f32. One step of the kernel takes two A tiles (32 rows) and
 //! two B tiles (32 columns) into four C tiles; the output columns are split between threads.
+//! A row of a B tile is also the right-hand operand of `vdpbf16ps` for 16 columns and one pair
+//! of `k`: the AVX512-BF16 kernel reads the same packing, 8 rows of `x` by 32 columns at a time.
 //!
 //! Only x86-64 Linux: AMX's tile data needs the kernel's permission (`arch_prctl`), asked once.
 
@@ -71,6 +75,27 @@ fn detect() -> bool {
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
 fn detect() -> bool {
+    false
+}
+
+/// Whether bf16 products run on this CPU at all: AMX ([`available`]), else AVX512-BF16 (with
+/// AVX-512F/BW), detected once.
+pub fn bf16_available() -> bool {
+    available() || avx512_bf16()
+}
+
+/// AVX512-BF16's `vdpbf16ps` with AVX-512F and BW.
+fn avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        *AVAILABLE.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     false
 }
 
@@ -138,9 +163,13 @@ impl std::fmt::Debug for PackedBf16 {
 
 impl PackedBf16 {
     /// Packs `W = wᵀ` from `w: [n, k]` row-major (a linear layer's `[out, in]` weight), or `None`
-    /// when AMX is not available or a dimension is not a multiple of 32.
+    /// when the CPU has no bf16 products ([`bf16_available`]) or a dimension is not a multiple of
+    /// 32.
     pub(crate) fn pack(w: &[f32], n: usize, k: usize) -> Option<Self> {
-        if !available() || !k.is_multiple_of(K_STEP) || !n.is_multiple_of(PANEL) || w.len() != n * k
+        if !bf16_available()
+            || !k.is_multiple_of(K_STEP)
+            || !n.is_multiple_of(PANEL)
+            || w.len() != n * k
         {
             return None;
         }
@@ -179,24 +208,20 @@ impl PackedBf16 {
     pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (k, n) = (self.k, self.n);
         assert_eq!(x.len(), m * k, "x must be [m, k]");
+        if !available() {
+            return self.matmul_avx512(x, m);
+        }
         // Rows padded to whole tiles with zeros; their outputs are cut off at the end.
         let padded = m.div_ceil(TILE_ROWS) * TILE_ROWS;
         let mut a = vec![0u16; padded * k];
         to_bf16(x, &mut a[..m * k]);
         // Every value is written by a tile store before it is read.
         let mut y: Vec<f32> = Vec::with_capacity(padded * n);
-        let panels = n / PANEL;
-        let threads = rayon::current_num_threads().clamp(1, panels);
-        let per_thread = panels.div_ceil(threads);
         let out = SharedOut(y.as_mut_ptr());
-        (0..threads).into_par_iter().for_each(|t| {
-            let first = t * per_thread;
-            let last = ((t + 1) * per_thread).min(panels);
-            if first < last {
-                // SAFETY: `available()` held when this was packed; each thread writes only the
-                // columns of its own panels, inside `y`'s capacity (`padded` rows of `n`).
-                unsafe { self.panels(&a, padded, first..last, out) };
-            }
+        self.for_panel_ranges(|panels| {
+            // SAFETY: `available()` held when this was packed; each thread writes only the
+            // columns of its own panels, inside `y`'s capacity (`padded` rows of `n`).
+            unsafe { self.panels(&a, padded, panels, out) };
         });
         // SAFETY: the threads above stored every panel's columns of every row block, i.e. all
         // `padded * n` values (the panels cover `n`, the row blocks `padded`).
@@ -303,6 +328,114 @@ impl PackedBf16 {
     unsafe fn panels(&self, _: &[u16], _: usize, _: std::ops::Range<usize>, _: SharedOut) {
         unreachable!("PackedBf16 is only built where AMX is available")
     }
+
+    /// [`PackedBf16::matmul`] with `vdpbf16ps` (a CPU with AVX512-BF16 and no AMX).
+    fn matmul_avx512(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (k, n) = (self.k, self.n);
+        let mut a = vec![0u16; m * k];
+        to_bf16(x, &mut a);
+        let mut y = vec![0.0f32; m * n];
+        let out = SharedOut(y.as_mut_ptr());
+        self.for_panel_ranges(|panels| {
+            for panel in panels {
+                // SAFETY: packing succeeded, so `avx512_bf16()` (or AMX, whose CPUs have it)
+                // held; each thread writes only its own panels' columns of `y` (`m` rows of
+                // `n`), and `a` holds `m` rows of `k`.
+                unsafe { self.panel_avx512(&a, m, panel, out) };
+            }
+        });
+        y
+    }
+
+    /// Runs `f` on consecutive ranges of the panels (32 output columns each), one range per
+    /// rayon thread.
+    fn for_panel_ranges(&self, f: impl Fn(std::ops::Range<usize>) + Sync) {
+        let panels = self.n / PANEL;
+        let threads = rayon::current_num_threads().clamp(1, panels);
+        let per_thread = panels.div_ceil(threads);
+        (0..threads).into_par_iter().for_each(|t| {
+            let range = t * per_thread..((t + 1) * per_thread).min(panels);
+            if !range.is_empty() {
+                f(range);
+            }
+        });
+    }
+
+    /// One panel's 32 output columns for all `m` rows, 8 rows at a time (then 4, 2, 1).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F/BW and AVX512-BF16; `a` holds `m` rows of `k` bf16; `out`
+    /// points to `m` rows of `n` f32 whose columns of this panel no other thread writes.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    unsafe fn panel_avx512(&self, a: &[u16], m: usize, panel: usize, out: SharedOut) {
+        let mut row = 0;
+        while row < m {
+            // SAFETY: as the function's contract, for rows `row..row + R <= m`.
+            unsafe {
+                row += match m - row {
+                    8.. => self.block_avx512::<8>(a, row, panel, out),
+                    4..=7 => self.block_avx512::<4>(a, row, panel, out),
+                    2..=3 => self.block_avx512::<2>(a, row, panel, out),
+                    _ => self.block_avx512::<1>(a, row, panel, out),
+                };
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn panel_avx512(&self, _: &[u16], _: usize, _: usize, _: SharedOut) {
+        unreachable!("PackedBf16 is only built where bf16 products run")
+    }
+
+    /// Rows `row..row + R` of one panel; returns `R`.
+    ///
+    /// # Safety
+    /// As [`PackedBf16::panel_avx512`], with `row + R <= m`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[inline]
+    unsafe fn block_avx512<const R: usize>(
+        &self,
+        a: &[u16],
+        row: usize,
+        panel: usize,
+        out: SharedOut,
+    ) -> usize {
+        use std::arch::x86_64::*;
+        let (k, n) = (self.k, self.n);
+        let mut acc = [[_mm512_setzero_ps(); 2]; R];
+        // SAFETY: reads stay inside this panel's packing (`k / 32` steps of two tiles of 16
+        // rows of 32 bf16) and rows `row..row + R` of `a`; writes inside `out`'s panel columns.
+        unsafe {
+            let b = self.data.as_ptr().add(panel * PANEL * k);
+            // Row `i`'s pairs of `k` as 32-bit words.
+            let pairs = a.as_ptr().add(row * k) as *const u32;
+            for step in 0..k / K_STEP {
+                let tiles = b.add(step * 2 * B_TILE);
+                for r in 0..TILE_ROWS {
+                    let b0: __m512bh =
+                        std::mem::transmute(_mm512_loadu_si512(tiles.add(r * K_STEP) as *const _));
+                    let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(
+                        tiles.add(B_TILE + r * K_STEP) as *const _,
+                    ));
+                    let j = step * TILE_ROWS + r;
+                    for (i, acc) in acc.iter_mut().enumerate() {
+                        let pair = pairs.add(i * k / 2 + j).read_unaligned();
+                        let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair as i32));
+                        acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
+                        acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
+                    }
+                }
+            }
+            for (i, acc) in acc.iter().enumerate() {
+                let c = out.0.add((row + i) * n + panel * PANEL);
+                _mm512_storeu_ps(c, acc[0]);
+                _mm512_storeu_ps(c.add(TILE_COLS), acc[1]);
+            }
+        }
+        R
+    }
 }
 
 /// The output buffer, written by several threads in disjoint columns.
@@ -353,8 +486,11 @@ mod tests {
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
             .collect();
         let Some(packed) = PackedBf16::pack(&w, n, k) else {
-            assert!(!available(), "AMX is available but 96 x 64 was not packed");
-            eprintln!("no AMX on this CPU: the bf16 kernel is not built, nothing to compare");
+            assert!(
+                !bf16_available(),
+                "bf16 runs here but 96 x 64 was not packed"
+            );
+            eprintln!("no AMX or AVX512-BF16 on this CPU: nothing to compare");
             return;
         };
         let round = |v: f32| f32::from_bits((bf16_bits(v) as u32) << 16) as f64;

@@ -17,10 +17,11 @@ pub enum WeightMode {
     /// weights are quantised; otherwise the same as `Dense`.
     #[default]
     Auto,
-    /// `Auto`, and prompts and larger steps multiply in bfloat16 with f32 accumulation on the
-    /// CPU's AMX tiles (a bf16 copy of the weights, packed at load), where the CPU has AMX
-    /// ([`crate::amx::available`]) and the device is `flex`; elsewhere the same as `Auto`.
-    /// Faster on such CPUs, but not bit-equal to f32: logits move by about 1e-2.
+    /// `Auto`, and prompts and larger steps multiply in bfloat16 with f32 accumulation (a bf16
+    /// copy of the weights, packed at load) on the CPU's AMX tiles, or with AVX512-BF16's
+    /// `vdpbf16ps` where it has no AMX ([`crate::amx::bf16_available`]), when the device is
+    /// `flex`; elsewhere the same as `Auto`. Faster on such CPUs, but not bit-equal to f32:
+    /// logits move by about 1e-2.
     Bf16,
     /// `Bf16`, and decode steps quantise their inputs to 8 bits per block of 32 (as llama.cpp
     /// does) and multiply with integer dot products on the CPU's AVX512-VNNI units, where it
@@ -42,7 +43,8 @@ pub(crate) struct Linear {
     /// on it.
     dense: Tensor<2>,
     quant: Option<WeightMatrix>,
-    /// [`WeightMode::Bf16`] on a CPU with AMX: the weight in bf16 tiles, used instead of `dense`.
+    /// [`WeightMode::Bf16`] on a CPU with bf16 products: the weight in bf16 tiles, used instead
+    /// of `dense`.
     amx: Option<PackedBf16>,
     /// [`WeightMode::Int8`]: decode steps on 8-bit inputs.
     int8: bool,

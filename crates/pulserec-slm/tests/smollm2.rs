@@ -132,16 +132,16 @@ fn greedy_and_logits_match_hf_float32_quantised_kernels() {
 /// bf16 keeps 8 significant bits of each operand of the prompt's products).
 const BF16_LOGIT_TOL: f32 = 0.5;
 
-/// `WeightMode::Bf16` multiplies the prompt on the AMX tiles where the CPU has them: each
-/// fixture prompt's last-position logits stay within [`BF16_LOGIT_TOL`] of the f32 model's and
-/// pick the same next token. Without AMX the mode is `Auto`, bit for bit.
+/// `WeightMode::Bf16` multiplies the prompt in bf16 where the CPU can (AMX tiles, else
+/// AVX512-BF16): each fixture prompt's last-position logits stay within [`BF16_LOGIT_TOL`] of the
+/// f32 model's and pick the same next token. Without either the mode is `Auto`, bit for bit.
 #[test]
 fn bf16_prompts_stay_close_to_float32() {
     let Some(f32_model) = common::quantised() else {
         return;
     };
     let bf16 = common::load_on(WeightMode::Bf16, &burn::tensor::Device::flex()).unwrap();
-    let amx = pulserec_slm::amx::available();
+    let amx = pulserec_slm::amx::bf16_available();
     let mut worst = 0f32;
     for (i, prompt) in reference_prompts().iter().enumerate() {
         let (want, want_logits) = common::greedy_no_stop(f32_model, prompt, 8);
@@ -149,7 +149,7 @@ fn bf16_prompts_stay_close_to_float32() {
         if !amx {
             assert_eq!(
                 got_logits, want_logits,
-                "prompt {i}: no AMX, so bf16 is Auto"
+                "prompt {i}: no bf16 products, so bf16 is Auto"
             );
             assert_eq!(got, want, "prompt {i}");
             continue;
@@ -162,7 +162,7 @@ fn bf16_prompts_stay_close_to_float32() {
         );
         assert_eq!(got[0], want[0], "prompt {i}: next token");
     }
-    eprintln!("AMX {amx}: largest |bf16 - f32| last-position logit over 5 prompts {worst:e}");
+    eprintln!("bf16 {amx}: largest |bf16 - f32| last-position logit over 5 prompts {worst:e}");
 }
 
 /// `WeightMode::Int8` runs decode steps on 8-bit inputs (where the CPU has AVX512-VNNI; else
