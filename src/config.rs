@@ -497,7 +497,7 @@ pub struct SftStage {
     /// How the layers below the lowest adapted one run in training: `autodiff` (default: as the
     /// others), `host` (off the autodiff graph with the inference model's host kernels, f32,
     /// and the head's log-softmax and the dropout masks on the host too) or `host_bf16` (`host`
-    /// with bf16 products on the CPU's AMX tiles where it has them);
+    /// with bf16 products on the CPU's AMX tiles, or AVX512-BF16 where it has no AMX);
     /// [`pulserec_sft::FrozenBottom`].
     #[serde(default, skip_serializing_if = "is_autodiff")]
     pub frozen_bottom: pulserec_sft::FrozenBottom,

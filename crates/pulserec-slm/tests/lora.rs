@@ -441,7 +441,7 @@ fn the_frozen_bottom_off_the_graph_keeps_loss_and_gradients() {
         );
 
         let (mode, bf16_loss, bf16_grads) = run(FrozenBottom::HostBf16, batch);
-        if pulserec_slm::amx::available() {
+        if pulserec_slm::amx::bf16_available() {
             assert_eq!(mode, FrozenBottom::HostBf16);
         } else {
             assert_eq!(mode, FrozenBottom::Host);

@@ -35,7 +35,8 @@ pub(crate) struct FrozenBf16 {
 
 impl FrozenBf16 {
     /// Packs `w: [out, in]` row-major (and `Wᵀ` too when `backward`), or `None` where
-    /// [`PackedBf16::pack`] cannot (no AMX, or a dimension that is not a multiple of 32).
+    /// [`PackedBf16::pack`] cannot (no bf16 products on this CPU, or a dimension that is not a
+    /// multiple of 32).
     pub(crate) fn pack(w: &[f32], out: usize, input: usize, backward: bool) -> Option<Self> {
         let forward = PackedBf16::pack(w, out, input)?;
         let backward = if backward {

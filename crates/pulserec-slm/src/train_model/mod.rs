@@ -112,7 +112,7 @@ struct LoraLinear {
     weight: Tensor<2>,
     bias: Option<Tensor<1>>,
     adapter: Option<Adapter>,
-    /// [`FrozenBottom::HostBf16`]: `W` in AMX bf16 tiles, for the forward below the lowest
+    /// [`FrozenBottom::HostBf16`]: `W` in bf16 tiles, for the forward below the lowest
     /// adapted layer and for [`frozen_product`] (`W` and `Wᵀ`) from it up.
     #[module(skip)]
     amx: Option<Arc<FrozenBf16>>,
@@ -287,13 +287,14 @@ pub enum FrozenBottom {
     /// Off the autodiff graph on the plain CPU device, with the inference model's host kernels
     /// (one-pass RMSNorm, SwiGLU and masked softmax with a vectorised `exp`); f32 throughout.
     Host,
-    /// [`FrozenBottom::Host`] with every product by a frozen weight on the CPU's AMX tiles in
-    /// bf16 (f32 accumulation), as [`crate::WeightMode::Bf16`] runs inference: the bottom
+    /// [`FrozenBottom::Host`] with every product by a frozen weight in bf16 (f32 accumulation)
+    /// on the CPU's AMX tiles or, without AMX, AVX512-BF16, as [`crate::WeightMode::Bf16`] runs
+    /// inference: the bottom
     /// layers' projections, the adapted layers' frozen `x Wᵀ` and its backward `dy W` (a custom
     /// autodiff op, `frozen_product.rs`; the adapters and attention stay f32), and the head's
     /// logits and input gradient. Values, log-probabilities and gradients change by bf16
     /// rounding (`tests/lora.rs`: loss within 0.3 %, gradient cosine above 0.999). On a CPU
-    /// without AMX it runs as [`FrozenBottom::Host`].
+    /// with neither it runs as [`FrozenBottom::Host`].
     HostBf16,
 }
 
@@ -319,7 +320,7 @@ pub struct LoraModel {
     /// How the layers below the lowest adapter run ([`LoraModel::set_frozen_bottom`]).
     #[module(skip)]
     frozen_bottom: FrozenBottom,
-    /// [`FrozenBottom::HostBf16`]: the head in AMX bf16 tiles.
+    /// [`FrozenBottom::HostBf16`]: the head in bf16 tiles.
     #[module(skip)]
     head_amx: Option<HeadBf16>,
 }
@@ -402,7 +403,8 @@ impl LoraModel {
     /// Chooses how the layers below the lowest adapted one run on an autodiff device
     /// ([`FrozenBottom`]; default [`FrozenBottom::Autodiff`]) and returns the mode in effect:
     /// the host modes need the CPU (`flex`) device, and [`FrozenBottom::HostBf16`] a CPU with
-    /// AMX ([`crate::amx::available`]; elsewhere it is [`FrozenBottom::Host`]). The bf16 mode
+    /// bf16 products, AMX or AVX512-BF16 ([`crate::amx::bf16_available`]; elsewhere it is
+    /// [`FrozenBottom::Host`]). The bf16 mode
     /// packs every projection once (2 bytes per weight beside the f32 copies; those of the
     /// adapted layers and the head twice, `W` and `Wᵀ`; a matrix whose sizes are not multiples
     /// of 32 stays in f32). When layer 0 is adapted there is no frozen bottom, and only the
@@ -411,7 +413,7 @@ impl LoraModel {
     pub fn set_frozen_bottom(&mut self, mode: FrozenBottom) -> Result<FrozenBottom> {
         let mode = match mode {
             _ if self.device().without_autodiff() != Device::flex() => FrozenBottom::Autodiff,
-            FrozenBottom::HostBf16 if !crate::amx::available() => FrozenBottom::Host,
+            FrozenBottom::HostBf16 if !crate::amx::bf16_available() => FrozenBottom::Host,
             mode => mode,
         };
         let lowest = self.lowest_adapted();
@@ -673,7 +675,7 @@ impl LoraModel {
 
     /// `log softmax(h Wᵀ)[target]` per row with the head off the autodiff graph (the host
     /// modes of [`FrozenBottom`]): the logits and their softmax are computed on the plain
-    /// device (on the AMX tiles in bf16 under [`FrozenBottom::HostBf16`]), and only a `[n,
+    /// device (in bf16 under [`FrozenBottom::HostBf16`]), and only a `[n,
     /// hidden]` product enters the graph. The head is frozen, so the log-probability's gradient
     /// with respect to `h` is all backward needs: `∂ log p_t / ∂h = (onehot(t) - p) W =: G`,
     /// and `s = Σ h ⊙ G` (with `G` a constant) has it; the result is `s - detach(s) +
