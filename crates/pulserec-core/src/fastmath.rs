@@ -1,7 +1,8 @@
 //! Element-wise math over `f32` slices that the compiler can vectorise: branch-free `exp`,
 //! `erf`, the activations built on them (GELU, SiLU-gated products), three row kernels
 //! (RMSNorm, scaled + masked softmax, softmax with its log-sum-exp) that replace several tensor
-//! passes with one, and a tiled transpose for weight layouts.
+//! passes with one, a decode step's attention over key/value rows that several query sets share
+//! ([`attend_shared`]), and a tiled transpose for weight layouts.
 //!
 //! The CPU backend evaluates `erf` and `exp` one element at a time through libm; in inference
 //! forwards (MiniLM's GELU, SmolLM2's SwiGLU) that was a fifth of the encode time and a tenth of
