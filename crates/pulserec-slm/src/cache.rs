@@ -267,10 +267,11 @@ impl KvCache {
     }
 
     /// Attention of a decode step on the host: one new position per row, its keys and values
-    /// already [`KvCache::write`]n, over layer `l`'s first `end` slots, the visible ones (hidden ones skipped, not
-    /// masked), read in place from the buffers. The rows of a forked cache that continue the
-    /// same prompt read its slots once for all of them ([`attend_shared`]). A row's result does
-    /// not depend on the other rows of the batch or on its hidden slots.
+    /// already [`KvCache::write`]n, over the visible ones of layer `l`'s first `end` slots
+    /// (hidden ones skipped, not masked), read in place from the buffers. The rows of a forked
+    /// cache that continue the same prompt read its slots once for all of them
+    /// ([`attend_shared`]). A row's result does not depend on the other rows of the batch or on
+    /// its hidden slots.
     ///
     /// # Shapes
     /// - `q`: `[batch, heads, 1, head_dim]` row-major; returns `[batch, heads * head_dim]`
