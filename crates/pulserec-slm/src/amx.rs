@@ -1,7 +1,7 @@
 //! Matrix products in bfloat16 on Intel AMX (Advanced Matrix Extensions) or, on CPUs without
 //! it, AVX512-BF16's `vdpbf16ps` (AMD Zen 4 and later, Intel Cooper Lake), detected at run time.
 //!
-//! `y = x · W` with `W` packed once into AMX's pair-interleaved tiles ([`PackedBf16::pack`]) and
+//! `y = x · W` with `W` packed once into AMX's pair-interleaved tiles (`PackedBf16::pack`) and
 //! `x` rounded to bf16 per call; the tile unit (or `vdpbf16ps`, 16 columns per instruction)
 //! multiplies bf16 pairs and accumulates in f32.
 //! Rounding both operands to bf16 (8 significant bits, relative error up to 2^-9 each) moves a
