@@ -368,7 +368,13 @@ impl Llama {
             .flat_map(|r| cache.positions(r, start, t))
             .collect();
         let (cos, sin) = rope_tables(&self.inv_freq, &positions, batch, &self.device);
-        let mask_values = self.attention_mask(cache, start, t);
+        // A decode step on the host reads the visible slots directly and needs no mask.
+        let host_decode = t == 1 && on_host(&self.device);
+        let mask_values = if host_decode {
+            Vec::new()
+        } else {
+            self.attention_mask(cache, start, t)
+        };
         // On flex the mask stays a host buffer for the one-pass softmax.
         let mask = (!on_host(&self.device)).then(|| {
             let data = TensorData::new(mask_values.clone(), [batch, 1, t, start + t]);
@@ -390,7 +396,7 @@ impl Llama {
                 (&cos, &sin),
                 self.cfg.rms_norm_eps,
                 |q, k, v| {
-                    if t == 1 && mask.is_none() {
+                    if host_decode {
                         cache.write(li, k, v);
                         return self.decode_attention(cache, li, start + 1, q);
                     }
