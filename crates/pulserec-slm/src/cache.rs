@@ -344,8 +344,18 @@ impl KvCache {
                 None => groups.push((key, vec![r])),
             }
         }
-        let tasks: Vec<(usize, usize)> = (0..groups.len())
-            .flat_map(|g| (0..kv).map(move |h| (g, h)))
+        // One task per group and KV head; where that leaves the threads short of work (a
+        // batch-1 step has 3 tasks for 2 threads), one per query head instead, each reading its
+        // KV head's rows on its own (the same bits: a query's output does not depend on the
+        // others attending with it).
+        let split = if groups.len() * kv < 2 * rayon::current_num_threads() {
+            group
+        } else {
+            1
+        };
+        let width = group / split;
+        let tasks: Vec<(usize, usize, usize)> = (0..groups.len())
+            .flat_map(|g| (0..kv).flat_map(move |h| (0..split).map(move |j| (g, h, j))))
             .collect();
         // Slots `run` of row `row`, head `h` of a `[rows, kv, cap, hd]` buffer.
         fn slab<'a>(
@@ -360,7 +370,7 @@ impl KvCache {
         }
         let outs: Vec<Vec<f32>> = tasks
             .par_iter()
-            .map(|&(g, h)| {
+            .map(|&(g, h, j)| {
                 let (key, rows) = &groups[g];
                 let shared_rows: Vec<KvRows<'_>> = match (key, &shared) {
                     (Some(u), Some((k, v, cap))) => runs[rows[0]]
@@ -373,14 +383,14 @@ impl KvCache {
                         .collect(),
                     _ => Vec::new(),
                 };
-                let mut out = vec![0.0f32; rows.len() * group * hd];
+                let mut out = vec![0.0f32; rows.len() * width * hd];
                 let mut sets: Vec<QuerySet<'_>> = rows
                     .iter()
-                    .zip(out.chunks_exact_mut(group * hd))
+                    .zip(out.chunks_exact_mut(width * hd))
                     .map(|(&r, out)| {
-                        let at = (r * heads + h * group) * hd;
+                        let at = (r * heads + h * group + j * width) * hd;
                         QuerySet {
-                            queries: &q[at..at + group * hd],
+                            queries: &q[at..at + width * hd],
                             own: runs[r]
                                 .1
                                 .iter()
@@ -398,10 +408,10 @@ impl KvCache {
             })
             .collect();
         let mut y = vec![0.0f32; batch * heads * hd];
-        for (&(g, h), out) in tasks.iter().zip(&outs) {
+        for (&(g, h, j), out) in tasks.iter().zip(&outs) {
             for (i, &r) in groups[g].1.iter().enumerate() {
-                let at = (r * heads + h * group) * hd;
-                y[at..at + group * hd].copy_from_slice(&out[i * group * hd..(i + 1) * group * hd]);
+                let at = (r * heads + h * group + j * width) * hd;
+                y[at..at + width * hd].copy_from_slice(&out[i * width * hd..(i + 1) * width * hd]);
             }
         }
         Ok(y)

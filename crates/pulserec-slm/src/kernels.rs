@@ -456,6 +456,24 @@ pub(crate) fn matmul_quantized(w: &WeightMatrix, x: &[f32], m: usize, int8: bool
             simd,
         ),
     };
+    if m == 1 {
+        // A decode step's product: a few large chunks of weight rows per thread, written in
+        // place (a 576-row product in 16-row tasks spent as much on scheduling as on the dots).
+        let per_task = rows.div_ceil(4 * rayon::current_num_threads()).max(16);
+        y.par_chunks_mut(per_task).enumerate().for_each(|(c, out)| {
+            let r0 = c * per_task;
+            for (k, o) in out.iter_mut().enumerate() {
+                let r = r0 + k;
+                dots(
+                    &w.bytes[r * rb..(r + 1) * rb],
+                    0,
+                    1,
+                    std::slice::from_mut(o),
+                );
+            }
+        });
+        return y;
+    }
     // Weight rows in chunks (one rayon task each); input rows in tiles of up to 32.
     const ROWS_PER_TASK: usize = 16;
     let chunks: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_TASK))
