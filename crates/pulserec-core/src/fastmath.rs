@@ -449,28 +449,32 @@ fn attend_sets(
 ) {
     let rows = |blocks: &[KvRows<'_>]| blocks.iter().map(|b| b.keys.len() / dim).sum::<usize>();
     let n_shared = rows(shared);
-    // Scores of each set, `[queries, shared + own]`.
-    let mut scores: Vec<Vec<f32>> = sets
+    // Scores of each set, `[queries, shared + own]`, and its row length.
+    let mut scores: Vec<(Vec<f32>, usize)> = sets
         .iter()
-        .map(|s| vec![0.0; s.queries.len() / dim * (n_shared + rows(&s.own))])
+        .map(|s| {
+            let cols = n_shared + rows(&s.own);
+            (vec![0.0; s.queries.len() / dim * cols], cols)
+        })
         .collect();
     // Each shared key is read once for every query of every set.
     let mut first = 0;
     for block in shared {
         for (j, k) in block.keys.chunks_exact(dim).enumerate() {
-            for (set, sc) in sets.iter().zip(scores.iter_mut()) {
-                let cols = sc.len() / (set.queries.len() / dim);
+            for (set, (sc, cols)) in sets.iter().zip(scores.iter_mut()) {
                 for (i, q) in set.queries.chunks_exact(dim).enumerate() {
-                    sc[i * cols + first + j] = dot(q, k) * scale;
+                    sc[i * *cols + first + j] = dot(q, k) * scale;
                 }
             }
         }
         first += block.keys.len() / dim;
     }
-    for (set, sc) in sets.iter().zip(scores.iter_mut()) {
-        let cols = sc.len() / (set.queries.len() / dim);
-        for (i, q) in set.queries.chunks_exact(dim).enumerate() {
-            let row = &mut sc[i * cols..(i + 1) * cols];
+    for (set, (sc, cols)) in sets.iter().zip(scores.iter_mut()) {
+        for (q, row) in set
+            .queries
+            .chunks_exact(dim)
+            .zip(sc.chunks_exact_mut(*cols))
+        {
             let mut at = n_shared;
             for block in &set.own {
                 for (j, k) in block.keys.chunks_exact(dim).enumerate() {
@@ -487,26 +491,25 @@ fn attend_sets(
     let add = |out: &mut [f32], p: f32, v: &[f32]| {
         out.iter_mut().zip(v).for_each(|(o, &v)| *o += p * v);
     };
+    // Each shared value row is read once for every query of every set.
     let mut first = 0;
     for block in shared {
         for (j, v) in block.values.chunks_exact(dim).enumerate() {
-            for (set, sc) in sets.iter_mut().zip(&scores) {
-                let cols = sc.len() / (set.queries.len() / dim);
+            for (set, (sc, cols)) in sets.iter_mut().zip(&scores) {
                 for (i, out) in set.out.chunks_exact_mut(dim).enumerate() {
-                    add(out, sc[i * cols + first + j], v);
+                    add(out, sc[i * *cols + first + j], v);
                 }
             }
         }
         first += block.values.len() / dim;
     }
-    for (set, sc) in sets.iter_mut().zip(&scores) {
-        let cols = sc.len() / (set.queries.len() / dim);
+    for (set, (sc, cols)) in sets.iter_mut().zip(&scores) {
         let own = &set.own;
-        for (i, out) in set.out.chunks_exact_mut(dim).enumerate() {
+        for (out, probs) in set.out.chunks_exact_mut(dim).zip(sc.chunks_exact(*cols)) {
             let mut at = n_shared;
             for block in own {
                 for (j, v) in block.values.chunks_exact(dim).enumerate() {
-                    add(out, sc[i * cols + at + j], v);
+                    add(out, probs[at + j], v);
                 }
                 at += block.values.len() / dim;
             }

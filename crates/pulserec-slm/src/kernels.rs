@@ -2,9 +2,10 @@
 //!
 //! `y = x · Wᵀ` with `W` kept as `Q8_0` / `Q4_0` / `Q4_1` blocks (4-5x less memory traffic than
 //! f32) and `x` in f32, so results equal an f32 matmul on the dequantised weights up to
-//! summation order. Rows of `W` are split across rayon threads; each block is dequantised once
-//! into registers and reused for every input row. On x86-64 with AVX2+FMA (detected at run
-//! time) the inner loops use intrinsics; elsewhere a portable loop is used.
+//! summation order. Rows of `W` are split across rayon threads (a few large chunks per thread
+//! for one input row, 16-row tasks for more); each block is dequantised once into registers
+//! and reused for every input row. On x86-64 the inner loops use AVX-512 or AVX2+FMA
+//! intrinsics, whichever the CPU has (detected at run time); elsewhere a portable loop.
 //!
 //! With 8-bit inputs ([`crate::WeightMode::Int8`]) `x` is first quantised per block of 32 as
 //! llama.cpp quantises activations (`x ≈ d·q`, `q` in -127..=127), and each block's dot product
@@ -159,6 +160,77 @@ mod avx2 {
         is_x86_feature_detected!("avx2")
             && is_x86_feature_detected!("fma")
             && is_x86_feature_detected!("f16c")
+    }
+}
+
+/// [`avx2::row_dots`] sixteen lanes wide: a block's 32 codes in two registers, two
+/// multiply-adds per block and input row instead of four.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code, unsafe_op_in_unsafe_fn)]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::avx2::scale_and_offset;
+    use crate::quant::GgmlType;
+
+    /// # Safety
+    /// The CPU must support AVX-512F, AVX2, FMA and F16C; the slices as [`super::avx2::row_dots`].
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    pub unsafe fn row_dots<const M: usize>(
+        dtype: GgmlType,
+        row: &[u8],
+        bb: usize,
+        x: &[f32],
+        xsum: &[f32],
+        cols: usize,
+        out: &mut [f32],
+    ) {
+        let nb = row.len() / bb;
+        let mut acc = [_mm512_setzero_ps(); M];
+        let mut offs = [0.0f32; M];
+        for bi in 0..nb {
+            let b = row.as_ptr().add(bi * bb);
+            let (d, c) = scale_and_offset(dtype, b);
+            let [q0, q1] = match dtype {
+                GgmlType::Q8_0 => {
+                    let p = b.add(2);
+                    let codes = |at: usize| {
+                        let bytes = _mm_loadu_si128(p.add(at) as *const __m128i);
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes))
+                    };
+                    [codes(0), codes(16)]
+                }
+                GgmlType::Q4_0 => nibbles(b.add(2)),
+                _ => nibbles(b.add(4)),
+            };
+            let dv = _mm512_set1_ps(d);
+            for r in 0..M {
+                let xs = x.as_ptr().add(r * cols + bi * 32);
+                let s = _mm512_mul_ps(q0, _mm512_loadu_ps(xs));
+                let s = _mm512_fmadd_ps(q1, _mm512_loadu_ps(xs.add(16)), s);
+                acc[r] = _mm512_fmadd_ps(dv, s, acc[r]);
+                offs[r] += c * *xsum.get_unchecked(r * nb + bi);
+            }
+        }
+        for r in 0..M {
+            out[r] = _mm512_reduce_add_ps(acc[r]) + offs[r];
+        }
+    }
+
+    /// The 32 4-bit codes at `p` as floats: the low nibbles (values 0..16), then the high.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn nibbles(p: *const u8) -> [__m512; 2] {
+        let bytes = _mm_loadu_si128(p as *const __m128i);
+        let lo = _mm_and_si128(bytes, _mm_set1_epi8(15));
+        let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), _mm_set1_epi8(15));
+        [
+            _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)),
+            _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)),
+        ]
+    }
+
+    pub fn available() -> bool {
+        super::avx2::available() && is_x86_feature_detected!("avx512f")
     }
 }
 
@@ -336,6 +408,34 @@ pub fn int8_available() -> bool {
     false
 }
 
+/// The widest f32-input kernel this CPU runs, detected once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Simd {
+    Portable,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx2,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    Avx512,
+}
+
+impl Simd {
+    fn detect() -> Self {
+        static LEVEL: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+        *LEVEL.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if avx512::available() {
+                    return Simd::Avx512;
+                }
+                if avx2::available() {
+                    return Simd::Avx2;
+                }
+            }
+            Simd::Portable
+        })
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn row_dots(
     dtype: GgmlType,
@@ -345,35 +445,27 @@ fn row_dots(
     xsum: &[f32],
     cols: usize,
     out: &mut [f32],
-    simd: bool,
+    simd: Simd,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is only true when `avx2::available()` said so; slice sizes are
-        // established by the caller (`matmul_quantized`).
-        #[allow(unsafe_code)]
-        unsafe {
-            match out.len() {
-                8 => avx2::row_dots::<8>(dtype, row, bb, x, xsum, cols, out),
-                4 => avx2::row_dots::<4>(dtype, row, bb, x, xsum, cols, out),
-                2 => avx2::row_dots::<2>(dtype, row, bb, x, xsum, cols, out),
-                _ => avx2::row_dots::<1>(dtype, row, bb, x, xsum, cols, out),
-            }
-        };
-        return;
+    // SAFETY: `simd` names a level no wider than `Simd::detect()` found (callers pass it or a
+    // narrower one); slice sizes are established by the caller (`matmul_quantized`).
+    #[allow(unsafe_code)]
+    unsafe {
+        match (simd, out.len()) {
+            (Simd::Avx512, 8) => return avx512::row_dots::<8>(dtype, row, bb, x, xsum, cols, out),
+            (Simd::Avx512, 4) => return avx512::row_dots::<4>(dtype, row, bb, x, xsum, cols, out),
+            (Simd::Avx512, 2) => return avx512::row_dots::<2>(dtype, row, bb, x, xsum, cols, out),
+            (Simd::Avx512, _) => return avx512::row_dots::<1>(dtype, row, bb, x, xsum, cols, out),
+            (Simd::Avx2, 8) => return avx2::row_dots::<8>(dtype, row, bb, x, xsum, cols, out),
+            (Simd::Avx2, 4) => return avx2::row_dots::<4>(dtype, row, bb, x, xsum, cols, out),
+            (Simd::Avx2, 2) => return avx2::row_dots::<2>(dtype, row, bb, x, xsum, cols, out),
+            (Simd::Avx2, _) => return avx2::row_dots::<1>(dtype, row, bb, x, xsum, cols, out),
+            (Simd::Portable, _) => {}
+        }
     }
-    let _ = (simd, xsum);
+    let _ = xsum;
     row_dots_portable(dtype, row, bb, x, cols, out);
-}
-
-fn simd_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *AVAILABLE.get_or_init(avx2::available)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    false
 }
 
 /// `y[i, r] = Σ_c x[i, c] · W[r, c]` for `x: [m, W.cols]`, returning `y: [m, W.rows]`.
@@ -407,7 +499,7 @@ pub(crate) fn matmul_quantized(w: &WeightMatrix, x: &[f32], m: usize, int8: bool
     }
     let bb = w.dtype.block_bytes();
     let rb = w.row_bytes();
-    let simd = simd_available();
+    let simd = Simd::detect();
     let nb = w.cols / 32;
     // Per-block sums of the inputs, shared by every weight row (see `avx2::row_dots`).
     let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
@@ -556,37 +648,57 @@ mod tests {
         }
     }
 
+    /// Every f32-input kernel this CPU runs (portable, AVX2, AVX-512) at every tile height,
+    /// and `matmul_quantized` on the widest, against an f32 product on the dequantised weights.
     #[test]
     fn kernels_match_dequantised_matmul() {
+        let detected = Simd::detect();
+        let levels: Vec<Simd> = [Simd::Portable, Simd::Avx2, Simd::Avx512]
+            .into_iter()
+            .filter(|&l| l as u8 <= detected as u8)
+            .collect();
         for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
             for m in [1, 3, 33] {
-                let w = random_matrix(dtype, 37, 96, 7);
-                let x: Vec<f32> = (0..m * 96)
+                let (rows, cols) = (37, 96);
+                let w = random_matrix(dtype, rows, cols, 7);
+                let x: Vec<f32> = (0..m * cols)
                     .map(|i| ((i * 7919) % 23) as f32 / 11.0 - 1.0)
                     .collect();
                 let wf = w.to_f32().unwrap();
+                let want = |i: usize, r: usize| -> f32 {
+                    (0..cols).map(|c| wf[r * cols + c] * x[i * cols + c]).sum()
+                };
+                let close = |want: f32, got: f32| (want - got).abs() <= 1e-4 * (1.0 + want.abs());
                 let y = matmul_quantized(&w, &x, m, false);
-                let simd = simd_available();
-                let mut y2 = [0.0; 37];
-                row_dots_portable(
-                    dtype,
-                    &w.bytes[..w.row_bytes()],
-                    dtype.block_bytes(),
-                    &x[..96],
-                    96,
-                    &mut y2[..1],
-                );
                 for i in 0..m {
-                    for r in 0..37 {
-                        let want: f32 = (0..96).map(|c| wf[r * 96 + c] * x[i * 96 + c]).sum();
-                        let got = y[i * 37 + r];
+                    for r in 0..rows {
+                        let (want, got) = (want(i, r), y[i * rows + r]);
                         assert!(
-                            (want - got).abs() <= 1e-4 * (1.0 + want.abs()),
-                            "{dtype} m={m} simd={simd}: {want} vs {got}"
+                            close(want, got),
+                            "{dtype} m={m} {detected:?}: {want} vs {got}"
                         );
                     }
                 }
-                assert!((y2[0] - y[0]).abs() < 1e-4 * (1.0 + y[0].abs()));
+                let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+                let nb = cols / 32;
+                for &level in &levels {
+                    for tile in [1, 2, 4, 8].into_iter().filter(|&t| t <= m) {
+                        for r in [0, rows - 1] {
+                            let row = &w.bytes[r * w.row_bytes()..(r + 1) * w.row_bytes()];
+                            let mut out = vec![0.0; tile];
+                            let (xs, sums) = (&x[..tile * cols], &xsum[..tile * nb]);
+                            let bb = dtype.block_bytes();
+                            row_dots(dtype, row, bb, xs, sums, cols, &mut out, level);
+                            for (i, &got) in out.iter().enumerate() {
+                                let want = want(i, r);
+                                assert!(
+                                    close(want, got),
+                                    "{dtype} {level:?} tile {tile} row {r}: {want} vs {got}"
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
     }
