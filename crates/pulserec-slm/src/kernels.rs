@@ -464,7 +464,7 @@ fn row_dots(
             (Simd::Portable, _) => {}
         }
     }
-    let _ = xsum;
+    let _ = (simd, xsum);
     row_dots_portable(dtype, row, bb, x, cols, out);
 }
 
