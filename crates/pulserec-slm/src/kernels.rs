@@ -408,8 +408,8 @@ pub fn int8_available() -> bool {
     false
 }
 
-/// The widest f32-input kernel this CPU runs, detected once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The widest f32-input kernel this CPU runs, detected once; ordered narrowest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Simd {
     Portable,
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -655,7 +655,7 @@ mod tests {
         let detected = Simd::detect();
         let levels: Vec<Simd> = [Simd::Portable, Simd::Avx2, Simd::Avx512]
             .into_iter()
-            .filter(|&l| l as u8 <= detected as u8)
+            .filter(|&l| l <= detected)
             .collect();
         for dtype in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
             for m in [1, 3, 33] {

@@ -289,12 +289,11 @@ pub enum FrozenBottom {
     Host,
     /// [`FrozenBottom::Host`] with every product by a frozen weight in bf16 (f32 accumulation)
     /// on the CPU's AMX tiles or, without AMX, AVX512-BF16, as [`crate::WeightMode::Bf16`] runs
-    /// inference: the bottom
-    /// layers' projections, the adapted layers' frozen `x Wᵀ` and its backward `dy W` (a custom
-    /// autodiff op, `frozen_product.rs`; the adapters and attention stay f32), and the head's
-    /// logits and input gradient. Values, log-probabilities and gradients change by bf16
-    /// rounding (`tests/lora.rs`: loss within 0.3 %, gradient cosine above 0.999). On a CPU
-    /// with neither it runs as [`FrozenBottom::Host`].
+    /// inference: the bottom layers' projections, the adapted layers' frozen `x Wᵀ` and its
+    /// backward `dy W` (a custom autodiff op, `frozen_product.rs`; the adapters and attention
+    /// stay f32), and the head's logits and input gradient. Values, log-probabilities and
+    /// gradients change by bf16 rounding (`tests/lora.rs`: loss within 0.3 %, gradient cosine
+    /// above 0.999). On a CPU with neither it runs as [`FrozenBottom::Host`].
     HostBf16,
 }
 
@@ -404,10 +403,9 @@ impl LoraModel {
     /// ([`FrozenBottom`]; default [`FrozenBottom::Autodiff`]) and returns the mode in effect:
     /// the host modes need the CPU (`flex`) device, and [`FrozenBottom::HostBf16`] a CPU with
     /// bf16 products, AMX or AVX512-BF16 ([`crate::amx::bf16_available`]; elsewhere it is
-    /// [`FrozenBottom::Host`]). The bf16 mode
-    /// packs every projection once (2 bytes per weight beside the f32 copies; those of the
-    /// adapted layers and the head twice, `W` and `Wᵀ`; a matrix whose sizes are not multiples
-    /// of 32 stays in f32). When layer 0 is adapted there is no frozen bottom, and only the
+    /// [`FrozenBottom::Host`]). The bf16 mode packs every projection once (2 bytes per weight
+    /// beside the f32 copies; those of the adapted layers and the head twice, `W` and `Wᵀ`; a
+    /// matrix whose sizes are not multiples of 32 stays in f32). When layer 0 is adapted there is no frozen bottom, and only the
     /// adapted layers' kernels, the head and the dropout change; on a plain device nothing does
     /// (every layer already runs without autodiff).
     pub fn set_frozen_bottom(&mut self, mode: FrozenBottom) -> Result<FrozenBottom> {
